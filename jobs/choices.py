@@ -1,0 +1,120 @@
+"""States and reason codes, defined once, each with a label and a colour."""
+
+from django.db import models
+
+
+class JobState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    QUEUED = "queued", "Queued"
+    SCANNING = "scanning", "Scanning"
+    COPYING = "copying", "Copying"
+    VERIFYING = "verifying", "Verifying"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+JOB_ACTIVE = (JobState.QUEUED, JobState.SCANNING, JobState.COPYING, JobState.VERIFYING)
+JOB_RUNNING = (JobState.SCANNING, JobState.COPYING, JobState.VERIFYING)
+JOB_FINISHED = (
+    JobState.COMPLETED,
+    JobState.COMPLETED_WITH_ERRORS,
+    JobState.FAILED,
+    JobState.CANCELLED,
+)
+JOB_STARTABLE = (JobState.DRAFT, *JOB_FINISHED)
+
+STATE_COLOURS = {
+    "draft": "#6b7280",
+    "queued": "#6366f1",
+    "scanning": "#0ea5e9",
+    "copying": "#2563eb",
+    "verifying": "#7c3aed",
+    "paused": "#d97706",
+    "completed": "#16a34a",
+    "completed_with_errors": "#ca8a04",
+    "failed": "#dc2626",
+    "cancelled": "#4b5563",
+    # items
+    "pending": "#6b7280",
+    "copied": "#16a34a",
+    "unchanged": "#0d9488",
+    "excluded": "#9ca3af",
+}
+
+
+class PassKind(models.TextChoices):
+    COPY = "copy", "Copy"
+    RETRY = "retry", "Retry failed"
+
+
+class PassState(models.TextChoices):
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class ItemKind(models.TextChoices):
+    FILE = "file", "File"
+    DIR = "dir", "Folder"
+
+
+class ItemState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    COPIED = "copied", "Copied"
+    UNCHANGED = "unchanged", "Unchanged"
+    EXCLUDED = "excluded", "Excluded"
+    FAILED = "failed", "Failed"
+
+
+class Reason(models.TextChoices):
+    """Why an item was not copied. Every item that is not copied carries one."""
+
+    NONE = "", "—"
+    # failures
+    VANISHED = "vanished", "Vanished from the source after the scan"
+    ACCESS_DENIED = "access_denied", "Access denied"
+    LOCKED = "locked", "Locked by another program"
+    NOT_FOUND = "not_found", "Not found"
+    UNSAFE_PATH = "unsafe_path", "Path would escape the destination or is invalid there"
+    INVALID_NAME = "invalid_name", "Name the destination cannot hold"
+    CHECKSUM_MISMATCH = "checksum_mismatch", "Checksum mismatch after copy"
+    SOURCE_UNAVAILABLE = "source_unavailable", "Source unavailable (after retries)"
+    DESTINATION_UNAVAILABLE = "destination_unavailable", "Destination unavailable (after retries)"
+    DESTINATION_ERROR = "destination_error", "Destination refused the write"
+    READ_ERROR = "read_error", "Error reading the source"
+    IO_ERROR = "io_error", "Input/output error"
+    UNSUPPORTED = "unsupported", "Not supported by this storage"
+    CONNECT_FAILED = "connect_failed", "Could not connect"
+    # exclusions
+    SYMLINK = "symlink", "Symbolic link (not followed)"
+    DESTINATION_NEWER = "destination_newer", "Destination is newer (policy: newer)"
+
+
+TRANSIENT_REASONS = {
+    Reason.LOCKED,
+    Reason.SOURCE_UNAVAILABLE,
+    Reason.DESTINATION_UNAVAILABLE,
+}
+
+
+class OnExists(models.TextChoices):
+    SKIP_IDENTICAL = "skip_identical", "Skip when identical, replace when different"
+    OVERWRITE = "overwrite", "Always overwrite"
+    NEWER = "newer", "Replace only when the source is newer"
+    KEEP_BOTH = "keep_both", "Keep both (write the source under a new name)"
+
+
+class BatchState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    LEASED = "leased", "Leased"
+    DONE = "done", "Done"
+
+
+class EventLevel(models.TextChoices):
+    DEBUG = "debug", "Debug"
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    ERROR = "error", "Error"

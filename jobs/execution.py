@@ -1,0 +1,595 @@
+"""Worker-side services: scan a pass into the manifest, copy leased batches, finish passes,
+hand lapsed leases out again. Called by tasks.py (django-q2) and by the one-shot CLI.
+
+Every write that changes counters happens in one transaction with the rows it counts, and
+only while the writer still holds its lease, so a killed worker loses nothing and a
+batch delivered twice is counted once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from migrator.engine.copy import CopyOptions, CopyTask, Outcome, Policy, State, copy_batch
+from migrator.storage import Entry, InvalidPath, ScanError, StorageError, join, path_key
+from migrator.storage.local import check_relative
+
+from .choices import (
+    JOB_RUNNING,
+    BatchState,
+    EventLevel,
+    ItemKind,
+    ItemState,
+    JobState,
+    PassState,
+    Reason,
+)
+from .connectors import check_endpoint, open_endpoint
+from .dispatch import enqueue
+from .models import Batch, Event, FileItem, MigrationJob, Pass, PathMapping, ProgressSample
+
+log = logging.getLogger(__name__)
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+SCAN_FLUSH_ROWS = 2000
+SAMPLE_EVERY = timedelta(seconds=3)
+STOP_POLL_SECONDS = 1.0
+
+
+def _token() -> str:
+    return f"{OWNER}:{threading.get_ident() % 10000}:{uuid.uuid4().hex[:8]}"
+
+
+def event_add(
+    *, job_id: int, message: str, level: str = EventLevel.INFO, path: str = "", staff_only=False
+) -> Event:
+    return Event.objects.create(
+        job_id=job_id, level=level, message=message, path=path, staff_only=staff_only
+    )
+
+
+def job_fail(*, job_id: int, message: str) -> None:
+    """The job could not run at all (bad credentials, unreachable endpoint)."""
+    now = timezone.now()
+    with transaction.atomic():
+        MigrationJob.objects.filter(pk=job_id).update(
+            state=JobState.FAILED, error=message, finished_at=now, last_activity=now
+        )
+        Pass.objects.filter(job_id=job_id, state=PassState.RUNNING).update(
+            state=PassState.CANCELLED, finished_at=now
+        )
+        event_add(job_id=job_id, level=EventLevel.ERROR, message=message)
+        job = MigrationJob.objects.get(pk=job_id)
+        enqueue("jobs.tasks.customer_dispatch", job.customer_id)
+
+
+# --- scan ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Planned:
+    item: FileItem
+    counts_as: str  # "file" or "dir"
+
+
+class Planner:
+    """Turns scanned entries into manifest rows: destination path, state and reason."""
+
+    def __init__(self, job: MigrationJob, job_pass: Pass) -> None:
+        self.job = job
+        self.job_pass = job_pass
+
+    def plan(self, mapping: PathMapping, item: Entry | ScanError) -> FileItem:
+        rel = _relative(item.path, mapping.source_path)
+        row = FileItem(
+            job_id=self.job.pk,
+            job_pass_id=self.job_pass.pk,
+            source_path=item.path,
+            kind=ItemKind.DIR if item.kind == "dir" else ItemKind.FILE,
+        )
+        if isinstance(item, ScanError):
+            row.state, row.reason, row.message = ItemState.FAILED, item.error.reason, str(item.error)
+            return row
+        row.size, row.mtime_ns = item.size, item.mtime_ns
+        row.md5 = item.hash("md5") or ""
+        row.crc32c = item.hash("crc32c") or ""
+        if item.kind == "link":
+            row.state, row.reason = ItemState.EXCLUDED, Reason.SYMLINK
+            return row
+        try:
+            row.dest_path = join(mapping.destination_prefix, check_relative(rel))
+        except InvalidPath as exc:
+            row.state, row.reason, row.message = ItemState.FAILED, Reason.UNSAFE_PATH, exc.message
+            return row
+        row.state = ItemState.PENDING
+        return row
+
+
+def _relative(path: str, base: str) -> str:
+    base = base.strip("/")
+    if not base:
+        return path
+    return path[len(base) + 1 :] if path.startswith(base + "/") else path
+
+
+def _scan_lease(pass_id: int, token: str) -> bool:
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    return bool(
+        Pass.objects.filter(pk=pass_id, state=PassState.RUNNING, scan_finished=False)
+        .filter(Q(scan_lease_expires__isnull=True) | Q(scan_lease_expires__lt=now))
+        .update(scan_lease_owner=token, scan_lease_expires=expires)
+    )
+
+
+def pass_scan(*, pass_id: int) -> None:
+    """Stream the source into the manifest in chunks, creating batches as it goes so
+    copying starts at once. Resumes after the last committed entry when re-delivered."""
+    token = _token()
+    if not _scan_lease(pass_id, token):
+        return
+    job_pass = Pass.objects.select_related("job__source", "job__destination").get(pk=pass_id)
+    job = job_pass.job
+    try:
+        check_endpoint(job.destination, destination=True)
+        source = open_endpoint(job.source)
+        source.check()
+    except (StorageError, ValueError) as exc:
+        job_fail(job_id=job.pk, message=f"Could not start: {exc}")
+        return
+    MigrationJob.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.SCANNING, started_at=timezone.now()
+    )
+    planner = Planner(job, job_pass)
+    resume_pos, _, resume_path = job_pass.scan_cursor.partition("\x00")
+    resume = (int(resume_pos), path_key(resume_path)) if job_pass.scan_cursor else None
+    rows: list[FileItem] = []
+    try:
+        for mapping in job.mappings.all():
+            if resume and mapping.position < resume[0]:
+                continue
+            last = ""
+            for item in source.scan(mapping.source_path.strip("/")):
+                if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
+                    continue
+                rows.append(planner.plan(mapping, item))
+                last = item.path
+                if len(rows) >= SCAN_FLUSH_ROWS:
+                    if not _scan_flush(job_pass, token, rows, f"{mapping.position}\x00{last}"):
+                        return
+                    rows = []
+            if not _scan_flush(job_pass, token, rows, f"{mapping.position}\x00{last}"):
+                return
+            rows = []
+    except StorageError as exc:  # the source went away mid-scan: the lease lapses, we resume
+        event_add(job_id=job.pk, level=EventLevel.WARNING, message=f"Scan interrupted: {exc}")
+        raise
+    finally:
+        source.close()
+    _scan_flush(job_pass, token, [], None, final=True)
+    pass_maybe_finish(pass_id=pass_id)
+
+
+def _scan_flush(
+    job_pass: Pass, token: str, rows: list[FileItem], cursor: str | None, final: bool = False
+) -> bool:
+    """Write one chunk of the manifest with its counters, batches and cursor. False when
+    the scan must stop (lease lost, job cancelled or failed)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = (
+            Pass.objects.select_for_update()
+            .filter(pk=job_pass.pk, scan_lease_owner=token, state=PassState.RUNNING)
+            .first()
+        )
+        if locked is None:
+            return False
+        job = MigrationJob.objects.get(pk=job_pass.job_id)
+        if job.state not in (*JOB_RUNNING, JobState.QUEUED, JobState.PAUSED):
+            return False
+        created = FileItem.objects.bulk_create(rows) if rows else []
+        files = [r for r in created if r.kind == ItemKind.FILE]
+        dirs = [r for r in created if r.kind == ItemKind.DIR]
+        by_state = Counter(r.state for r in files)
+        updates = {
+            "seen": F("seen") + len(files),
+            "pending": F("pending") + by_state[ItemState.PENDING],
+            "excluded": F("excluded") + by_state[ItemState.EXCLUDED],
+            "failed": F("failed") + by_state[ItemState.FAILED],
+            "bytes_seen": F("bytes_seen") + sum(r.size for r in files),
+            "bytes_done": F("bytes_done")
+            + sum(r.size for r in files if r.state != ItemState.PENDING),
+            "folders_seen": F("folders_seen") + len(dirs),
+            "folders_failed": F("folders_failed")
+            + sum(1 for r in dirs if r.state == ItemState.FAILED),
+            "scan_lease_expires": now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS),
+        }
+        batches = _make_batches(job_pass, [r for r in created if r.state == ItemState.PENDING])
+        if batches:
+            updates["batches_total"] = F("batches_total") + len(batches)
+        if cursor is not None:
+            updates["scan_cursor"] = cursor
+            updates["current_folder"] = cursor.partition("\x00")[2].rpartition("/")[0]
+        if final:
+            updates.update(scan_finished=True, scan_lease_owner="", scan_lease_expires=None)
+        Pass.objects.filter(pk=job_pass.pk).update(**updates)
+        for row in created:
+            if row.state == ItemState.FAILED:
+                _event_for_scan_failure(job.pk, row)
+        job_updates: dict = {"last_activity": now}
+        MigrationJob.objects.filter(pk=job.pk).update(**job_updates)
+        if final:
+            MigrationJob.objects.filter(pk=job.pk, state=JobState.SCANNING).update(
+                state=JobState.COPYING
+            )
+        if job.state != JobState.PAUSED:
+            for batch in batches:
+                enqueue("jobs.tasks.copy_batch", batch.pk)
+    return True
+
+
+def _event_for_scan_failure(job_id: int, row: FileItem) -> None:
+    what = "Folder could not be read" if row.kind == ItemKind.DIR else "File skipped"
+    event_add(
+        job_id=job_id,
+        level=EventLevel.ERROR,
+        message=f"{what} ({row.reason}): {row.message}",
+        path=row.source_path,
+    )
+
+
+def _make_batches(job_pass: Pass, pending: list[FileItem]) -> list[Batch]:
+    """Group consecutive pending rows into batches of a few hundred files or some
+    hundreds of MB."""
+    batches: list[Batch] = []
+    group: list[FileItem] = []
+    size = 0
+    resend_at = timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
+
+    def close() -> None:
+        batches.append(
+            Batch(
+                job_id=job_pass.job_id,
+                job_pass_id=job_pass.pk,
+                first_id=group[0].pk,
+                last_id=group[-1].pk,
+                files=len(group),
+                bytes=size,
+                lease_expires=resend_at,
+            )
+        )
+
+    for row in pending:
+        if group and (
+            len(group) >= settings.MIGRATOR_BATCH_FILES
+            or size + row.size > settings.MIGRATOR_BATCH_BYTES
+        ):
+            close()
+            group, size = [], 0
+        group.append(row)
+        size += row.size
+    if group:
+        close()
+    return Batch.objects.bulk_create(batches)
+
+
+# --- copy ------------------------------------------------------------------------------
+
+
+def _batch_lease(batch_id: int, token: str) -> bool:
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    leasable = Q(state=BatchState.QUEUED) | Q(state=BatchState.LEASED, lease_expires__lt=now)
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            row = (
+                Batch.objects.select_for_update(skip_locked=True)
+                .filter(leasable, pk=batch_id)
+                .first()
+            )
+            if row is None:
+                return False
+            Batch.objects.filter(pk=batch_id).update(
+                state=BatchState.LEASED, lease_owner=token, lease_expires=expires,
+                attempts=F("attempts") + 1,
+            )  # fmt: skip
+            return True
+    return bool(
+        Batch.objects.filter(leasable, pk=batch_id).update(
+            state=BatchState.LEASED,
+            lease_owner=token,
+            lease_expires=expires,
+            attempts=F("attempts") + 1,
+        )
+    )
+
+
+class _StopWatch:
+    """Polls the job's state from its own thread, so copy threads can stop between files
+    when the job is paused or cancelled, without each opening a database connection."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self._done.wait(STOP_POLL_SECONDS):
+                state = (
+                    MigrationJob.objects.filter(pk=self.job_id)
+                    .values_list("state", flat=True)
+                    .first()
+                )
+                if state not in JOB_RUNNING:
+                    self.stop.set()
+                    return
+        finally:
+            connection.close()
+
+    def __enter__(self) -> _StopWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def batch_copy(*, batch_id: int) -> None:
+    """Lease a batch, copy its pending rows, record the outcomes with the counters."""
+    token = _token()
+    if not _batch_lease(batch_id, token):
+        return
+    batch = Batch.objects.get(pk=batch_id)
+    job = MigrationJob.objects.select_related("source", "destination").get(pk=batch.job_id)
+    if job.state not in JOB_RUNNING:
+        _batch_release(batch_id, token)
+        return
+    rows = list(
+        FileItem.objects.filter(
+            job_pass_id=batch.job_pass_id,
+            id__gte=batch.first_id,
+            id__lte=batch.last_id,
+            state=ItemState.PENDING,
+        )
+        .order_by("id")
+        .values_list("id", "kind", "source_path", "dest_path", "size", "mtime_ns", "md5", "crc32c")
+    )
+    tasks = [
+        CopyTask(
+            item_id=pk,
+            source_path=src,
+            dest_path=dst,
+            kind=kind,
+            size=size,
+            mtime_ns=mtime,
+            hashes=tuple((a, h) for a, h in (("md5", md5), ("crc32c", crc)) if h),
+        )
+        for pk, kind, src, dst, size, mtime, md5, crc in rows
+    ]
+    workers = max(1, settings.MIGRATOR_WORKERS)
+    with _StopWatch(job.pk) as watch:
+        options = CopyOptions(
+            policy=Policy(job.on_exists),
+            bwlimit=(job.bwlimit // workers) if job.bwlimit else None,
+            threads=settings.MIGRATOR_COPY_THREADS,
+            retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
+            backoff=settings.MIGRATOR_RETRY_BACKOFF,
+            should_stop=watch.stop.is_set,
+        )
+        try:
+            outcomes = copy_batch(
+                tasks,
+                lambda: open_endpoint(job.source),
+                lambda: open_endpoint(job.destination),
+                options,
+            )
+        except (StorageError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, StorageError) else Reason.CONNECT_FAILED
+            outcomes = [Outcome(t.item_id, State.FAILED, reason, str(exc)) for t in tasks]
+    _batch_record(batch, job, token, tasks, outcomes)
+
+
+def _batch_release(batch_id: int, token: str) -> None:
+    Batch.objects.filter(pk=batch_id, lease_owner=token).update(
+        state=BatchState.QUEUED,
+        lease_owner="",
+        lease_expires=timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY),
+    )
+
+
+def _batch_record(
+    batch: Batch, job: MigrationJob, token: str, tasks: list[CopyTask], outcomes: list[Outcome]
+) -> None:
+    by_id = {t.item_id: t for t in tasks}
+    now = timezone.now()
+    finished = len(outcomes) == len(tasks)
+    with transaction.atomic():
+        held = (
+            Batch.objects.select_for_update()
+            .filter(pk=batch.pk, lease_owner=token, state=BatchState.LEASED)
+            .first()
+        )
+        if held is None:  # our lease lapsed and another worker took the batch: it counts
+            log.warning("batch %s: lease lost, outcomes discarded", batch.pk)
+            return
+        items = []
+        file_states: Counter[str] = Counter()
+        dir_states: Counter[str] = Counter()
+        bytes_copied = bytes_done = 0
+        for o in outcomes:
+            task = by_id[o.item_id]
+            item = FileItem(
+                pk=o.item_id,
+                state=o.state.value,
+                reason=o.reason,
+                message=o.message[:2000],
+                attempts=o.attempts,
+                md5=o.md5 or task.hash_of("md5"),
+                crc32c=o.crc32c or task.hash_of("crc32c"),
+                dest_path=o.dest_path or task.dest_path,
+            )
+            items.append(item)
+            if task.kind == "dir":
+                dir_states[o.state] += 1
+            else:
+                file_states[o.state] += 1
+                bytes_copied += o.bytes
+                bytes_done += task.size
+        FileItem.objects.bulk_update(
+            items,
+            ["state", "reason", "message", "attempts", "md5", "crc32c", "dest_path"],
+            batch_size=500,
+        )
+        Pass.objects.filter(pk=batch.job_pass_id).update(
+            pending=F("pending") - sum(file_states.values()),
+            copied=F("copied") + file_states[State.COPIED],
+            unchanged=F("unchanged") + file_states[State.UNCHANGED],
+            excluded=F("excluded") + file_states[State.EXCLUDED],
+            failed=F("failed") + file_states[State.FAILED],
+            bytes_copied=F("bytes_copied") + bytes_copied,
+            bytes_done=F("bytes_done") + bytes_done,
+            folders_created=F("folders_created") + dir_states[State.COPIED],
+            folders_failed=F("folders_failed") + dir_states[State.FAILED],
+            batches_done=F("batches_done") + (1 if finished else 0),
+        )
+        if finished:
+            Batch.objects.filter(pk=batch.pk).update(
+                state=BatchState.DONE, finished_at=now, lease_owner=""
+            )
+        else:
+            _batch_release(batch.pk, token)
+        MigrationJob.objects.filter(pk=job.pk).update(last_activity=now)
+        _sample_progress(batch.job_pass_id, now)
+        failures = [o for o in outcomes if o.state == State.FAILED]
+        if failures:
+            reasons = Counter(o.reason for o in failures)
+            summary = ", ".join(f"{r} ×{n}" for r, n in reasons.most_common())
+            example = by_id[failures[0].item_id].source_path
+            event_add(
+                job_id=job.pk,
+                level=EventLevel.ERROR,
+                message=f"{len(failures)} item(s) failed in batch {batch.pk}: {summary}. "
+                f"First: {failures[0].message}",
+                path=example,
+            )
+        if finished:
+            transaction.on_commit(lambda: pass_maybe_finish(pass_id=batch.job_pass_id))
+
+
+def _sample_progress(pass_id: int, now) -> None:
+    last = ProgressSample.objects.filter(job_pass_id=pass_id).order_by("-id").first()
+    if last is not None and now - last.at < SAMPLE_EVERY:
+        return
+    p = Pass.objects.filter(pk=pass_id).values("copied", "unchanged", "excluded", "failed")
+    counts = p.first() or {}
+    files = sum(counts.values())
+    bytes_done = Pass.objects.filter(pk=pass_id).values_list("bytes_done", flat=True).first()
+    ProgressSample.objects.create(job_pass_id=pass_id, files_done=files, bytes_done=bytes_done)
+
+
+# --- finishing -------------------------------------------------------------------------
+
+
+def pass_maybe_finish(*, pass_id: int) -> None:
+    """When the scan is done and nothing is pending: verify the accounting against the
+    manifest (one GROUP BY per pass, never for progress) and set the job's final state."""
+    with transaction.atomic():
+        p = Pass.objects.select_for_update().filter(pk=pass_id).first()
+        if p is None or p.state != PassState.RUNNING or not p.scan_finished or p.pending:
+            return
+        MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
+            state=JobState.VERIFYING
+        )
+        truth = dict(
+            FileItem.objects.filter(job_pass_id=pass_id, kind=ItemKind.FILE)
+            .values_list("state")
+            .annotate(n=Count("id"))
+            .values_list("state", "n")
+        )
+        counted = {
+            "copied": p.copied,
+            "unchanged": p.unchanged,
+            "excluded": p.excluded,
+            "failed": p.failed,
+            "pending": p.pending,
+        }
+        mismatch = {k: (v, truth.get(k, 0)) for k, v in counted.items() if v != truth.get(k, 0)}
+        if mismatch or p.seen != sum(truth.values()):
+            event_add(
+                job_id=p.job_id,
+                level=EventLevel.ERROR,
+                message=f"Accounting check failed (counter, manifest): {mismatch}",
+                staff_only=True,
+            )
+        ok = not mismatch and p.failed == 0 and p.folders_failed == 0 and p.pending == 0
+        final = JobState.COMPLETED if ok else JobState.COMPLETED_WITH_ERRORS
+        now = timezone.now()
+        Pass.objects.filter(pk=pass_id).update(state=PassState.DONE, finished_at=now)
+        changed = MigrationJob.objects.filter(
+            pk=p.job_id, state__in=(*JOB_RUNNING, JobState.PAUSED)
+        ).update(state=final, finished_at=now, last_activity=now)
+        if changed:
+            p.refresh_from_db()
+            ProgressSample.objects.create(
+                job_pass_id=pass_id,
+                files_done=p.done,
+                bytes_done=p.bytes_done,
+            )
+            event_add(
+                job_id=p.job_id,
+                level=EventLevel.INFO if ok else EventLevel.WARNING,
+                message=(
+                    f"Pass {p.number} finished: {p.seen} files seen, {p.copied} copied, "
+                    f"{p.unchanged} unchanged, {p.excluded} excluded, {p.failed} failed; "
+                    f"{p.folders_seen} folders ({p.folders_failed} unreadable)."
+                ),
+            )
+            customer_id = MigrationJob.objects.values_list("customer_id", flat=True).get(
+                pk=p.job_id
+            )
+            enqueue("jobs.tasks.customer_dispatch", customer_id)
+
+
+def leases_reap() -> dict[str, int]:
+    """Periodic: hand lapsed batch and scan leases out again, re-send queued batches whose
+    task may have been lost (a killed worker, a Redis broker), start waiting jobs."""
+    now = timezone.now()
+    resend_at = now + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
+    counts = {"batches": 0, "scans": 0}
+    running_jobs = MigrationJob.objects.filter(state__in=JOB_RUNNING).values("pk")
+    with transaction.atomic():
+        due = list(
+            Batch.objects.filter(job_id__in=running_jobs, lease_expires__lt=now)
+            .exclude(state=BatchState.DONE)
+            .values_list("pk", flat=True)[:5000]
+        )
+        for pk in due:
+            if (
+                Batch.objects.filter(pk=pk, lease_expires__lt=now)
+                .exclude(state=BatchState.DONE)
+                .update(state=BatchState.QUEUED, lease_owner="", lease_expires=resend_at)
+            ):
+                enqueue("jobs.tasks.copy_batch", pk)
+                counts["batches"] += 1
+        scans = Pass.objects.filter(
+            job_id__in=running_jobs, state=PassState.RUNNING, scan_finished=False
+        ).filter(Q(scan_lease_expires__isnull=True) | Q(scan_lease_expires__lt=now))
+        for pk in scans.values_list("pk", flat=True):
+            enqueue("jobs.tasks.scan_pass", pk)
+            counts["scans"] += 1
+    return counts

@@ -1,0 +1,159 @@
+"""One-shot migration: python manage.py migrator_run --source URL --destination URL."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.models import Customer
+from jobs import selectors, services
+from jobs.choices import JobState, OnExists
+from jobs.connectors import check_endpoint
+from jobs.inline import InlineRunner
+from jobs.models import MigrationJob
+from migrator.storage import StorageError, kind_of
+
+EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+
+
+class Usage(Exception):
+    pass
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise Usage(f"expected a whole number of bytes per second, got {value!r}")
+    if number < 0:
+        raise Usage("--bwlimit must not be negative")
+    return number
+
+
+class Command(BaseCommand):
+    help = "Copy a source into a destination through a migration job, and wait for the end."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def error(message: str) -> None:  # one line, exit 2, no usage dump
+            sys.stderr.write(f"migrator_run: {message}\n")
+            sys.exit(EXIT_USAGE)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--source", required=True, help="file:///…, gs://…, smb://…")
+        parser.add_argument("--destination", required=True)
+        parser.add_argument("--customer", default="Default")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument("--bwlimit", default=None, help="bytes per second")
+        parser.add_argument("--on-exists", default=None, choices=OnExists.values)
+        parser.add_argument("--workers", type=int, default=None)
+
+    def handle(self, *args, **opts) -> None:
+        try:
+            code = self._run(opts)
+        except Usage as exc:
+            sys.stderr.write(f"migrator_run: {exc}\n")
+            code = EXIT_USAGE
+        sys.stdout.flush()
+        sys.exit(code)
+
+    def _run(self, opts: dict) -> int:
+        for key in ("source", "destination"):
+            try:
+                kind_of(opts[key])
+            except ValueError as exc:
+                raise Usage(str(exc))
+        bwlimit = _positive_int(opts["bwlimit"]) if opts["bwlimit"] is not None else None
+        customer, _ = Customer.objects.get_or_create(name=opts["customer"])
+        source = self._endpoint(opts["source"], customer)
+        destination = self._endpoint(opts["destination"], customer)
+        for role, endpoint in (("source", source), ("destination", destination)):
+            try:
+                check_endpoint(endpoint, destination=role == "destination")
+            except (StorageError, ValueError) as exc:
+                raise Usage(f"cannot start: {role} {endpoint.url}: {exc}")
+        job = (
+            MigrationJob.objects.filter(customer=customer, source=source, destination=destination)
+            .order_by("-pk")
+            .first()
+        )
+        if job is None:
+            job = services.job_create(
+                customer=customer,
+                name=opts["name"] or f"{source.url} → {destination.url}",
+                source=source,
+                destination=destination,
+                on_exists=opts["on_exists"] or OnExists.SKIP_IDENTICAL,
+                bwlimit=bwlimit,
+            )
+        else:
+            if opts["on_exists"]:
+                job.on_exists = opts["on_exists"]
+            job.bwlimit = bwlimit or None
+            job.save(update_fields=["on_exists", "bwlimit"])
+            if job.state not in (JobState.DRAFT, *selectors.FINISHED):
+                raise Usage(f"job {job.pk} for this source and destination is {job.state}")
+        workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
+        show = sys.stderr.isatty() and not opts["json"]
+        started = time.monotonic()
+        with InlineRunner(workers=workers) as runner:
+            services.job_start(job=job)
+            job = runner.wait(job, on_tick=self._progress if show else None)
+        if show:
+            sys.stderr.write("\n")
+        summary = selectors.job_summary(job=job)
+        summary["seconds"] = round(time.monotonic() - started, 3)
+        if opts["json"]:
+            self.stdout.write(json.dumps(summary))
+        else:
+            self._print_summary(summary)
+        if job.state == JobState.COMPLETED:
+            return EXIT_COMPLETED
+        if job.state == JobState.COMPLETED_WITH_ERRORS:
+            return EXIT_ERRORS
+        return EXIT_FAILED
+
+    def _endpoint(self, url: str, customer: Customer):
+        secret = os.environ.get("MIGRATOR_SMB_PASSWORD") if url.startswith("smb://") else None
+        return services.endpoint_get_or_create(url=url, customer=customer, secret=secret)
+
+    _last_tick = 0.0
+
+    def _progress(self, job: MigrationJob) -> None:
+        now = time.monotonic()
+        if now - self._last_tick < 0.5:
+            return
+        self._last_tick = now
+        p = selectors.job_progress(job=job)
+        width = 30
+        filled = int(width * p["fraction"])
+        bar = "█" * filled + "░" * (width - filled)
+        sys.stderr.write(
+            f"\r{bar} {p['done']:,}/{p['seen']:,} files  {p['bytes_done_h']}"
+            f"  {p['rate_h']}  {job.state:<22}"
+        )
+        sys.stderr.flush()
+
+    def _print_summary(self, s: dict) -> None:
+        self.stdout.write(
+            f"Job {s['job_id']}: {s['state']} in {s['seconds']}s — {s['seen']} files seen, "
+            f"{s['copied']} copied, {s['unchanged']} unchanged, {s['excluded']} excluded, "
+            f"{s['failed']} failed, {s['pending']} pending; {s['folders_seen']} folders; "
+            f"{s['bytes_copied']} bytes copied."
+        )
+        for reason, count in s["failed_by_reason"].items():
+            self.stdout.write(f"  failed ({reason}): {count}")
+        if s.get("error"):
+            self.stdout.write(f"  {s['error']}")
+
+
+__all__ = ["Command", "CommandError"]

@@ -1,0 +1,241 @@
+"""Endpoints, jobs, passes, the file manifest and the job's events. Fields and
+constraints only; workflows live in services.py and execution.py."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import models
+
+from accounts import crypto
+from accounts.models import Customer
+
+from .choices import (
+    BatchState,
+    EventLevel,
+    ItemKind,
+    ItemState,
+    JobState,
+    OnExists,
+    PassKind,
+    PassState,
+)
+
+
+class Endpoint(models.Model):
+    """A source or destination: a local folder, an SMB share, a GCS bucket."""
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="endpoints", null=True, blank=True
+    )
+    name = models.CharField(max_length=200)
+    url = models.CharField(
+        max_length=2000,
+        help_text="file:///abs/path, gs://bucket/prefix or smb://DOMAIN;user@host[:port]/share/path",
+    )
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    def set_secret(self, plain: str) -> None:
+        self.secret_encrypted = crypto.encrypt(plain)
+
+    def get_secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted)
+
+
+class MigrationJob(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    source = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="+")
+    destination = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(
+        max_length=24, choices=JobState.choices, default=JobState.DRAFT, db_index=True
+    )
+    on_exists = models.CharField(
+        max_length=20, choices=OnExists.choices, default=OnExists.SKIP_IDENTICAL
+    )
+    bwlimit = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Bandwidth limit in bytes per second (empty: none)."
+    )
+    options = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, help_text="Why the job could not run, in words.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_activity = models.DateTimeField(null=True, blank=True)
+    current_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "migration job"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PathMapping(models.Model):
+    """Source folder -> destination prefix; a job has one or more."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="mappings")
+    position = models.PositiveIntegerField(default=0)
+    source_path = models.CharField(max_length=2000, blank=True)
+    destination_prefix = models.CharField(max_length=2000, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"/{self.source_path} → /{self.destination_prefix}"
+
+
+class Pass(models.Model):
+    """One run over the source. Counters are added to per batch with F(); the accounting
+    identity seen = copied + unchanged + excluded + failed + pending holds at all times."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="passes")
+    number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=PassKind.choices, default=PassKind.COPY)
+    state = models.CharField(max_length=10, choices=PassState.choices, default=PassState.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    scan_finished = models.BooleanField(default=False)
+    scan_cursor = models.TextField(blank=True)  # "<mapping position>\x00<last path>"
+    scan_lease_expires = models.DateTimeField(null=True, blank=True)
+    scan_lease_owner = models.CharField(max_length=100, blank=True)
+    current_folder = models.TextField(blank=True)
+
+    seen = models.BigIntegerField(default=0)
+    copied = models.BigIntegerField(default=0)
+    unchanged = models.BigIntegerField(default=0)
+    excluded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    pending = models.BigIntegerField(default=0)
+    bytes_seen = models.BigIntegerField(default=0)
+    bytes_copied = models.BigIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)  # copied + unchanged + excluded + failed
+    folders_seen = models.BigIntegerField(default=0)
+    folders_created = models.BigIntegerField(default=0)
+    folders_failed = models.BigIntegerField(default=0)
+    batches_total = models.IntegerField(default=0)
+    batches_done = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="pass_number_unique"),
+        ]
+        verbose_name_plural = "passes"
+
+    def __str__(self) -> str:
+        return f"{self.job} — pass {self.number}"
+
+    @property
+    def done(self) -> int:
+        return self.copied + self.unchanged + self.excluded + self.failed
+
+    @property
+    def accounted(self) -> bool:
+        return self.seen == self.done + self.pending
+
+
+class FileItem(models.Model):
+    """The manifest: one row per file or folder seen by a pass."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="+")
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="items")
+    kind = models.CharField(max_length=4, choices=ItemKind.choices, default=ItemKind.FILE)
+    source_path = models.TextField()
+    dest_path = models.TextField(blank=True)
+    size = models.BigIntegerField(default=0)
+    mtime_ns = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=ItemState.choices, default=ItemState.PENDING)
+    reason = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    md5 = models.CharField(max_length=32, blank=True)
+    crc32c = models.CharField(max_length=8, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["job_pass", "state"], name="item_pass_state"),
+            models.Index(fields=["job", "source_path"], name="item_job_path"),
+        ]
+
+    def __str__(self) -> str:
+        return self.source_path
+
+
+class Batch(models.Model):
+    """A range of manifest rows copied as one unit of work, leased with an expiry."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="+")
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="batches")
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    files = models.IntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=BatchState.choices, default=BatchState.QUEUED)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "lease_expires"], name="batch_state_lease")]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.first_id}–{self.last_id})"
+
+
+class Event(models.Model):
+    """The job's log, for people: what happened, in words."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=8, choices=EventLevel.choices, default=EventLevel.INFO)
+    message = models.TextField()
+    path = models.TextField(blank=True)
+    staff_only = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["job", "level", "id"], name="event_job_level")]
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ProgressSample(models.Model):
+    """Progress over time, at most one row every few seconds per pass (for throughput)."""
+
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField(auto_now_add=True)
+    files_done = models.BigIntegerField()
+    bytes_done = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["job_pass", "id"]

@@ -1,0 +1,110 @@
+"""Reads: progress from counters (never COUNT(*) over the manifest), summaries."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from django.utils import timezone
+
+from .choices import JOB_FINISHED, ItemKind, ItemState
+from .models import FileItem, MigrationJob, Pass, ProgressSample
+
+FINISHED = JOB_FINISHED
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {s:02d}s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h {m:02d}m"
+
+
+def job_progress(*, job: MigrationJob, job_pass: Pass | None = None) -> dict:
+    """Everything a progress bar needs, from the pass counters and the last two samples."""
+    p = job_pass or (Pass.objects.filter(pk=job.current_pass_id).first() if job.current_pass_id else None)
+    if p is None:
+        return {
+            "seen": 0, "done": 0, "fraction": 0.0, "bytes_fraction": 0.0, "bytes_seen": 0,
+            "bytes_done": 0, "bytes_done_h": "0 B", "bytes_seen_h": "0 B", "rate_h": "—",
+            "files_rate": None, "bytes_rate": None, "avg_files_rate": None, "eta_seconds": None,
+            "eta_h": "—", "pass": None,
+        }  # fmt: skip
+    done = p.copied + p.unchanged + p.excluded + p.failed
+    elapsed = ((p.finished_at or timezone.now()) - p.started_at).total_seconds()
+    avg_files = done / elapsed if elapsed > 0 else None
+    avg_bytes = p.bytes_done / elapsed if elapsed > 0 else None
+    samples = list(ProgressSample.objects.filter(job_pass=p).order_by("-id")[:2])
+    files_rate, bytes_rate = avg_files, avg_bytes
+    if len(samples) == 2 and p.finished_at is None:
+        dt = (samples[0].at - samples[1].at).total_seconds()
+        if dt > 0:
+            files_rate = (samples[0].files_done - samples[1].files_done) / dt
+            bytes_rate = (samples[0].bytes_done - samples[1].bytes_done) / dt
+    eta = None
+    if p.finished_at is None and p.scan_finished and p.pending and files_rate:
+        eta = p.pending / files_rate
+    return {
+        "pass": p,
+        "seen": p.seen,
+        "done": done,
+        "pending": p.pending,
+        "fraction": done / p.seen if p.seen else (1.0 if p.scan_finished else 0.0),
+        "bytes_fraction": p.bytes_done / p.bytes_seen if p.bytes_seen else 0.0,
+        "bytes_seen": p.bytes_seen,
+        "bytes_done": p.bytes_done,
+        "bytes_seen_h": human_bytes(p.bytes_seen),
+        "bytes_done_h": human_bytes(p.bytes_done),
+        "files_rate": files_rate,
+        "bytes_rate": bytes_rate,
+        "avg_files_rate": avg_files,
+        "avg_bytes_rate": avg_bytes,
+        "rate_h": f"{files_rate:,.0f} files/s · {human_bytes(bytes_rate or 0)}/s"
+        if files_rate
+        else "—",
+        "avg_rate_h": f"{avg_files:,.0f} files/s · {human_bytes(avg_bytes or 0)}/s"
+        if avg_files
+        else "—",
+        "eta_seconds": eta,
+        "eta_h": human_duration(eta) if eta is not None else "—",
+        "elapsed_h": human_duration(elapsed),
+    }
+
+
+def job_summary(*, job: MigrationJob) -> dict:
+    """The CLI's --json object: state and the counts of the job's current pass."""
+    p = Pass.objects.filter(pk=job.current_pass_id).first() if job.current_pass_id else None
+    failed_by_reason: dict[str, int] = {}
+    if p is not None and p.failed:
+        failed_by_reason = dict(
+            FileItem.objects.filter(job_pass=p, kind=ItemKind.FILE, state=ItemState.FAILED)
+            .values_list("reason")
+            .annotate(n=Count("id"))
+            .values_list("reason", "n")
+        )
+    fields = ("seen", "copied", "unchanged", "excluded", "failed", "pending")
+    return {
+        "job_id": job.pk,
+        "state": job.state,
+        "pass": p.number if p else None,
+        **{f: getattr(p, f) if p else 0 for f in fields},
+        "failed_by_reason": failed_by_reason,
+        "folders_seen": p.folders_seen if p else 0,
+        "folders_created": p.folders_created if p else 0,
+        "folders_failed": p.folders_failed if p else 0,
+        "bytes_seen": p.bytes_seen if p else 0,
+        "bytes_copied": p.bytes_copied if p else 0,
+        "error": job.error,
+    }

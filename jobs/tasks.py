@@ -1,0 +1,25 @@
+"""django-q2 entry points: take ids, call a service. Nothing else lives here."""
+
+from __future__ import annotations
+
+from . import execution, services
+
+
+def scan_pass(pass_id: int) -> None:
+    execution.pass_scan(pass_id=pass_id)
+
+
+def copy_batch(batch_id: int) -> None:
+    execution.batch_copy(batch_id=batch_id)
+
+
+def finish_pass(pass_id: int) -> None:
+    execution.pass_maybe_finish(pass_id=pass_id)
+
+
+def customer_dispatch(customer_id: int) -> None:
+    services.customer_dispatch(customer_id=customer_id)
+
+
+def reap_leases() -> dict[str, int]:
+    return execution.leases_reap()

@@ -1,0 +1,1 @@
+"""Scan, plan, copy, verify: plain functions and iterators over Entries. No Django."""

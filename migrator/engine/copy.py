@@ -1,0 +1,291 @@
+"""Copy a batch of planned items from a source connector to a destination connector.
+
+Inside a batch a small pool of threads pulls items from a shared queue (one hand-off per
+item, no future per file); each thread has its own connectors. Every file is streamed
+once: the reader hashes as it goes, the destination writes atomically, and verify compares
+the hash the source stream produced with what the destination reports.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from migrator.storage import Connector, Entry, InvalidPath, NotFound, StorageError
+
+from .compare import newer, same_file
+from .streams import HashingReader, RateLimiter
+
+
+class Policy(enum.StrEnum):
+    """What to do when the destination already holds an object at the target path."""
+
+    SKIP_IDENTICAL = "skip_identical"  # identical: leave it (unchanged); different: replace
+    OVERWRITE = "overwrite"  # always write, even when identical
+    NEWER = "newer"  # replace only when the source is newer; else leave the destination's
+    KEEP_BOTH = "keep_both"  # different: write the source beside it under a new name
+
+
+class State(enum.StrEnum):
+    PENDING = "pending"
+    COPIED = "copied"
+    UNCHANGED = "unchanged"
+    EXCLUDED = "excluded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyTask:
+    item_id: int
+    source_path: str
+    dest_path: str
+    kind: str = "file"
+    size: int = 0
+    mtime_ns: int = 0
+    hashes: tuple[tuple[str, str], ...] = ()
+
+    def hash_of(self, algo: str) -> str:
+        return dict(self.hashes).get(algo, "")
+
+    def entry(self) -> Entry:
+        return Entry(self.source_path, self.kind, self.size, self.mtime_ns, self.hashes)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Outcome:
+    item_id: int
+    state: State
+    reason: str = ""
+    message: str = ""
+    bytes: int = 0
+    md5: str = ""
+    crc32c: str = ""
+    dest_path: str | None = None  # set when the file went elsewhere than planned (keep_both)
+    attempts: int = 1
+
+
+@dataclass(slots=True)
+class CopyOptions:
+    policy: Policy = Policy.SKIP_IDENTICAL
+    bwlimit: int | None = None  # bytes/s for this batch
+    threads: int = 8
+    retry_attempts: int = 4
+    backoff: float = 0.5  # seconds, doubled per attempt
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+
+
+class SourceFailed(Exception):
+    """Raised through the destination's write when reading the source failed."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+class _GuardedReader(HashingReader):
+    """Tags errors raised while reading the source, so they are not blamed on the
+    destination that was pulling the bytes."""
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return super().read(size)
+        except Exception as exc:
+            raise SourceFailed(exc) from exc
+
+
+def keep_both_name(path: str, mtime_ns: int) -> str:
+    """'a/report.docx' -> 'a/report (source 2026-11-26 0712).docx', stable across passes."""
+    folder, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:
+        stem, dot, ext = name, "", ""
+    stamp = datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d %H%M%S")
+    new = f"{stem} (source {stamp}){dot}{ext}"
+    return f"{folder}/{new}" if folder else new
+
+
+def _source_reason(exc: Exception) -> str:
+    if isinstance(exc, NotFound):
+        return "vanished"
+    if isinstance(exc, StorageError):
+        return "source_unavailable" if exc.transient and exc.reason == "unavailable" else exc.reason
+    if isinstance(exc, PermissionError):
+        return "access_denied"
+    if isinstance(exc, FileNotFoundError):
+        return "vanished"
+    return "read_error"
+
+
+def _dest_reason(exc: StorageError) -> str:
+    if exc.transient and exc.reason == "unavailable":
+        return "destination_unavailable"
+    if isinstance(exc, NotFound):
+        return "destination_error"
+    return exc.reason
+
+
+def copy_one(
+    task: CopyTask,
+    src: Connector,
+    dst: Connector,
+    options: CopyOptions,
+    limiter: RateLimiter | None = None,
+) -> Outcome:
+    """Copy one planned item; never raises for a storage problem, returns the outcome."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            outcome = _copy_attempt(task, src, dst, options, limiter)
+            outcome.attempts = attempt
+            return outcome
+        except SourceFailed as failed:
+            exc = failed.error
+            transient = isinstance(exc, StorageError) and exc.transient
+            reason, message = _source_reason(exc), str(exc)
+        except StorageError as exc:
+            transient = exc.transient
+            reason, message = _dest_reason(exc), str(exc)
+        except OSError as exc:  # an unexpected local I/O error: report, never crash the batch
+            transient = False
+            reason, message = "io_error", str(exc)
+        if transient and attempt < options.retry_attempts:
+            time.sleep(options.backoff * (2 ** (attempt - 1)))
+            continue
+        return Outcome(task.item_id, State.FAILED, reason, message, attempts=attempt)
+
+
+def _copy_attempt(
+    task: CopyTask,
+    src: Connector,
+    dst: Connector,
+    options: CopyOptions,
+    limiter: RateLimiter | None,
+) -> Outcome:
+    entry = task.entry()
+    if task.kind == "dir":
+        created = dst.mkdir(task.dest_path, entry) if dst.capabilities.directories else False
+        return Outcome(task.item_id, State.COPIED if created else State.UNCHANGED)
+
+    target = task.dest_path
+    if options.policy is not Policy.OVERWRITE:
+        existing = _stat_or_none(dst, target)
+        if existing is not None:
+            if existing.kind != "file":
+                raise InvalidPath(target, "a folder has that name at the destination")
+            if same_file(entry, existing, src.capabilities, dst.capabilities):
+                return Outcome(task.item_id, State.UNCHANGED)
+            if options.policy is Policy.NEWER and not newer(
+                entry, existing, src.capabilities, dst.capabilities
+            ):
+                return Outcome(task.item_id, State.EXCLUDED, "destination_newer")
+            if options.policy is Policy.KEEP_BOTH:
+                target = keep_both_name(target, task.mtime_ns)
+                beside = _stat_or_none(dst, target)
+                if beside is not None and same_file(
+                    entry, beside, src.capabilities, dst.capabilities
+                ):
+                    return Outcome(task.item_id, State.UNCHANGED, dest_path=target)
+
+    try:
+        raw = src.open(task.source_path)
+    except (StorageError, OSError) as exc:
+        raise SourceFailed(exc) from exc
+    reader = _GuardedReader(raw, limiter)
+    try:
+        written = dst.write(target, reader, entry)  # type: ignore[arg-type]
+    finally:
+        try:
+            reader.close()
+        except OSError:
+            pass
+    source_hashes = dict(reader.hashes())
+    problem = ""
+    if written.size != reader.bytes_read:
+        problem = f"destination holds {written.size} bytes, source gave {reader.bytes_read}"
+    for algo in ("md5", "crc32c"):
+        reported = written.hash(algo)
+        if reported and reported != source_hashes[algo]:
+            problem = f"{algo} at destination {reported} != source {source_hashes[algo]}"
+            break
+    if problem:
+        try:
+            dst.delete(target)
+        except StorageError:
+            pass
+        return Outcome(task.item_id, State.FAILED, "checksum_mismatch", problem)
+    return Outcome(
+        task.item_id,
+        State.COPIED,
+        bytes=reader.bytes_read,
+        md5=source_hashes["md5"],
+        crc32c=source_hashes["crc32c"],
+        dest_path=target if target != task.dest_path else None,
+    )
+
+
+def _stat_or_none(dst: Connector, path: str) -> Entry | None:
+    try:
+        return dst.stat(path)
+    except NotFound:
+        return None
+
+
+def copy_batch(
+    tasks: Sequence[CopyTask],
+    source: Callable[[], Connector],
+    destination: Callable[[], Connector],
+    options: CopyOptions,
+) -> list[Outcome]:
+    """Copy the tasks with a pool of threads; `source()`/`destination()` open a connector
+    for each thread, closed when the thread is done. Items not reached because `options.should_stop()` turned true
+    are left out of the result (they stay pending)."""
+    if not tasks:
+        return []
+    limiter = RateLimiter(options.bwlimit)
+    todo: queue.SimpleQueue[CopyTask] = queue.SimpleQueue()
+    for task in tasks:
+        todo.put(task)
+    results: list[Outcome] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        opened: list[Connector] = []
+        try:
+            src = source()
+            opened.append(src)
+            dst = destination()
+            opened.append(dst)
+            while not options.should_stop():
+                try:
+                    task = todo.get_nowait()
+                except queue.Empty:
+                    return
+                outcome = copy_one(task, src, dst, options, limiter)
+                with lock:
+                    results.append(outcome)
+        except BaseException as exc:  # a connector that cannot even open: surface it
+            errors.append(exc)
+        finally:
+            for conn in opened:
+                conn.close()
+
+    threads = max(1, min(options.threads, len(tasks), (os.cpu_count() or 2) * 8))
+    if threads == 1:
+        work()
+    else:
+        pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    if errors and not results:
+        raise errors[0]
+    return results

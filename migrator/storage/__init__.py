@@ -1,0 +1,72 @@
+"""Connectors, one module per kind, chosen by URL scheme.
+
+    connector_for("file:///srv/data")            -> LocalConnector
+    connector_for("gs://bucket/prefix")          -> GCSConnector
+    connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
+"""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from .base import (
+    AccessDenied,
+    Capabilities,
+    ConnectFailed,
+    Connector,
+    Entry,
+    InvalidPath,
+    Locked,
+    NotFound,
+    ScanError,
+    StorageError,
+    Transient,
+    Unsupported,
+    Written,
+    join,
+    path_key,
+)
+
+__all__ = [
+    "AccessDenied",
+    "Capabilities",
+    "ConnectFailed",
+    "Connector",
+    "Entry",
+    "InvalidPath",
+    "Locked",
+    "NotFound",
+    "ScanError",
+    "StorageError",
+    "Transient",
+    "Unsupported",
+    "Written",
+    "connector_for",
+    "join",
+    "kind_of",
+    "path_key",
+]
+
+# scheme -> "module:factory"; a factory takes (url, secret) and returns a Connector
+SCHEMES = {
+    "file": "migrator.storage.local:from_url",
+    "gs": "migrator.storage.gcs:from_url",
+    "smb": "migrator.storage.smb:from_url",
+    "synthetic": "migrator.storage.synthetic:from_url",
+}
+
+
+def kind_of(url: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ValueError(f"unknown storage URL {url!r}: expected one of {known}")
+    return scheme
+
+
+def connector_for(url: str, secret: str | None = None) -> Connector:
+    """Open the connector a URL names. Raises ValueError for a malformed URL."""
+    module_name, factory = SCHEMES[kind_of(url)].split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, factory)(url, secret)

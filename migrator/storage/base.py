@@ -1,0 +1,198 @@
+"""The connector interface: immutable Entries, declared capabilities, typed errors.
+
+Every storage kind (local, gcs, smb, synthetic, ...) implements `Connector`. The engine
+only talks to this interface, never to a concrete backend. No Django here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal
+
+Kind = Literal["file", "dir", "link"]  # links are reported, never followed
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file or folder, by its path relative to the connector's root ("a/b.txt")."""
+
+    path: str
+    kind: Kind = "file"
+    size: int = 0
+    mtime_ns: int = 0
+    hashes: tuple[tuple[str, str], ...] = ()  # (("md5", hex), ("crc32c", hex)) known for free
+    acl: object | None = None  # opaque handle, meaningful to the connector that made it
+    attributes: int = 0  # Windows file attributes where the source has them (hidden, system)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == "dir"
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def hash(self, algo: str) -> str | None:
+        for name, value in self.hashes:
+            if name == algo:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the destination reports after an atomic write."""
+
+    size: int
+    hashes: tuple[tuple[str, str], ...] = ()
+
+    def hash(self, algo: str) -> str | None:
+        return dict(self.hashes).get(algo)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    hashes: frozenset[str] = frozenset()  # hashes the backend reports itself ("md5", "crc32c")
+    mtime_precision_ns: int = 1  # 1 = ns, 100 = NTFS, 10**9 = seconds
+    acl: bool = False
+    watch: bool = False
+    case_insensitive: bool = False
+    directories: bool = True  # False for object stores: folders are implied by names
+    max_name_bytes: int = 255
+    max_path_bytes: int = 4096
+    writable: bool = True
+
+
+class StorageError(Exception):
+    """Base of every connector error; carries the path it is about."""
+
+    reason = "io_error"  # the manifest reason code this error maps to
+    transient = False
+
+    def __init__(self, path: str, message: str = "") -> None:
+        self.path = path
+        self.message = message or self.__class__.__name__
+        super().__init__(f"{self.message}: {path}" if path else self.message)
+
+
+class NotFound(StorageError):
+    reason = "not_found"
+
+
+class AccessDenied(StorageError):
+    reason = "access_denied"
+
+
+class Locked(StorageError):
+    reason = "locked"
+    transient = True
+
+
+class Transient(StorageError):
+    """Worth retrying: a dropped connection, a timeout, a 5xx."""
+
+    reason = "unavailable"
+    transient = True
+
+
+class Unsupported(StorageError):
+    reason = "unsupported"
+
+
+class InvalidPath(StorageError):
+    """A name the backend cannot hold, or one that would escape the root."""
+
+    reason = "unsafe_path"
+
+
+class ConnectFailed(StorageError):
+    """The endpoint cannot be used at all: bad credentials, host unreachable, no bucket."""
+
+    reason = "connect_failed"
+
+
+class Connector(abc.ABC):
+    """A place files live. Paths are relative, '/'-separated, never start with '/'."""
+
+    scheme: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    @abc.abstractmethod
+    def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
+        """Yield every entry under `prefix` (not `prefix` itself), streaming.
+
+        Order is depth-first with names sorted (by code point) within each folder, a folder
+        just before its contents, so `path_key(entry.path)` strictly increases: a scan can
+        resume after the last recorded entry. A folder that cannot be listed is yielded as
+        a `ScanError` (after its own Entry) and the walk goes on; it never stops the scan.
+        Paths yielded are relative to `prefix`'s parent root, i.e. include `prefix`.
+        """
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> Entry:
+        """The entry at `path`; raises NotFound."""
+
+    @abc.abstractmethod
+    def open(self, path: str) -> BinaryIO:
+        """A readable binary stream of the file's bytes; raises NotFound, AccessDenied, Locked."""
+
+    @abc.abstractmethod
+    def write(self, path: str, stream: BinaryIO, entry: Entry) -> Written:
+        """Write `stream` to `path` atomically (no partial object ever visible), setting
+        the mtime of `entry`. Expected hashes in `entry.hashes` are sent where the backend
+        checks them, so a corrupted upload is refused."""
+
+    @abc.abstractmethod
+    def mkdir(self, path: str, entry: Entry | None = None) -> bool:
+        """Create the folder (and parents); True when it was created, False when it existed."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Remove a file or an empty folder; raises NotFound."""
+
+    def read_acl(self, path: str) -> object:
+        raise Unsupported(path, "this storage has no ACLs")
+
+    def write_acl(self, path: str, acl: object) -> None:
+        raise Unsupported(path, "this storage has no ACLs")
+
+    def check(self) -> None:
+        """Prove the endpoint is usable (list the root); raise ConnectFailed in words."""
+        try:
+            for item in self.scan(""):
+                if isinstance(item, ScanError):
+                    raise item.error
+                break
+        except ConnectFailed:
+            raise
+        except StorageError as exc:
+            raise ConnectFailed("", str(exc)) from exc
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def path_key(path: str) -> tuple[str, ...]:
+    """The order scans yield in: by path components, so 'a/b' sorts before 'a-c'."""
+    return tuple(path.split("/")) if path else ()
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+@dataclass(slots=True)
+class ScanError:
+    """A folder or file the scan could not read, reported instead of silently skipped."""
+
+    path: str
+    error: StorageError = field(repr=False)
+    kind: Kind = "dir"  # what could not be read: a folder's listing, or one file

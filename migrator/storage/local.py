@@ -1,0 +1,204 @@
+"""A directory on a local (or mounted) filesystem, as source or destination."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat as stat_mod
+from collections.abc import Iterator
+from typing import BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from .base import (
+    AccessDenied,
+    Capabilities,
+    ConnectFailed,
+    Connector,
+    Entry,
+    InvalidPath,
+    NotFound,
+    ScanError,
+    StorageError,
+    Written,
+)
+
+CHUNK = 1 << 20
+TEMP_PREFIX = ".mg-"
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_name(name: str) -> str:
+    """A fixed-length temp name derived from the final name: a retried write reuses (and
+    so replaces) the temp file of an interrupted one, and none is ever left behind."""
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
+
+
+def is_temp(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) == 24
+
+
+def check_relative(path: str) -> str:
+    """Refuse a path that is absolute or climbs out of the root ('..'), whatever the OS."""
+    if path in ("", "."):
+        return ""
+    if "\x00" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        raise InvalidPath(path, "absolute path or NUL in name")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidPath(path, "path would escape the destination root")
+    return path
+
+
+def _wrap(exc: OSError, path: str) -> StorageError:
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(path, "no such file or folder")
+    if isinstance(exc, PermissionError):
+        return AccessDenied(path, "permission denied")
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidPath(path, "name too long")
+    return StorageError(path, exc.strerror or str(exc))
+
+
+class LocalConnector(Connector):
+    scheme = "file"
+    capabilities = Capabilities(hashes=frozenset(), mtime_precision_ns=1, acl=False)
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+        self._made: set[str] = set()
+
+    def _abs(self, path: str) -> str:
+        rel = check_relative(path)
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _entry(self, path: str, st: os.stat_result) -> Entry:
+        if stat_mod.S_ISDIR(st.st_mode):
+            return Entry(path, "dir", 0, st.st_mtime_ns)
+        if stat_mod.S_ISLNK(st.st_mode):
+            return Entry(path, "link", 0, st.st_mtime_ns)
+        return Entry(path, "file", st.st_size, st.st_mtime_ns)
+
+    def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
+        start = check_relative(prefix.strip("/"))
+        stack = [iter(self._list(start))]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                continue
+            yield item
+            if isinstance(item, Entry) and item.kind == "dir":
+                stack.append(iter(self._list(item.path)))
+
+    def _list(self, rel: str) -> list[Entry | ScanError]:
+        """One folder's children, sorted; a folder that cannot be read becomes a ScanError."""
+        out: list[Entry | ScanError] = []
+        try:
+            with os.scandir(self._abs(rel)) as it:
+                dirents = sorted(it, key=lambda d: d.name)
+        except OSError as exc:
+            return [ScanError(rel, _wrap(exc, rel))]
+        for d in dirents:
+            if is_temp(d.name):
+                continue
+            path = f"{rel}/{d.name}" if rel else d.name
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                out.append(ScanError(shown, InvalidPath(shown, "name is not valid UTF-8"), "file"))
+                continue
+            try:
+                out.append(self._entry(path, d.stat(follow_symlinks=False)))
+            except OSError as exc:
+                out.append(ScanError(path, _wrap(exc, path), "file"))
+        return out
+
+    def stat(self, path: str) -> Entry:
+        try:
+            return self._entry(path, os.stat(self._abs(path), follow_symlinks=False))
+        except OSError as exc:
+            raise _wrap(exc, path) from exc
+
+    def open(self, path: str) -> BinaryIO:
+        try:
+            return open(self._abs(path), "rb", buffering=0)  # noqa: SIM115 - caller closes
+        except IsADirectoryError as exc:
+            raise StorageError(path, "is a folder") from exc
+        except OSError as exc:
+            raise _wrap(exc, path) from exc
+
+    def _ensure_parent(self, full: str) -> None:
+        parent = os.path.dirname(full)
+        if parent not in self._made:
+            os.makedirs(parent, exist_ok=True)
+            self._made.add(parent)
+
+    def write(self, path: str, stream: BinaryIO, entry: Entry) -> Written:
+        full = self._abs(path)
+        if full == self.root:
+            raise InvalidPath(path, "cannot write the root")
+        tmp = os.path.join(os.path.dirname(full), temp_name(os.path.basename(full)))
+        size = 0
+        try:
+            self._ensure_parent(full)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                while chunk := stream.read(CHUNK):
+                    size += os.write(fd, chunk)
+            finally:
+                os.close(fd)
+            if entry.mtime_ns:
+                os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+            os.replace(tmp, full)
+        except BaseException as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(exc, OSError):
+                raise _wrap(exc, path) from exc
+            raise
+        return Written(size=size)
+
+    def mkdir(self, path: str, entry: Entry | None = None) -> bool:
+        full = self._abs(path)
+        try:
+            os.makedirs(full)
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as exc:
+            raise _wrap(exc, path) from exc
+        self._made.add(full)
+        if entry is not None and entry.mtime_ns:
+            os.utime(full, ns=(entry.mtime_ns, entry.mtime_ns))
+        return created
+
+    def delete(self, path: str) -> None:
+        full = self._abs(path)
+        try:
+            if os.path.isdir(full) and not os.path.islink(full):
+                os.rmdir(full)
+            else:
+                os.unlink(full)
+        except OSError as exc:
+            raise _wrap(exc, path) from exc
+
+    def check(self) -> None:
+        if not os.path.isdir(self.root):
+            raise ConnectFailed(self.root, "folder does not exist")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise ConnectFailed(self.root, "permission denied")
+
+
+def from_url(url: str, secret: str | None = None) -> LocalConnector:
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"file URL must be file:///absolute/path, got {url!r}")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise ValueError(f"file URL must hold an absolute path, got {url!r}")
+    return LocalConnector(path)

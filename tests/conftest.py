@@ -1,0 +1,4 @@
+pytest_plugins = [
+    "tests.servers.gcs",
+    "tests.servers.samba",
+]
