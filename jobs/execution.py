@@ -100,7 +100,11 @@ class Planner:
             kind=ItemKind.DIR if item.kind == "dir" else ItemKind.FILE,
         )
         if isinstance(item, ScanError):
-            row.state, row.reason, row.message = ItemState.FAILED, item.error.reason, str(item.error)
+            row.state, row.reason, row.message = (
+                ItemState.FAILED,
+                item.error.reason,
+                str(item.error),
+            )
             return row
         row.size, row.mtime_ns = item.size, item.mtime_ns
         row.md5 = item.hash("md5") or ""

@@ -239,3 +239,6 @@ class ProgressSample(models.Model):
 
     class Meta:
         ordering = ["job_pass", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.files_done} files at {self.at:%H:%M:%S}"

@@ -34,7 +34,9 @@ def human_duration(seconds: float | None) -> str:
 
 def job_progress(*, job: MigrationJob, job_pass: Pass | None = None) -> dict:
     """Everything a progress bar needs, from the pass counters and the last two samples."""
-    p = job_pass or (Pass.objects.filter(pk=job.current_pass_id).first() if job.current_pass_id else None)
+    p = job_pass or (
+        Pass.objects.filter(pk=job.current_pass_id).first() if job.current_pass_id else None
+    )
     if p is None:
         return {
             "seen": 0, "done": 0, "fraction": 0.0, "bytes_fraction": 0.0, "bytes_seen": 0,

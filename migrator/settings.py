@@ -57,7 +57,8 @@ if not SECRET_KEY:
 MIGRATOR_FERNET_KEYS = [
     k.strip()
     for k in (
-        env("MIGRATOR_FERNET_KEYS") or ("ZGV2LW9ubHktZmVybmV0LWtleS0wMTIzNDU2Nzg5YWI=" if DEV else "")
+        env("MIGRATOR_FERNET_KEYS")
+        or ("ZGV2LW9ubHktZmVybmV0LWtleS0wMTIzNDU2Nzg5YWI=" if DEV else "")
     ).split(",")
     if k.strip()
 ]
@@ -124,7 +125,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
         ),
     }
-    _db["TEST"] = {"NAME": env("MIGRATOR_TEST_DB") or None}
+    # File-backed test database: worker threads and processes must see what tests write.
+    _db["TEST"] = {"NAME": env("MIGRATOR_TEST_DB") or str(BASE_DIR / "var" / "test-db.sqlite3")}
 else:
     # Measured: CONN_MAX_AGE=0 made the ORM broker reconnect on every poll.
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600)

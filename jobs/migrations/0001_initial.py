@@ -6,191 +6,432 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Endpoint',
+            name="Endpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('url', models.CharField(help_text='file:///abs/path, gs://bucket/prefix or smb://DOMAIN;user@host[:port]/share/path', max_length=2000)),
-                ('secret_encrypted', models.TextField(blank=True, editable=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('customer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='endpoints', to='accounts.customer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "url",
+                    models.CharField(
+                        help_text="file:///abs/path, gs://bucket/prefix or smb://DOMAIN;user@host[:port]/share/path",
+                        max_length=2000,
+                    ),
+                ),
+                ("secret_encrypted", models.TextField(blank=True, editable=False)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="endpoints",
+                        to="accounts.customer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='MigrationJob',
+            name="MigrationJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('state', models.CharField(choices=[('draft', 'Draft'), ('queued', 'Queued'), ('scanning', 'Scanning'), ('copying', 'Copying'), ('verifying', 'Verifying'), ('paused', 'Paused'), ('completed', 'Completed'), ('completed_with_errors', 'Completed with errors'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='draft', max_length=24)),
-                ('on_exists', models.CharField(choices=[('skip_identical', 'Skip when identical, replace when different'), ('overwrite', 'Always overwrite'), ('newer', 'Replace only when the source is newer'), ('keep_both', 'Keep both (write the source under a new name)')], default='skip_identical', max_length=20)),
-                ('bwlimit', models.PositiveBigIntegerField(blank=True, help_text='Bandwidth limit in bytes per second (empty: none).', null=True)),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True, help_text='Why the job could not run, in words.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('queued_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('last_activity', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='accounts.customer')),
-                ('destination', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='jobs.endpoint')),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='jobs.endpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("queued", "Queued"),
+                            ("scanning", "Scanning"),
+                            ("copying", "Copying"),
+                            ("verifying", "Verifying"),
+                            ("paused", "Paused"),
+                            ("completed", "Completed"),
+                            ("completed_with_errors", "Completed with errors"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="draft",
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "on_exists",
+                    models.CharField(
+                        choices=[
+                            ("skip_identical", "Skip when identical, replace when different"),
+                            ("overwrite", "Always overwrite"),
+                            ("newer", "Replace only when the source is newer"),
+                            ("keep_both", "Keep both (write the source under a new name)"),
+                        ],
+                        default="skip_identical",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "bwlimit",
+                    models.PositiveBigIntegerField(
+                        blank=True,
+                        help_text="Bandwidth limit in bytes per second (empty: none).",
+                        null=True,
+                    ),
+                ),
+                ("options", models.JSONField(blank=True, default=dict)),
+                (
+                    "error",
+                    models.TextField(blank=True, help_text="Why the job could not run, in words."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("queued_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("last_activity", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="jobs",
+                        to="accounts.customer",
+                    ),
+                ),
+                (
+                    "destination",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="jobs.endpoint",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="jobs.endpoint",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'migration job',
-                'ordering': ['-created_at'],
+                "verbose_name": "migration job",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Pass',
+            name="Pass",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('copy', 'Copy'), ('retry', 'Retry failed')], default='copy', max_length=10)),
-                ('state', models.CharField(choices=[('running', 'Running'), ('done', 'Done'), ('cancelled', 'Cancelled')], default='running', max_length=10)),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('scan_finished', models.BooleanField(default=False)),
-                ('scan_cursor', models.TextField(blank=True)),
-                ('scan_lease_expires', models.DateTimeField(blank=True, null=True)),
-                ('scan_lease_owner', models.CharField(blank=True, max_length=100)),
-                ('current_folder', models.TextField(blank=True)),
-                ('seen', models.BigIntegerField(default=0)),
-                ('copied', models.BigIntegerField(default=0)),
-                ('unchanged', models.BigIntegerField(default=0)),
-                ('excluded', models.BigIntegerField(default=0)),
-                ('failed', models.BigIntegerField(default=0)),
-                ('pending', models.BigIntegerField(default=0)),
-                ('bytes_seen', models.BigIntegerField(default=0)),
-                ('bytes_copied', models.BigIntegerField(default=0)),
-                ('bytes_done', models.BigIntegerField(default=0)),
-                ('folders_seen', models.BigIntegerField(default=0)),
-                ('folders_created', models.BigIntegerField(default=0)),
-                ('folders_failed', models.BigIntegerField(default=0)),
-                ('batches_total', models.IntegerField(default=0)),
-                ('batches_done', models.IntegerField(default=0)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='passes', to='jobs.migrationjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("number", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("copy", "Copy"), ("retry", "Retry failed")],
+                        default="copy",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="running",
+                        max_length=10,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("scan_finished", models.BooleanField(default=False)),
+                ("scan_cursor", models.TextField(blank=True)),
+                ("scan_lease_expires", models.DateTimeField(blank=True, null=True)),
+                ("scan_lease_owner", models.CharField(blank=True, max_length=100)),
+                ("current_folder", models.TextField(blank=True)),
+                ("seen", models.BigIntegerField(default=0)),
+                ("copied", models.BigIntegerField(default=0)),
+                ("unchanged", models.BigIntegerField(default=0)),
+                ("excluded", models.BigIntegerField(default=0)),
+                ("failed", models.BigIntegerField(default=0)),
+                ("pending", models.BigIntegerField(default=0)),
+                ("bytes_seen", models.BigIntegerField(default=0)),
+                ("bytes_copied", models.BigIntegerField(default=0)),
+                ("bytes_done", models.BigIntegerField(default=0)),
+                ("folders_seen", models.BigIntegerField(default=0)),
+                ("folders_created", models.BigIntegerField(default=0)),
+                ("folders_failed", models.BigIntegerField(default=0)),
+                ("batches_total", models.IntegerField(default=0)),
+                ("batches_done", models.IntegerField(default=0)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="passes",
+                        to="jobs.migrationjob",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'passes',
-                'ordering': ['job', 'number'],
+                "verbose_name_plural": "passes",
+                "ordering": ["job", "number"],
             },
         ),
         migrations.AddField(
-            model_name='migrationjob',
-            name='current_pass',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.pass'),
+            model_name="migrationjob",
+            name="current_pass",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="jobs.pass",
+            ),
         ),
         migrations.CreateModel(
-            name='FileItem',
+            name="FileItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('file', 'File'), ('dir', 'Folder')], default='file', max_length=4)),
-                ('source_path', models.TextField()),
-                ('dest_path', models.TextField(blank=True)),
-                ('size', models.BigIntegerField(default=0)),
-                ('mtime_ns', models.BigIntegerField(default=0)),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('copied', 'Copied'), ('unchanged', 'Unchanged'), ('excluded', 'Excluded'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('reason', models.CharField(blank=True, max_length=40)),
-                ('message', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('md5', models.CharField(blank=True, max_length=32)),
-                ('crc32c', models.CharField(blank=True, max_length=8)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='jobs.migrationjob')),
-                ('job_pass', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='jobs.pass')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("file", "File"), ("dir", "Folder")], default="file", max_length=4
+                    ),
+                ),
+                ("source_path", models.TextField()),
+                ("dest_path", models.TextField(blank=True)),
+                ("size", models.BigIntegerField(default=0)),
+                ("mtime_ns", models.BigIntegerField(default=0)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("copied", "Copied"),
+                            ("unchanged", "Unchanged"),
+                            ("excluded", "Excluded"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("reason", models.CharField(blank=True, max_length=40)),
+                ("message", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("md5", models.CharField(blank=True, max_length=32)),
+                ("crc32c", models.CharField(blank=True, max_length=8)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="jobs.migrationjob",
+                    ),
+                ),
+                (
+                    "job_pass",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="jobs.pass",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('first_id', models.BigIntegerField()),
-                ('last_id', models.BigIntegerField()),
-                ('files', models.IntegerField(default=0)),
-                ('bytes', models.BigIntegerField(default=0)),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('leased', 'Leased'), ('done', 'Done')], default='queued', max_length=10)),
-                ('lease_owner', models.CharField(blank=True, max_length=100)),
-                ('lease_expires', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='jobs.migrationjob')),
-                ('job_pass', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='batches', to='jobs.pass')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("first_id", models.BigIntegerField()),
+                ("last_id", models.BigIntegerField()),
+                ("files", models.IntegerField(default=0)),
+                ("bytes", models.BigIntegerField(default=0)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("leased", "Leased"), ("done", "Done")],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("lease_owner", models.CharField(blank=True, max_length=100)),
+                ("lease_expires", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="jobs.migrationjob",
+                    ),
+                ),
+                (
+                    "job_pass",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="batches",
+                        to="jobs.pass",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'batches',
+                "verbose_name_plural": "batches",
             },
         ),
         migrations.CreateModel(
-            name='PathMapping',
+            name="PathMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('source_path', models.CharField(blank=True, max_length=2000)),
-                ('destination_prefix', models.CharField(blank=True, max_length=2000)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mappings', to='jobs.migrationjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("source_path", models.CharField(blank=True, max_length=2000)),
+                ("destination_prefix", models.CharField(blank=True, max_length=2000)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="mappings",
+                        to="jobs.migrationjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['position', 'id'],
+                "ordering": ["position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ProgressSample',
+            name="ProgressSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('files_done', models.BigIntegerField()),
-                ('bytes_done', models.BigIntegerField()),
-                ('job_pass', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='jobs.pass')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                ("files_done", models.BigIntegerField()),
+                ("bytes_done", models.BigIntegerField()),
+                (
+                    "job_pass",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="samples",
+                        to="jobs.pass",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['job_pass', 'id'],
+                "ordering": ["job_pass", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('level', models.CharField(choices=[('debug', 'Debug'), ('info', 'Info'), ('warning', 'Warning'), ('error', 'Error')], default='info', max_length=8)),
-                ('message', models.TextField()),
-                ('path', models.TextField(blank=True)),
-                ('staff_only', models.BooleanField(default=False)),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='jobs.migrationjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "level",
+                    models.CharField(
+                        choices=[
+                            ("debug", "Debug"),
+                            ("info", "Info"),
+                            ("warning", "Warning"),
+                            ("error", "Error"),
+                        ],
+                        default="info",
+                        max_length=8,
+                    ),
+                ),
+                ("message", models.TextField()),
+                ("path", models.TextField(blank=True)),
+                ("staff_only", models.BooleanField(default=False)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="jobs.migrationjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
-                'indexes': [models.Index(fields=['job', 'level', 'id'], name='event_job_level')],
+                "ordering": ["-id"],
+                "indexes": [models.Index(fields=["job", "level", "id"], name="event_job_level")],
             },
         ),
         migrations.AddConstraint(
-            model_name='pass',
-            constraint=models.UniqueConstraint(fields=('job', 'number'), name='pass_number_unique'),
+            model_name="pass",
+            constraint=models.UniqueConstraint(fields=("job", "number"), name="pass_number_unique"),
         ),
         migrations.AddIndex(
-            model_name='fileitem',
-            index=models.Index(fields=['job_pass', 'state'], name='item_pass_state'),
+            model_name="fileitem",
+            index=models.Index(fields=["job_pass", "state"], name="item_pass_state"),
         ),
         migrations.AddIndex(
-            model_name='fileitem',
-            index=models.Index(fields=['job', 'source_path'], name='item_job_path'),
+            model_name="fileitem",
+            index=models.Index(fields=["job", "source_path"], name="item_job_path"),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['state', 'lease_expires'], name='batch_state_lease'),
+            model_name="batch",
+            index=models.Index(fields=["state", "lease_expires"], name="batch_state_lease"),
         ),
     ]

@@ -15,9 +15,7 @@ def add_schedule(apps, schema_editor):
 
 
 def remove_schedule(apps, schema_editor):
-    apps.get_model("django_q", "Schedule").objects.filter(
-        func="jobs.tasks.reap_leases"
-    ).delete()
+    apps.get_model("django_q", "Schedule").objects.filter(func="jobs.tasks.reap_leases").delete()
 
 
 class Migration(migrations.Migration):

@@ -8,9 +8,7 @@ from migrator.storage import Capabilities, Entry
 HASH_PREFERENCE = ("md5", "crc32c")
 
 
-def same_file(
-    src: Entry, dst: Entry, src_caps: Capabilities, dst_caps: Capabilities
-) -> bool:
+def same_file(src: Entry, dst: Entry, src_caps: Capabilities, dst_caps: Capabilities) -> bool:
     if src.size != dst.size:
         return False
     for algo in HASH_PREFERENCE:

@@ -244,8 +244,8 @@ def copy_batch(
     options: CopyOptions,
 ) -> list[Outcome]:
     """Copy the tasks with a pool of threads; `source()`/`destination()` open a connector
-    for each thread, closed when the thread is done. Items not reached because `options.should_stop()` turned true
-    are left out of the result (they stay pending)."""
+    for each thread, closed when the thread is done. Items not reached because
+    `options.should_stop()` turned true are left out of the result (they stay pending)."""
     if not tasks:
         return []
     limiter = RateLimiter(options.bwlimit)

@@ -24,9 +24,9 @@ class RateLimiter:
             return
         with self._lock:
             now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + nbytes / self.rate
-            wait = start - now
+            # pay for what was just read before reading more
+            self._next = max(now, self._next) + nbytes / self.rate
+            wait = self._next - now
         if wait > 0:
             time.sleep(wait)
 

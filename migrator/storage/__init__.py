@@ -1,8 +1,8 @@
 """Connectors, one module per kind, chosen by URL scheme.
 
-    connector_for("file:///srv/data")            -> LocalConnector
-    connector_for("gs://bucket/prefix")          -> GCSConnector
-    connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
+connector_for("file:///srv/data")            -> LocalConnector
+connector_for("gs://bucket/prefix")          -> GCSConnector
+connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class Connector(abc.ABC):
         except StorageError as exc:
             raise ConnectFailed("", str(exc)) from exc
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most connectors hold nothing to release
         """Release connections."""
 
     def __enter__(self) -> Connector:

@@ -1,0 +1,63 @@
+# Set-up and everyday commands. `make run` and `make test` do everything on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+export MIGRATOR_DEV ?= 1
+
+RUN_DEBS := python3-venv libldap2-dev libsasl2-dev gcc
+TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind ldap-utils \
+	acl attr slapd chromium postgresql redis-server rclone
+
+.PHONY: run test lint format system-run system-test venv demo worker web clean bench
+
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "Please install (as root): apt-get install$$missing"; exit 1; fi; \
+	fi
+endef
+
+system-run:
+	$(call apt_install,$(RUN_DEBS))
+
+system-test:
+	$(call apt_install,$(TEST_DEBS))
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: system-run venv
+	$(PY) manage.py migrate -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py migrator_demo
+	@echo "Web: http://127.0.0.1:8000/admin/  — worker cluster started beside it; Ctrl-C stops both."
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) manage.py qcluster & \
+	$(PY) manage.py runserver 127.0.0.1:8000 --noreload
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: system-test venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) bench/copy_bench.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3* staticfiles var test-artifacts

@@ -1,0 +1,240 @@
+"""The support engineer's admin: endpoints (secrets write-only), jobs with live progress
+and actions, passes, the manifest and events (read-only)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from migrator.storage import StorageError, kind_of
+
+from . import selectors, services
+from .choices import STATE_COLOURS
+from .connectors import check_endpoint
+from .models import Endpoint, Event, FileItem, MigrationJob, Pass, PathMapping
+
+
+def state_badge(state: str, label: str) -> str:
+    colour = STATE_COLOURS.get(state, "#6b7280")
+    return format_html(
+        '<span class="mg-state" style="background:{};color:#fff;padding:1px 8px;'
+        'border-radius:9px;white-space:nowrap">{}</span>',
+        colour,
+        label,
+    )
+
+
+def progress_bar(fraction: float, text: str) -> str:
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return format_html(
+        '<div class="mg-progress" role="progressbar" aria-valuenow="{}" aria-valuemin="0" '
+        'aria-valuemax="100" title="{}" style="width:160px;background:#e5e7eb;border-radius:4px">'
+        '<div style="width:{}%;background:#2563eb;height:10px;border-radius:4px"></div></div>'
+        "<small>{}</small>",
+        f"{pct:.0f}",
+        text,
+        f"{pct:.1f}",
+        text,
+    )
+
+
+class EndpointForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Password or service-account JSON. Write-only: leave empty to keep it.",
+    )
+    clear_secret = forms.BooleanField(required=False, help_text="Remove the stored secret.")
+
+    class Meta:
+        model = Endpoint
+        fields = ["name", "customer", "url"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            kind_of(url)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc))
+        return url
+
+    def save(self, commit: bool = True) -> Endpoint:
+        endpoint = super().save(commit=False)
+        if self.cleaned_data.get("clear_secret"):
+            endpoint.secret_encrypted = ""
+        elif self.cleaned_data.get("secret"):
+            endpoint.set_secret(self.cleaned_data["secret"])
+        if commit:
+            endpoint.save()
+        return endpoint
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    form = EndpointForm
+    list_display = ["name", "kind", "url", "customer", "has_secret"]
+    list_filter = ["customer"]
+    search_fields = ["name", "url"]
+    actions = ["test_connection"]
+
+    @admin.display(boolean=True, description="secret stored")
+    def has_secret(self, obj: Endpoint) -> bool:
+        return obj.has_secret
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request, queryset) -> None:
+        for endpoint in queryset:
+            try:
+                check_endpoint(endpoint)
+            except (StorageError, ValueError) as exc:
+                self.message_user(request, f"{endpoint.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{endpoint.name}: connection OK", messages.SUCCESS)
+
+
+class PathMappingInline(admin.TabularInline):
+    model = PathMapping
+    extra = 0
+    fields = ["position", "source_path", "destination_prefix"]
+
+
+class PassInline(admin.TabularInline):
+    model = Pass
+    extra = 0
+    can_delete = False
+    fields = ["number", "kind", "state", "started_at", "finished_at", "seen", "copied",
+              "unchanged", "excluded", "failed", "pending", "folders_seen"]  # fmt: skip
+    readonly_fields = fields
+    ordering = ["-number"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _job_action(service, verb: str):
+    def action(modeladmin, request, queryset):
+        done = 0
+        for job in queryset:
+            try:
+                service(job=job, user=request.user)
+                done += 1
+            except services.JobStateError as exc:
+                modeladmin.message_user(request, str(exc), messages.WARNING)
+        if done:
+            modeladmin.message_user(request, f"{verb}: {done} job(s).", messages.SUCCESS)
+
+    action.__name__ = f"action_{verb.lower().replace(' ', '_')}"
+    action.short_description = f"{verb} selected jobs"
+    return action
+
+
+@admin.register(MigrationJob)
+class MigrationJobAdmin(admin.ModelAdmin):
+    list_display = ["name", "customer", "state_display", "progress", "rate", "eta", "last_activity"]
+    list_filter = ["state", "customer"]
+    search_fields = ["name"]
+    inlines = [PathMappingInline, PassInline]
+    readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
+                       "started_at", "finished_at", "last_activity", "recent_events"]  # fmt: skip
+    fields = ["name", "customer", "source", "destination", "on_exists", "bwlimit", "options",
+              *readonly_fields]  # fmt: skip
+    list_select_related = ["customer", "current_pass"]
+    actions = [
+        _job_action(services.job_start, "Start"),
+        _job_action(services.job_pause, "Pause"),
+        _job_action(services.job_resume, "Resume"),
+        _job_action(services.job_cancel, "Cancel"),
+        _job_action(services.job_retry_failed, "Retry failed"),
+    ]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        if not form.instance.mappings.exists():
+            PathMapping.objects.create(job=form.instance)
+
+    @admin.display(description="state", ordering="state")
+    def state_display(self, obj: MigrationJob) -> str:
+        return state_badge(obj.state, obj.get_state_display())
+
+    def _progress(self, obj: MigrationJob) -> dict:
+        return selectors.job_progress(job=obj, job_pass=obj.current_pass)
+
+    @admin.display(description="progress")
+    def progress(self, obj: MigrationJob) -> str:
+        p = self._progress(obj)
+        text = f"{p['done']:,} / {p['seen']:,} files · {p['bytes_done_h']} / {p['bytes_seen_h']}"
+        return progress_bar(p["fraction"], text)
+
+    @admin.display(description="throughput")
+    def rate(self, obj: MigrationJob) -> str:
+        p = self._progress(obj)
+        return f"{p['rate_h']} (avg {p.get('avg_rate_h', '—')})"
+
+    @admin.display(description="ETA")
+    def eta(self, obj: MigrationJob) -> str:
+        return self._progress(obj)["eta_h"]
+
+    @admin.display(description="recent events")
+    def recent_events(self, obj: MigrationJob) -> str:
+        rows = obj.events.order_by("-id")[:20]
+        return format_html(
+            "<table>{}</table>",
+            format_html(
+                "".join(
+                    format_html(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        e.level,
+                        e.message,
+                        e.path,
+                    )
+                    for e in rows
+                )
+            ),
+        )
+
+
+@admin.register(Pass)
+class PassAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "state", "seen", "copied", "unchanged", "excluded", "failed",
+                    "pending", "folders_seen", "started_at", "finished_at"]  # fmt: skip
+    list_select_related = ["job"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(FileItem)
+class FileItemAdmin(admin.ModelAdmin):
+    list_display = ["source_path", "dest_path", "kind", "state", "reason", "size", "attempts"]
+    list_filter = ["state", "reason"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "job", "level", "message", "path"]
+    list_filter = ["level"]
+    list_select_related = ["job"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
