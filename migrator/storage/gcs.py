@@ -1,0 +1,611 @@
+"""A bucket (and optional prefix) in Google Cloud Storage: gs://bucket/prefix.
+
+Objects only: folders are implied by '/' in names, so `mkdir` is a no-op and `scan`
+reports the implied folders. Writes are single objects, which GCS makes visible
+atomically; every upload is checked against md5 (and crc32c) of the bytes actually read.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import heapq
+import io
+import json
+import mimetypes
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO, TypeVar
+
+import google_crc32c
+import requests
+from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption
+
+from .base import (
+    AccessDenied,
+    Capabilities,
+    ConnectFailed,
+    Connector,
+    Entry,
+    InvalidPath,
+    NotFound,
+    ScanError,
+    StorageError,
+    Transient,
+    Written,
+)
+
+SMALL_FILE_MAX = 8 << 20  # below this: one request, bytes in memory, md5 checked by the server
+CHUNK = 8 << 20  # resumable upload chunk and ranged download size (a multiple of 256 KiB)
+TIMEOUT = (5, 60)  # (connect, read) seconds; the engine retries transient errors itself
+MAX_NAME_BYTES = 1024  # GCS object names are 1-1024 bytes of UTF-8
+MTIME_SECONDS_KEY = "goog-reserved-file-mtime"  # gsutil: integer seconds
+MTIME_KEY = "mtime"  # rclone: RFC 3339 with nanoseconds
+RESERVED_PREFIX = ".well-known/acme-challenge/"
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+class ChecksumMismatch(StorageError):
+    """The bytes stored are not the bytes meant: the upload was refused or removed."""
+
+    reason = "checksum_mismatch"
+
+
+# -- names -----------------------------------------------------------------------------
+
+
+def check_relative(path: str) -> str:
+    """A relative object path, or InvalidPath: no '..', '.', empty parts, leading '/',
+    or characters GCS refuses (CR, LF, NUL)."""
+    if path in ("", "."):
+        return ""
+    if path.startswith("/"):
+        raise InvalidPath(path, "absolute path")
+    if any(ch in path for ch in "\r\n\x00"):
+        raise InvalidPath(path, "CR, LF or NUL in name")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidPath(path, "path would escape the destination root")
+    return path
+
+
+def _b64_to_hex(value: str | None) -> str | None:
+    return base64.b64decode(value).hex() if value else None
+
+
+def _hex_to_b64(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _hashes_of(blob: storage.Blob) -> tuple[tuple[str, str], ...]:
+    """The hashes GCS reports, as hex (composite objects have no md5)."""
+    out = []
+    for algo, value in (("md5", blob.md5_hash), ("crc32c", blob.crc32c)):
+        if hex_value := _b64_to_hex(value):
+            out.append((algo, hex_value))
+    return tuple(out)
+
+
+# -- mtime in custom metadata ----------------------------------------------------------
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:\d\d)$"
+)
+
+
+def mtime_metadata(mtime_ns: int) -> dict[str, str]:
+    """The custom metadata holding `mtime_ns`, under both gsutil's and rclone's keys."""
+    seconds, nanos = divmod(mtime_ns, 10**9)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return {MTIME_SECONDS_KEY: str(seconds), MTIME_KEY: f"{stamp}.{nanos:09d}Z"}
+
+
+def parse_rfc3339_ns(text: str) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 time, keeping all nine digits."""
+    match = _RFC3339.match(text.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        seconds = calendar.timegm(
+            (int(year), int(month), int(day), int(hour), int(minute), int(second), 0, 0, 0)
+        )
+    except (ValueError, OverflowError):
+        return None
+    if zone not in ("Z", "z"):
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds * 10**9 + int((fraction or "0")[:9].ljust(9, "0"))
+
+
+def _datetime_ns(value: datetime) -> int:
+    return calendar.timegm(value.utctimetuple()) * 10**9 + value.microsecond * 1000
+
+
+def mtime_of(blob: storage.Blob) -> int:
+    """Our (or rclone's) ns mtime; else gsutil's seconds; else when the object was written.
+    A `mtime` that disagrees with gsutil's seconds was left stale by another tool."""
+    metadata = blob.metadata or {}
+    precise = parse_rfc3339_ns(metadata.get(MTIME_KEY, ""))
+    try:
+        seconds = int(float(metadata[MTIME_SECONDS_KEY]))
+    except (KeyError, ValueError, OverflowError):
+        seconds = None
+    if precise is not None and (seconds is None or precise // 10**9 == seconds):
+        return precise
+    if seconds is not None:
+        return seconds * 10**9
+    return _datetime_ns(blob.updated) if blob.updated else 0
+
+
+# -- errors ----------------------------------------------------------------------------
+
+_CHECKSUM_REFUSED = re.compile(r"(md5|crc32c)[^\n]*(doesn't|does not|didn't) match", re.I)
+
+
+def _wrap(exc: BaseException, path: str) -> StorageError:
+    """The typed error for what google-cloud-storage or requests raised."""
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, DataCorruption):
+        return ChecksumMismatch(path, "the server's checksum differs from the bytes sent")
+    if isinstance(exc, gexc.GoogleAPICallError):
+        message = getattr(exc, "message", "") or str(exc)
+        if isinstance(exc, gexc.NotFound):
+            return NotFound(path, "no such object")
+        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+            return AccessDenied(path, f"permission denied: {message}")
+        if exc.code is not None and (exc.code in (408, 429) or exc.code >= 500):
+            return Transient(path, f"GCS unavailable ({exc.code}): {message}")
+        if isinstance(exc, gexc.BadRequest) and _CHECKSUM_REFUSED.search(message):
+            return ChecksumMismatch(path, f"upload refused: {message}")
+        return StorageError(path, f"GCS error ({exc.code}): {message}")
+    if isinstance(exc, auth_exc.RefreshError):
+        return AccessDenied(path, f"credentials refused: {exc}")
+    if isinstance(exc, requests.RequestException | auth_exc.TransportError | ConnectionError):
+        return Transient(path, f"connection to GCS failed: {exc}")
+    if isinstance(exc, TimeoutError):
+        return Transient(path, "GCS did not answer in time")
+    return StorageError(path, f"{type(exc).__name__}: {exc}")
+
+
+# -- streams ---------------------------------------------------------------------------
+
+
+class _SourceError(Exception):
+    """Carries an exception raised by the caller's stream past the upload machinery."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _read_source(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes from the caller's stream, fewer only at its end."""
+    parts: list[bytes] = []
+    wanted = size
+    while wanted > 0:
+        try:
+            data = stream.read(min(wanted, CHUNK))
+        except Exception as exc:
+            raise _SourceError(exc) from exc
+        if not data:
+            break
+        parts.append(data)
+        wanted -= len(data)
+    return b"".join(parts)
+
+
+def _hashes_of_bytes(data: bytes) -> dict[str, str]:
+    return {
+        "md5": hashlib.md5(data).hexdigest(),
+        "crc32c": google_crc32c.Checksum(data).digest().hex(),
+    }
+
+
+class _HashingReader(io.RawIOBase):
+    """What the resumable upload reads: `head`, then the rest of the caller's stream in
+    full-sized pieces (a short read means the end to the uploader), hashing exactly the
+    bytes handed on."""
+
+    def __init__(self, stream: BinaryIO, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+        self._pos = 0
+        self.md5 = hashlib.md5(head)
+        self.crc32c = google_crc32c.Checksum(head)
+
+    def readable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 62
+        data, self._head = self._head[:size], self._head[size:]
+        if len(data) < size:
+            more = _read_source(self._stream, size - len(data))
+            self.md5.update(more)
+            self.crc32c.update(more)
+            data += more
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        return {"md5": self.md5.hexdigest(), "crc32c": self.crc32c.digest().hex()}
+
+
+class _ObjectReader(io.RawIOBase):
+    """An object's bytes by ranged downloads of CHUNK. The first range is fetched at once
+    (so a missing object raises NotFound from `open`, and a small file costs one request);
+    later ranges ask for the same generation, so a concurrent overwrite is an error, never
+    a file spliced from two versions."""
+
+    def __init__(self, blob: storage.Blob, path: str) -> None:
+        self._blob = blob
+        self._path = path
+        self._offset = 0
+        self._buffer = memoryview(b"")
+        self._eof = False
+        self._fetch()
+
+    def _fetch(self) -> None:
+        try:
+            data = self._blob.download_as_bytes(
+                start=self._offset,
+                end=self._offset + CHUNK - 1,
+                raw_download=True,  # the stored bytes, as md5 and size describe them
+                checksum=None,
+                timeout=TIMEOUT,
+                retry=None,
+            )
+        except gexc.RequestRangeNotSatisfiable:
+            data = b""  # GCS answers 416 for a range past the end (an empty object)
+        except gexc.NotFound as exc:
+            if self._offset:
+                raise Transient(self._path, "object was replaced or deleted while read") from exc
+            raise NotFound(self._path, "no such object") from exc
+        except Exception as exc:
+            raise _wrap(exc, self._path) from exc
+        self._offset += len(data)
+        self._eof = len(data) < CHUNK
+        self._buffer = memoryview(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if not self._buffer:
+            if self._eof:
+                return 0
+            self._fetch()
+        count = min(len(buffer), len(self._buffer))
+        buffer[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+
+# -- listing order ---------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _bound(raw: str) -> str:
+    """The smallest name-in-folder that can follow `raw` in a GCS listing (sorted by raw
+    name, where folder 'x/' sorts after 'x-y' but must be yielded before it)."""
+    for index, char in enumerate(raw):
+        if char < "/":
+            return raw[:index]
+    return raw[:-1] if raw.endswith("/") else raw
+
+
+def in_path_order(listing: Iterable[tuple[str, T]]) -> Iterator[tuple[str, bool, T]]:
+    """Reorder one folder's listing, sorted by raw name ('b.txt', 'sub/'), into the scan
+    order: by name without the trailing '/', a file before a folder of the same name.
+    Yields (name, is_folder, item) holding only the few items whose place is not yet
+    known, never the whole folder."""
+    pending: list[tuple[str, bool, int, T]] = []
+    for seq, (raw, item) in enumerate(listing):
+        is_folder = raw.endswith("/")
+        heapq.heappush(pending, (raw[:-1] if is_folder else raw, is_folder, seq, item))
+        bound = _bound(raw)
+        while pending and pending[0][0] < bound:
+            name, folder, _, value = heapq.heappop(pending)
+            yield name, folder, value
+    while pending:
+        name, folder, _, value = heapq.heappop(pending)
+        yield name, folder, value
+
+
+# -- the connector ---------------------------------------------------------------------
+
+
+class GCSConnector(Connector):
+    """Objects under `prefix` in `bucket_name`; one instance per thread."""
+
+    scheme = "gs"
+    capabilities = Capabilities(
+        hashes=frozenset({"md5", "crc32c"}),
+        mtime_precision_ns=1,  # our custom metadata keeps nanoseconds
+        acl=False,
+        directories=False,
+        max_name_bytes=MAX_NAME_BYTES,
+        max_path_bytes=MAX_NAME_BYTES,
+    )
+
+    def __init__(self, client: storage.Client, bucket_name: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket_name = bucket_name
+        self.bucket = client.bucket(bucket_name)
+        prefix = check_relative(prefix.strip("/"))
+        self.root = f"{prefix}/" if prefix else ""  # object name prefix, ends with '/'
+
+    def __repr__(self) -> str:
+        return f"GCSConnector(gs://{self.bucket_name}/{self.root})"
+
+    def _name(self, path: str) -> str:
+        name = self.root + check_relative(path)
+        if name.startswith(RESERVED_PREFIX):
+            raise InvalidPath(path, f"GCS reserves names under {RESERVED_PREFIX}")
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise InvalidPath(path, f"object name longer than {MAX_NAME_BYTES} bytes")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidPath(path, "name is not valid Unicode") from exc
+        return name
+
+    def _entry(self, path: str, blob: storage.Blob) -> Entry:
+        return Entry(path, "file", blob.size or 0, mtime_of(blob), _hashes_of(blob))
+
+    # scan
+
+    def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
+        start = check_relative(prefix.strip("/"))
+        stack = [self._level(start)]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                continue
+            yield item
+            if isinstance(item, Entry) and item.kind == "dir":
+                stack.append(self._level(item.path))
+
+    def _level(self, rel: str) -> Iterator[Entry | ScanError]:
+        """One folder's children in scan order, listed lazily page by page."""
+        base = self.root + (f"{rel}/" if rel else "")
+        skip = len(base)
+        failure: StorageError | None = None
+
+        def listing() -> Iterator[tuple[str, storage.Blob | None]]:
+            nonlocal failure
+            try:
+                blobs = self.client.list_blobs(
+                    self.bucket, prefix=base, delimiter="/", timeout=TIMEOUT, retry=None
+                )
+                for page in blobs.pages:
+                    raws: list[tuple[str, storage.Blob | None]] = [
+                        (blob.name[skip:], blob) for blob in page
+                    ]
+                    raws.extend((sub[skip:], None) for sub in page.prefixes)
+                    raws.sort(key=lambda pair: pair[0])
+                    yield from raws
+            except Exception as exc:
+                failure = _wrap(exc, rel)
+
+        for name, is_folder, blob in in_path_order(listing()):
+            if name == "" and not is_folder:
+                continue  # the folder's own placeholder object "rel/"
+            path = f"{rel}/{name}" if rel else name
+            if name in ("", ".", ".."):
+                path = path or "/"
+                yield ScanError(path, InvalidPath(path, f"unusable name {name!r} in object name"))
+            elif is_folder:
+                yield Entry(path, "dir")
+            else:
+                yield self._entry(path, blob)
+        if failure is not None:
+            yield ScanError(rel, failure)
+
+    # single objects
+
+    def stat(self, path: str) -> Entry:
+        name = self._name(path)
+        if not name or name == self.root:
+            return Entry("", "dir")
+        try:
+            blob = self.bucket.get_blob(name, timeout=TIMEOUT, retry=None)
+            if blob is not None:
+                return self._entry(path, blob)
+            if self._has_children(name):
+                return Entry(path, "dir")
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        raise NotFound(path, "no such object")
+
+    def _has_children(self, name: str) -> bool:
+        listed = self.client.list_blobs(
+            self.bucket, prefix=f"{name}/", max_results=1, timeout=TIMEOUT, retry=None
+        )
+        return next(iter(listed), None) is not None
+
+    def open(self, path: str) -> BinaryIO:
+        name = self._name(path)
+        if name == self.root:
+            raise StorageError(path, "is a folder")
+        return _ObjectReader(self.bucket.blob(name), path)  # type: ignore[return-value]
+
+    def write(self, path: str, stream: BinaryIO, entry: Entry) -> Written:
+        name = self._name(path)
+        if name == self.root:
+            raise InvalidPath(path, "cannot write the root")
+        blob = self.bucket.blob(name)
+        blob.content_type = (
+            mimetypes.types_map.get(posixpath.splitext(name)[1].lower())
+            or "application/octet-stream"
+        )
+        if entry.mtime_ns:
+            blob.metadata = mtime_metadata(entry.mtime_ns)
+        try:
+            head = _read_source(stream, SMALL_FILE_MAX)
+            if len(head) < SMALL_FILE_MAX:
+                return self._write_small(path, blob, head, entry)
+            return self._write_resumable(path, blob, _HashingReader(stream, head), entry)
+        except _SourceError as exc:
+            raise exc.error from None  # the source's own error, not the destination's
+
+    def _write_small(self, path: str, blob: storage.Blob, data: bytes, entry: Entry) -> Written:
+        """One multipart request; the server refuses it if the md5 we declare is wrong."""
+        actual = _hashes_of_bytes(data)
+        self._refuse_unexpected(path, entry, actual)
+        blob.md5_hash = _hex_to_b64(actual["md5"])
+        blob.crc32c = _hex_to_b64(actual["crc32c"])
+        try:
+            blob.upload_from_file(
+                io.BytesIO(data), size=len(data), checksum=None, timeout=TIMEOUT, retry=None
+            )
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        return self._written(path, blob, len(data), actual)
+
+    def _write_resumable(
+        self, path: str, blob: storage.Blob, reader: _HashingReader, entry: Entry
+    ) -> Written:
+        """Chunked upload of a stream of unknown length, checked after the last chunk: the
+        source's expected hashes go with the upload (GCS refuses a mismatch before the
+        object appears); our own hash of the bytes read is compared afterwards."""
+        blob.chunk_size = CHUNK
+        if expected := entry.hash("md5"):
+            blob.md5_hash = _hex_to_b64(expected)
+        if expected := entry.hash("crc32c"):
+            blob.crc32c = _hex_to_b64(expected)
+        try:
+            blob.upload_from_file(reader, checksum=None, timeout=TIMEOUT, retry=None)
+        except _SourceError:
+            raise
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        actual = reader.hashes
+        try:
+            self._refuse_unexpected(path, entry, actual)
+            return self._written(path, blob, reader.tell(), actual)
+        except ChecksumMismatch:
+            self._delete_generation(blob)
+            raise
+
+    def _refuse_unexpected(self, path: str, entry: Entry, actual: dict[str, str]) -> None:
+        for algo, value in actual.items():
+            expected = entry.hash(algo)
+            if expected and expected.lower() != value:
+                raise ChecksumMismatch(path, f"{algo} of the bytes read is not the source's")
+
+    def _written(self, path: str, blob: storage.Blob, size: int, actual: dict) -> Written:
+        """What the server reports, after checking it stored exactly the bytes read."""
+        hashes = _hashes_of(blob)
+        reported = dict(hashes)
+        if blob.size is not None and blob.size != size:
+            raise ChecksumMismatch(path, f"stored {blob.size} bytes, sent {size}")
+        for algo, value in reported.items():
+            if actual[algo] != value:
+                raise ChecksumMismatch(path, f"stored {algo} differs from the bytes sent")
+        return Written(size=size, hashes=hashes)
+
+    def _delete_generation(self, blob: storage.Blob) -> None:
+        try:
+            blob.delete(if_generation_match=blob.generation, timeout=TIMEOUT, retry=None)
+        except Exception:
+            pass  # best effort: the caller gets ChecksumMismatch either way
+
+    def mkdir(self, path: str, entry: Entry | None = None) -> bool:
+        self._name(path)
+        return False  # folders are implied by object names
+
+    def delete(self, path: str) -> None:
+        name = self._name(path)
+        if name == self.root:
+            raise InvalidPath(path, "cannot delete the root")
+        try:
+            try:
+                self.bucket.delete_blob(name, timeout=TIMEOUT, retry=None)
+                return
+            except gexc.NotFound:
+                pass
+            try:  # an empty "folder" may exist as a placeholder object
+                self.bucket.delete_blob(f"{name}/", timeout=TIMEOUT, retry=None)
+                return
+            except gexc.NotFound:
+                pass
+            if self._has_children(name):
+                raise StorageError(path, "folder is not empty")
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        raise NotFound(path, "no such object")
+
+    def check(self) -> None:
+        where = f"gs://{self.bucket_name}/{self.root}"
+        try:
+            listed = self.client.list_blobs(
+                self.bucket, prefix=self.root, max_results=1, timeout=TIMEOUT, retry=None
+            )
+            next(iter(listed), None)
+        except gexc.NotFound as exc:
+            raise ConnectFailed(where, f"bucket {self.bucket_name} does not exist") from exc
+        except (gexc.Forbidden, gexc.Unauthorized, auth_exc.RefreshError) as exc:
+            raise ConnectFailed(where, f"permission denied listing the bucket: {exc}") from exc
+        except (requests.RequestException, auth_exc.TransportError, OSError) as exc:
+            host = self.client._connection.API_BASE_URL
+            raise ConnectFailed(where, f"cannot reach {host}: {exc}") from exc
+        except Exception as exc:
+            raise ConnectFailed(where, str(_wrap(exc, ""))) from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_client(secret: str | None = None) -> storage.Client:
+    """A storage client: anonymous against an emulator, else the service account in
+    `secret` (its JSON key), else Application Default Credentials."""
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return storage.Client(project="test", credentials=AnonymousCredentials())
+    try:
+        if secret:
+            from google.oauth2 import service_account
+
+            info = json.loads(secret)
+            credentials = service_account.Credentials.from_service_account_info(info)
+            return storage.Client(project=info.get("project_id"), credentials=credentials)
+        return storage.Client()
+    except (ValueError, KeyError) as exc:
+        raise ConnectFailed("", f"the service account key is not valid: {exc}") from exc
+    except auth_exc.DefaultCredentialsError as exc:
+        raise ConnectFailed("", f"no Google credentials: {exc}") from exc
+
+
+def from_url(url: str, secret: str | None = None) -> GCSConnector:
+    """gs://bucket/prefix; the prefix is taken literally (no %-decoding, like gsutil)."""
+    if not url.startswith("gs://"):
+        raise ValueError(f"GCS URL must be gs://bucket/prefix, got {url!r}")
+    bucket_name, _, prefix = url[len("gs://") :].partition("/")
+    if not BUCKET_RE.match(bucket_name):
+        raise ValueError(f"not a valid bucket name in {url!r}")
+    try:
+        return GCSConnector(make_client(secret), bucket_name, prefix)
+    except InvalidPath as exc:
+        raise ValueError(f"invalid prefix in {url!r}: {exc.message}") from exc

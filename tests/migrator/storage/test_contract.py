@@ -1,0 +1,366 @@
+"""One contract every connector passes against its real server (rclone fstests, fsspec
+tests/abstract). Tests are kind-agnostic: they branch only on what a connector declares
+(`capabilities`, and the name rules its destination kind refuses in sanitize.HARD_LIMITS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections.abc import Iterable
+
+import google_crc32c
+import pytest
+
+from migrator.sanitize import HARD_LIMITS
+from migrator.storage import (
+    ConnectFailed,
+    Connector,
+    Entry,
+    InvalidPath,
+    NotFound,
+    ScanError,
+    Written,
+    path_key,
+)
+
+MTIME_NS = 1_600_000_000_123_456_789  # 2020-09-13, with every nanosecond digit set
+MIB = 1 << 20
+
+
+class StreamBroke(Exception):
+    """What a failing source stream raises; a write must let it through unchanged."""
+
+
+class SourceStream(io.RawIOBase):
+    """`data` in short, uneven reads (as network sources give them), optionally failing
+    once `fail_at` bytes were handed out, or calling `during` once past `during_at`."""
+
+    def __init__(self, data: bytes, fail_at=None, during=None, during_at=0) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._fail_at = fail_at
+        self._during = during
+        self._during_at = during_at
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._fail_at is not None and self._pos >= self._fail_at:
+            raise StreamBroke("source connection dropped")
+        if self._during is not None and self._pos >= self._during_at:
+            during, self._during = self._during, None
+            during()
+        count = min(len(buffer), 100_003, len(self._data) - self._pos)
+        buffer[:count] = self._data[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def put(connector: Connector, path: str, data: bytes, mtime_ns: int = MTIME_NS) -> Written:
+    return connector.write(path, SourceStream(data), Entry(path, "file", len(data), mtime_ns))
+
+
+def read_all(connector: Connector, path: str) -> bytes:
+    stream = connector.open(path)
+    try:
+        chunks = []
+        while chunk := stream.read(MIB):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        stream.close()
+
+
+def listing(connector: Connector, prefix: str = "") -> list[Entry]:
+    items = list(connector.scan(prefix))
+    errors = [item for item in items if isinstance(item, ScanError)]
+    assert not errors, errors
+    return items
+
+
+def expected_hashes(data: bytes) -> dict[str, str]:
+    return {
+        "md5": hashlib.md5(data).hexdigest(),
+        "crc32c": google_crc32c.Checksum(data).digest().hex(),
+    }
+
+
+def assert_hashes(connector: Connector, reported: Written | Entry, data: bytes) -> None:
+    """Every hash the connector declares is reported, and is the hash of `data`."""
+    truth = expected_hashes(data)
+    for algo in connector.capabilities.hashes:
+        assert reported.hash(algo) == truth[algo], algo
+
+
+def assert_mtime(connector: Connector, entry: Entry, mtime_ns: int) -> None:
+    assert abs(entry.mtime_ns - mtime_ns) < connector.capabilities.mtime_precision_ns
+
+
+def assert_stored(connector: Connector, path: str, data: bytes, mtime_ns: int = MTIME_NS):
+    """What a user sees: stat, the bytes, and hashes as the connector reports them."""
+    entry = connector.stat(path)
+    assert entry.path == path
+    assert entry.kind == "file"
+    assert entry.size == len(data)
+    assert_mtime(connector, entry, mtime_ns)
+    assert_hashes(connector, entry, data)
+    assert read_all(connector, path) == data
+
+
+def implied_folders(paths: Iterable[str]) -> set[str]:
+    return {p.rsplit("/", i)[0] for p in paths for i in range(1, p.count("/") + 1)}
+
+
+def assert_scan_order(items: list[Entry]) -> None:
+    keys = [path_key(item.path) for item in items]
+    assert all(a < b for a, b in zip(keys, keys[1:], strict=False)), [i.path for i in items]
+
+
+# --- write, stat, open ------------------------------------------------------------------
+
+
+def test_fresh_root_scans_empty(connector):
+    assert listing(connector) == []
+
+
+@pytest.mark.parametrize("size", [1, 5_000, 3 * MIB + 7])
+def test_write_round_trips_bytes_size_mtime_and_hashes(connector, size):
+    data = payload(size, seed=size)
+    written = put(connector, "file.bin", data)
+
+    assert written.size == size
+    assert_hashes(connector, written, data)
+    assert_stored(connector, "file.bin", data)
+
+
+@pytest.mark.parametrize("mtime_ns", [946_684_800_000_000_000, 1_700_000_000_999_999_999])
+def test_mtime_round_trips(connector, mtime_ns):
+    put(connector, "dated.txt", b"when", mtime_ns=mtime_ns)
+    assert_mtime(connector, connector.stat("dated.txt"), mtime_ns)
+    (scanned,) = listing(connector)
+    assert_mtime(connector, scanned, mtime_ns)
+
+
+def test_empty_file(connector):
+    written = put(connector, "empty", b"")
+    assert written.size == 0
+    assert_hashes(connector, written, b"")
+    assert_stored(connector, "empty", b"")
+    assert [(e.path, e.size) for e in listing(connector)] == [("empty", 0)]
+
+
+def test_large_file_streams_through(connector):
+    data = payload(20 * MIB + 12_345, seed=20)
+    written = put(connector, "big/large.bin", data)
+    assert written.size == len(data)
+    assert_hashes(connector, written, data)
+    assert_stored(connector, "big/large.bin", data)
+
+
+def test_overwrite_replaces_content(connector):
+    put(connector, "doc.txt", b"first version, rather longer than the second")
+    put(connector, "doc.txt", b"second", mtime_ns=MTIME_NS + 10**9)
+    assert_stored(connector, "doc.txt", b"second", mtime_ns=MTIME_NS + 10**9)
+    assert [e.path for e in listing(connector)] == ["doc.txt"]
+
+
+# --- atomic writes ----------------------------------------------------------------------
+
+# A failure before the first buffered chunk, and one in the middle of a multi-chunk upload.
+FAIL_POINTS = [pytest.param(1_000, id="small"), pytest.param(12 * MIB, id="large")]
+
+
+@pytest.mark.parametrize("fail_at", FAIL_POINTS)
+def test_failed_write_leaves_nothing(connector, fail_at):
+    data = payload(fail_at + MIB)
+    entry = Entry("new.bin", "file", len(data), MTIME_NS)
+    with pytest.raises(StreamBroke):
+        connector.write("new.bin", SourceStream(data, fail_at=fail_at), entry)
+
+    assert listing(connector) == []  # neither the object nor a temp file
+    with pytest.raises(NotFound):
+        connector.stat("new.bin")
+
+
+@pytest.mark.parametrize("fail_at", FAIL_POINTS)
+def test_failed_overwrite_keeps_the_old_file(connector, fail_at):
+    put(connector, "keep.txt", b"the good old content")
+    data = payload(fail_at + MIB)
+    entry = Entry("keep.txt", "file", len(data), MTIME_NS + 5)
+    with pytest.raises(StreamBroke):
+        connector.write("keep.txt", SourceStream(data, fail_at=fail_at), entry)
+
+    assert_stored(connector, "keep.txt", b"the good old content")
+    assert [e.path for e in listing(connector)] == ["keep.txt"]
+
+
+def test_write_in_progress_is_invisible(connector):
+    put(connector, "busy.bin", b"old")
+    seen: dict[str, object] = {}
+
+    def look() -> None:  # runs when the write has consumed 10 MiB of its source
+        seen["scan"] = [(e.path, e.size) for e in listing(connector)]
+        seen["stat"] = connector.stat("busy.bin").size
+
+    data = payload(12 * MIB)
+    entry = Entry("busy.bin", "file", len(data), MTIME_NS)
+    connector.write("busy.bin", SourceStream(data, during=look, during_at=10 * MIB), entry)
+
+    assert seen == {"scan": [("busy.bin", 3)], "stat": 3}
+    assert_stored(connector, "busy.bin", data)
+
+
+# --- scan -------------------------------------------------------------------------------
+
+TREE = [
+    "B.txt",
+    "a.txt",
+    "a b.txt",
+    "a-b.txt",
+    "a/b.txt",
+    "a/c/d.txt",
+    "a/c/e.txt",
+    "b/e.txt",
+    "é.txt",
+]
+
+
+def test_scan_yields_every_entry_depth_first_in_path_order(connector):
+    for index, path in enumerate(TREE):
+        put(connector, path, path.encode() * (index + 1))
+
+    items = listing(connector)
+
+    assert_scan_order(items)
+    expected = sorted(set(TREE) | implied_folders(TREE), key=path_key)
+    assert [item.path for item in items] == expected
+    assert {item.path for item in items if item.kind == "dir"} == implied_folders(TREE)
+    for item in items:
+        if item.kind == "file":
+            data = item.path.encode() * (TREE.index(item.path) + 1)
+            assert item.size == len(data)
+            assert_mtime(connector, item, MTIME_NS)
+            assert_hashes(connector, item, data)
+
+
+def test_scan_of_a_prefix(connector):
+    for path in TREE:
+        put(connector, path, b"x")
+
+    items = listing(connector, "a")
+
+    assert [item.path for item in items] == ["a/b.txt", "a/c", "a/c/d.txt", "a/c/e.txt"]
+    assert [item.path for item in listing(connector, "a/c")] == ["a/c/d.txt", "a/c/e.txt"]
+
+
+def test_mkdir(connector):
+    first = connector.mkdir("made/inner")
+    again = connector.mkdir("made/inner")
+
+    if connector.capabilities.directories:
+        assert (first, again) == (True, False)
+        assert [(e.path, e.kind) for e in listing(connector)] == [
+            ("made", "dir"),
+            ("made/inner", "dir"),
+        ]
+    else:  # folders are implied by names: nothing to create, nothing to see
+        assert (first, again) == (False, False)
+        assert listing(connector) == []
+    put(connector, "made/inner/f.txt", b"f")
+    assert_stored(connector, "made/inner/f.txt", b"f")
+
+
+# --- missing things ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["nope.txt", "no/such/folder/file.txt"])
+def test_missing_path_raises_not_found(connector, path):
+    put(connector, "present.txt", b"here")
+    for action in (connector.stat, connector.open, connector.delete):
+        with pytest.raises(NotFound) as caught:
+            action(path)
+        assert caught.value.path == path
+
+
+def test_delete_then_stat_raises_not_found(connector):
+    put(connector, "gone.txt", b"bye")
+    put(connector, "stays.txt", b"hi")
+
+    connector.delete("gone.txt")
+
+    with pytest.raises(NotFound):
+        connector.stat("gone.txt")
+    with pytest.raises(NotFound):
+        connector.open("gone.txt")
+    assert [e.path for e in listing(connector)] == ["stays.txt"]
+    assert_stored(connector, "stays.txt", b"hi")
+
+
+# --- names ------------------------------------------------------------------------------
+
+NAMES = [
+    "with space.txt",
+    "é accentué.txt",
+    "日本/語のファイル.txt",
+    "#hash.txt",
+    "question?.txt",
+    "100%.txt",
+    "50%20off.txt",
+    "quote's.txt",
+    'double"quote.txt',
+    "-leading-dash",
+    "=equals",
+    "+plus&amp;;semi,comma.txt",
+    "[brackets]{braces}.txt",
+    "star*.txt",
+    "colon:name.txt",
+    "trailing space ",
+    "emoji 🎉.txt",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_names_round_trip_or_are_refused_as_invalid(connector, name):
+    if HARD_LIMITS[connector.scheme].is_valid_path(name):
+        put(connector, name, name.encode())
+        assert_stored(connector, name, name.encode())
+        assert [e.path for e in listing(connector) if e.kind == "file"] == [name]
+    else:  # a name the destination cannot hold is refused, with a typed error
+        with pytest.raises(InvalidPath):
+            put(connector, name, name.encode())
+        assert listing(connector) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "..", "../escape.txt", "a/../../escape.txt", "a/./b.txt", "a//b.txt", "/abs.txt"],
+)
+def test_unsafe_paths_are_refused(connector, path):
+    with pytest.raises(InvalidPath):
+        put(connector, path, b"must not land anywhere")
+    if path:
+        with pytest.raises(InvalidPath):
+            connector.stat(path)
+    assert listing(connector) == []
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def test_check_passes_on_a_usable_root(connector):
+    connector.check()
+    put(connector, "x.txt", b"x")
+    connector.check()
+
+
+def test_check_fails_in_words_when_the_root_is_missing(missing_connector):
+    with pytest.raises(ConnectFailed) as caught:
+        missing_connector.check()
+    assert caught.value.message
