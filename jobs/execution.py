@@ -416,6 +416,12 @@ def _batch_release(batch_id: int, token: str) -> None:
     )
 
 
+_RECORD_SQL = (
+    f"UPDATE {FileItem._meta.db_table} SET state = %s, reason = %s, message = %s, "
+    "attempts = attempts + %s, md5 = %s, crc32c = %s, dest_path = %s WHERE id = %s"
+)
+
+
 def _batch_record(
     batch: Batch, job: MigrationJob, token: str, tasks: list[CopyTask], outcomes: list[Outcome]
 ) -> None:
@@ -431,34 +437,34 @@ def _batch_record(
         if held is None:  # our lease lapsed and another worker took the batch: it counts
             log.warning("batch %s: lease lost, outcomes discarded", batch.pk)
             return
-        items = []
+        rows = []
         file_states: Counter[str] = Counter()
         dir_states: Counter[str] = Counter()
         bytes_copied = bytes_done = 0
         for o in outcomes:
             task = by_id[o.item_id]
-            item = FileItem(
-                pk=o.item_id,
-                state=o.state.value,
-                reason=o.reason,
-                message=o.message[:2000],
-                attempts=o.attempts,
-                md5=o.md5 or task.hash_of("md5"),
-                crc32c=o.crc32c or task.hash_of("crc32c"),
-                dest_path=o.dest_path or task.dest_path,
+            rows.append(
+                (
+                    o.state.value,
+                    o.reason,
+                    o.message[:2000],
+                    o.attempts,
+                    o.md5 or task.hash_of("md5"),
+                    o.crc32c or task.hash_of("crc32c"),
+                    o.dest_path or task.dest_path,
+                    o.item_id,
+                )
             )
-            items.append(item)
             if task.kind == "dir":
                 dir_states[o.state] += 1
             else:
                 file_states[o.state] += 1
                 bytes_copied += o.bytes
                 bytes_done += task.size
-        FileItem.objects.bulk_update(
-            items,
-            ["state", "reason", "message", "attempts", "md5", "crc32c", "dest_path"],
-            batch_size=500,
-        )
+        # executemany by primary key: the ORM's bulk_update builds one CASE per column
+        # and row, which cost more CPU than copying the files (measured with py-spy)
+        with connection.cursor() as cursor:
+            cursor.executemany(_RECORD_SQL, rows)
         Pass.objects.filter(pk=batch.job_pass_id).update(
             pending=F("pending") - sum(file_states.values()),
             copied=F("copied") + file_states[State.COPIED],

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Copy benchmark: migrator_run (file→file, manifest kept) against rclone copy and cp -a on
+the same data, in one run. Run by hand (`make bench`), never in CI; results go to
+bench/RESULTS.md with the machine and date.
+
+    python bench/copy_bench.py [--small 20000] [--folders 200] [--large 4] [--large-mb 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def build(root: Path, small: int, folders: int, large: int, large_mb: int) -> None:
+    marker = root / f".built-{small}-{folders}-{large}-{large_mb}"
+    if marker.exists():
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    rng = random.Random(1)
+    for i in range(small):
+        folder = root / "small" / f"dir{i % folders:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"file{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+    (root / "large").mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1 << 20)
+    for i in range(large):
+        with open(root / "large" / f"big{i}.bin", "wb") as f:
+            for j in range(large_mb):
+                f.write(block[j % 7 :] + block[: j % 7])
+    marker.touch()
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (KiB) of the process tree, stdout."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.monotonic() - start
+    if os.waitstatus_to_exitcode(status) not in (0,):
+        raise SystemExit(f"{cmd[0]} failed: {out[-2000:]}")
+    return elapsed, usage.ru_maxrss, out
+
+
+def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[dict]:
+    rows = []
+    for tool in ("cp", "rclone", "migrator"):
+        dst = work / f"{name}-{tool}"
+        shutil.rmtree(dst, ignore_errors=True)
+        subprocess.run(["sync"], check=False)
+        if tool == "cp":
+            cmd = ["cp", "-a", str(src), str(dst)]
+            env = None
+        elif tool == "rclone":
+            cmd = ["rclone", "copy", str(src), str(dst), "--transfers", "8", "--checkers", "8"]
+            env = None
+        else:
+            db = work / f"{name}.sqlite3"
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            env = {**os.environ, "MIGRATOR_DEV": "1", "DATABASE_URL": f"sqlite:///{db}"}
+            subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env,
+                           check=True)  # fmt: skip
+            cmd = [sys.executable, "manage.py", "migrator_run", "--source", src.as_uri(),
+                   "--destination", dst.as_uri(), "--json"]  # fmt: skip
+        seconds, rss, out = timed(cmd, env)
+        row = {"set": name, "tool": tool, "seconds": round(seconds, 2), "rss_mb": rss // 1024,
+               "files_s": round(files / seconds), "mb_s": round(nbytes / 1e6 / seconds, 1)}  # fmt: skip
+        if tool == "migrator":
+            summary = json.loads(out.strip().splitlines()[-1])
+            assert summary["copied"] == files and summary["state"] == "completed", summary
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        shutil.rmtree(dst, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", type=int, default=20_000)
+    ap.add_argument("--folders", type=int, default=200)
+    ap.add_argument("--large", type=int, default=4)
+    ap.add_argument("--large-mb", type=int, default=256)
+    ap.add_argument("--data", default=str(REPO / "bench" / "data"))
+    args = ap.parse_args()
+    data = Path(args.data)
+    build(data, args.small, args.folders, args.large, args.large_mb)
+    work = Path(tempfile.mkdtemp(prefix="migrator-bench-", dir=data.parent))
+    small_bytes = sum(p.stat().st_size for p in (data / "small").rglob("*") if p.is_file())
+    large_bytes = sum(p.stat().st_size for p in (data / "large").iterdir())
+    rows = run_set("small", data / "small", work, args.small, small_bytes)
+    rows += run_set("large", data / "large", work, args.large, large_bytes)
+    shutil.rmtree(work, ignore_errors=True)
+    by = {(r["set"], r["tool"]): r for r in rows}
+    print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d')}")
+    for name in ("small", "large"):
+        m, r, c = by[(name, "migrator")], by[(name, "rclone")], by[(name, "cp")]
+        print(f"{name}: migrator {m['files_s']} files/s {m['mb_s']} MB/s rss {m['rss_mb']} MB | "
+              f"rclone {r['files_s']} files/s {r['mb_s']} MB/s | cp {c['files_s']} files/s "
+              f"{c['mb_s']} MB/s | migrator/rclone {m['seconds'] and r['seconds'] / m['seconds']:.2f}x "
+              f"migrator/cp {c['seconds'] / m['seconds']:.2f}x")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
