@@ -93,9 +93,11 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(cli, tmp_path):
     second = start_cluster(env, log)
     try:
         state = wait_until(
-            lambda: (s := cli.query("SELECT state FROM jobs_migrationjob WHERE id=?", job_id))
-            and s[0][0] in ("completed", "completed_with_errors", "failed")
-            and s[0][0],
+            lambda: (
+                (s := cli.query("SELECT state FROM jobs_migrationjob WHERE id=?", job_id))
+                and s[0][0] in ("completed", "completed_with_errors", "failed")
+                and s[0][0]
+            ),
             120,
             "the job to finish after the restart",
         )

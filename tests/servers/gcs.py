@@ -54,12 +54,10 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
-    """gcp-storage-emulator on a free loopback port, in memory, for the whole run."""
+def start_emulator(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start gcp-storage-emulator on a free loopback port; return it and its URL."""
     executable = Path(sys.executable).parent / "gcp-storage-emulator"
     port = free_port()
-    log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(executable), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
@@ -68,13 +66,20 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, proc=proc)
+    except (RuntimeError, TimeoutError) as exc:
+        _stop(proc)
+        raise RuntimeError(f"{exc}; emulator log:\n{log_path.read_text()}") from exc
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
+    """gcp-storage-emulator on a free loopback port, in memory, for the whole run."""
+    proc, url = start_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
     patch = pytest.MonkeyPatch()
     try:
-        try:
-            wait_for_port(port, proc=proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}; emulator log:\n{log_path.read_text()}") from exc
         patch.setenv("STORAGE_EMULATOR_HOST", url)
         yield GCSServer(url)
     finally:
