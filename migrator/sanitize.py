@@ -1,0 +1,973 @@
+"""File-name sanitization per destination profile, and the per-job exclusion rules.
+
+A `Profile` is a small declarative rule set (what a destination refuses or handles
+badly). A `Sanitizer` applies one profile, plus the destination's own hard limits, to
+one name component at a time and says which rules fired:
+
+    s = Sanitizer.for_destination("smb")                # windows rules, case-insensitive
+    s.sanitize_name("CON.txt")   -> ("CON_.txt", ("reserved_name",))
+    s.sanitize_path("a:b/c. ")   -> PathResult(path="a_b/c__", renames=(...), refused=None)
+
+Everything here is deterministic: the same name always gives the same result, on any
+machine and in any pass, so a renamed folder renames every path under it the same way.
+Uniqueness within a folder is the caller's to enforce (it knows the siblings, in the
+database): it stores `collision_key(new_name)` with a per-folder unique constraint and
+asks `unique_in_folder` for a stable alternative when the key is taken.
+
+`Filters` decides which entries a job leaves out, with a reason code for each.
+
+Plain Python: no Django here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import unicodedata
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+# --- rule codes (stored on manifest rows and in events; never rename one) -------------
+
+INVALID_UNICODE = "invalid_unicode"  # a lone surrogate: not encodable as UTF-8
+UNICODE_NFC = "unicode_nfc"  # the name was not in Unicode NFC
+DOT_NAME = "dot_name"  # "." or ".."
+EMPTY_NAME = "empty_name"  # "" (e.g. "a//b" in an object store)
+CONTROL_CHAR = "control_char"
+FORBIDDEN_CHAR = "forbidden_char"
+FOUR_BYTE_UNICODE = "4byte_unicode"  # outside the Basic Multilingual Plane (emoji, ...)
+LEADING_TRAILING_SPACE = "leading_trailing_space"
+TRAILING_DOT_SPACE = "trailing_dot_space"
+FORBIDDEN_PREFIX = "forbidden_prefix"  # "~$..."
+FORBIDDEN_SUBSTRING = "forbidden_substring"  # "..._vti_..."
+FORBIDDEN_NAME = "forbidden_name"  # ".lock", "desktop.ini"
+RESERVED_NAME = "reserved_name"  # CON, PRN, AUX, NUL, COM0-9, LPT0-9 with any extension
+RESERVED_PATH = "reserved_path"  # GCS: ".well-known/acme-challenge/..."
+TOO_LONG = "too_long"  # component over the byte/char limit: shortened with a hash
+COLLISION = "collision"  # disambiguated by unique_in_folder
+PATH_TOO_LONG = "path_too_long"  # whole path over the limit: the item is refused
+
+RULES = (
+    INVALID_UNICODE,
+    UNICODE_NFC,
+    DOT_NAME,
+    EMPTY_NAME,
+    CONTROL_CHAR,
+    FORBIDDEN_CHAR,
+    FOUR_BYTE_UNICODE,
+    LEADING_TRAILING_SPACE,
+    TRAILING_DOT_SPACE,
+    FORBIDDEN_PREFIX,
+    FORBIDDEN_SUBSTRING,
+    FORBIDDEN_NAME,
+    RESERVED_NAME,
+    RESERVED_PATH,
+    TOO_LONG,
+    COLLISION,
+    PATH_TOO_LONG,
+)
+
+# Windows device names; the superscript digits are reserved too (Microsoft's naming docs).
+DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"{dev}{d}" for dev in ("COM", "LPT") for d in "0123456789\u00b9\u00b2\u00b3"]
+)
+
+# A component never holds the separator, and NUL ends a name in every API we write to.
+ALWAYS_FORBIDDEN = frozenset("/\x00")
+
+TAG_SEPARATOR = "~"  # "name~1a2b3c4d.ext": shortened or disambiguated names
+HASH_CHARS = 8
+MAX_EXTENSION_CHARS = 16  # a longer "extension" is just part of the name
+
+
+# --- profiles ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a destination refuses in a name. Lengths: bytes are UTF-8, chars are UTF-16
+    code units (what Windows and SharePoint count), None means no limit.
+    """
+
+    name: str
+    forbidden_chars: frozenset[str] = frozenset()
+    control_chars: bool = False  # Unicode category Cc: U+0000-001F, U+007F-009F
+    trailing_dot_space: bool = False  # windows: no trailing "." or " "
+    trailing_dot: bool = False  # egnyte: no trailing "."
+    leading_trailing_space: bool = False  # sharepoint, egnyte
+    reserved_names: frozenset[str] = frozenset()  # device stems, any extension, any case
+    forbidden_prefixes: tuple[str, ...] = ()  # ASCII, any case
+    forbidden_substrings: tuple[str, ...] = ()  # ASCII, any case
+    forbidden_names: frozenset[str] = frozenset()  # exact, ASCII, any case
+    reserved_paths: tuple[str, ...] = ()  # no object name may start with "<this>/"
+    max_component_bytes: int | None = None
+    max_component_chars: int | None = None
+    max_path_bytes: int | None = None
+    max_path_chars: int | None = None
+    no_4byte_unicode: bool = False
+    normalization: str | None = "NFC"  # the default a Sanitizer uses; None = leave as is
+    case_insensitive: bool = False  # the destination folds case: twins must be told apart
+
+    def combined_with(self, other: Profile | None) -> Profile:
+        """The stricter of both on every rule (a profile plus a destination's hard limits)."""
+        if other is None:
+            return self
+
+        def least(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return a + tuple(x for x in b if x not in a)
+
+        return Profile(
+            name=self.name if other.name == self.name else f"{self.name}+{other.name}",
+            forbidden_chars=self.forbidden_chars | other.forbidden_chars,
+            control_chars=self.control_chars or other.control_chars,
+            trailing_dot_space=self.trailing_dot_space or other.trailing_dot_space,
+            trailing_dot=self.trailing_dot or other.trailing_dot,
+            leading_trailing_space=self.leading_trailing_space or other.leading_trailing_space,
+            reserved_names=self.reserved_names | other.reserved_names,
+            forbidden_prefixes=union(self.forbidden_prefixes, other.forbidden_prefixes),
+            forbidden_substrings=union(self.forbidden_substrings, other.forbidden_substrings),
+            forbidden_names=self.forbidden_names | other.forbidden_names,
+            reserved_paths=union(self.reserved_paths, other.reserved_paths),
+            max_component_bytes=least(self.max_component_bytes, other.max_component_bytes),
+            max_component_chars=least(self.max_component_chars, other.max_component_chars),
+            max_path_bytes=least(self.max_path_bytes, other.max_path_bytes),
+            max_path_chars=least(self.max_path_chars, other.max_path_chars),
+            no_4byte_unicode=self.no_4byte_unicode or other.no_4byte_unicode,
+            normalization=self.normalization,
+            case_insensitive=self.case_insensitive or other.case_insensitive,
+        )
+
+    # The checkers below are written apart from the Sanitizer's fixing code (regular
+    # expressions here, character loops there) so that tests comparing them can fail.
+
+    @cached_property
+    def _char_checks(self) -> list[tuple[str, re.Pattern[str]]]:
+        checks = [
+            (INVALID_UNICODE, "[\ud800-\udfff]"),
+            (FORBIDDEN_CHAR, "[" + re.escape("".join(sorted(self.forbidden_chars))) + "/\x00]"),
+        ]
+        if self.control_chars:
+            checks.append((CONTROL_CHAR, "[\x00-\x1f\x7f-\x9f]"))
+        if self.no_4byte_unicode:
+            checks.append((FOUR_BYTE_UNICODE, "[\U00010000-\U0010ffff]"))
+        return [(rule, re.compile(rx)) for rule, rx in checks]
+
+    def violations(self, name: str) -> tuple[str, ...]:
+        """The rule codes `name` (one path component) breaks; empty when it is valid."""
+        found: list[str] = []
+        if name == "":
+            return (EMPTY_NAME,)
+        if name in (".", ".."):
+            found.append(DOT_NAME)
+        found += [rule for rule, rx in self._char_checks if rx.search(name)]
+        if self.leading_trailing_space and (name[0] == " " or name[-1] == " "):
+            found.append(LEADING_TRAILING_SPACE)
+        if (self.trailing_dot_space and name[-1] in ". ") or (
+            self.trailing_dot and name[-1] == "."
+        ):
+            found.append(TRAILING_DOT_SPACE)
+        folded = _ascii_lower(name)
+        if any(folded.startswith(_ascii_lower(p)) for p in self.forbidden_prefixes):
+            found.append(FORBIDDEN_PREFIX)
+        if any(_ascii_lower(s) in folded for s in self.forbidden_substrings):
+            found.append(FORBIDDEN_SUBSTRING)
+        if folded in {_ascii_lower(n) for n in self.forbidden_names}:
+            found.append(FORBIDDEN_NAME)
+        if self.reserved_names:
+            devices = "|".join(re.escape(d) for d in sorted(self.reserved_names))
+            if re.fullmatch(rf"(?:{devices}) *(?:\..*)?", name, re.IGNORECASE | re.ASCII | re.S):
+                found.append(RESERVED_NAME)
+        if not _fits(name, self.max_component_bytes, self.max_component_chars):
+            found.append(TOO_LONG)
+        return tuple(found)
+
+    def is_valid(self, name: str) -> bool:
+        """True when the destination accepts `name` as one path component."""
+        return not self.violations(name)
+
+    def is_valid_path(self, path: str) -> bool:
+        """True when every component is valid and the whole path fits the limits."""
+        parts = path.split("/")
+        if not all(self.is_valid(p) for p in parts):
+            return False
+        if any((path + "/").startswith(r.strip("/") + "/") for r in self.reserved_paths):
+            return False
+        return _fits(path, self.max_path_bytes, self.max_path_chars)
+
+
+def _ascii_lower(text: str) -> str:
+    # Only ASCII letters fold: the patterns are ASCII, and indices must not shift.
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units, what Windows and SharePoint count as characters."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _fits(text: str, max_bytes: int | None, max_chars: int | None) -> bool:
+    if max_bytes is not None and _utf8_len(text) > max_bytes:
+        return False
+    return max_chars is None or utf16_len(text) <= max_chars
+
+
+GCS = Profile(
+    name="gcs",
+    forbidden_chars=frozenset("\r\n#[]*?"),
+    control_chars=True,
+    reserved_paths=(".well-known/acme-challenge",),
+    max_component_bytes=1024,  # a component can be no longer than the whole object name
+    max_path_bytes=1024,
+)
+WINDOWS = Profile(
+    name="windows",
+    forbidden_chars=frozenset('"*:<>?/\\|'),
+    control_chars=True,
+    trailing_dot_space=True,
+    reserved_names=DEVICE_NAMES,
+    max_component_chars=255,
+    max_path_chars=260,  # MAX_PATH: what Explorer and most Windows programs still enforce
+    case_insensitive=True,
+)
+SMB = dataclasses.replace(WINDOWS, name="smb")
+SHAREPOINT = dataclasses.replace(
+    WINDOWS,
+    name="sharepoint",
+    leading_trailing_space=True,
+    forbidden_prefixes=("~$",),
+    forbidden_substrings=("_vti_",),
+    forbidden_names=frozenset({".lock", "desktop.ini"}),
+    max_path_chars=400,
+)
+EGNYTE = Profile(
+    name="egnyte",
+    forbidden_chars=frozenset('\\/":<>|*?'),
+    control_chars=True,
+    trailing_dot=True,
+    leading_trailing_space=True,
+    no_4byte_unicode=True,
+    max_component_bytes=245,
+    max_path_bytes=5000,
+    case_insensitive=True,
+)
+POSIX = Profile(name="posix", forbidden_chars=frozenset("\x00/"))
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (GCS, WINDOWS, SMB, SHAREPOINT, EGNYTE, POSIX)}
+
+# What each destination refuses whatever profile a job picks.
+HARD_LIMITS: dict[str, Profile] = {
+    "gs": Profile(
+        name="gcs-limits",
+        forbidden_chars=frozenset("\r\n"),
+        reserved_paths=(".well-known/acme-challenge",),
+        max_component_bytes=1024,
+        max_path_bytes=1024,
+    ),
+    # The windows rules; the path limit is the server's (32,767), not a client's MAX_PATH.
+    "smb": dataclasses.replace(WINDOWS, name="smb-limits", max_path_chars=32_767),
+    "file": Profile(
+        name="file-limits",
+        forbidden_chars=frozenset("\x00/"),
+        max_component_bytes=255,
+        max_path_bytes=4095,
+    ),
+    "synthetic": Profile(name="synthetic-limits"),
+}
+
+DESTINATION_PROFILES = {"gs": "gcs", "smb": "smb", "file": "posix", "synthetic": "posix"}
+
+
+def profile_for_destination(kind: str) -> Profile:
+    """The default profile for a destination kind ("gs", "smb", "file")."""
+    try:
+        return PROFILES[DESTINATION_PROFILES[kind]]
+    except KeyError:
+        raise ValueError(f"no sanitization profile for destination kind {kind!r}") from None
+
+
+def hard_limits_for(kind: str) -> Profile:
+    """The rules the destination itself enforces, applied on top of any profile."""
+    try:
+        return HARD_LIMITS[kind]
+    except KeyError:
+        raise ValueError(f"unknown destination kind {kind!r}") from None
+
+
+def get_profile(name: str) -> Profile:
+    """A profile by name; ValueError naming the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(
+            f"unknown sanitization profile {name!r}: expected one of {known}"
+        ) from None
+
+
+def short_hash(text: str) -> str:
+    """8 hex chars of the SHA-256 of `text`: the stable tag in shortened/disambiguated names."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
+
+
+def collision_key(name: str, *, case_insensitive: bool, normalize: bool = True) -> str:
+    """The key under which a destination folder holds `name`: two names with one key
+    are one name there.
+
+    NFC when names are normalised or case is folded; for case-insensitive destinations
+    then upper-cased and case-folded, so every pair that the simple upcase tables of NTFS
+    or Samba equate ("ı"/"I", "ß"/"ẞ") shares a key. Folding too much only costs an
+    unneeded suffix; folding too little would lose a file.
+    """
+    key = unicodedata.normalize("NFC", name) if normalize or case_insensitive else name
+    if case_insensitive:
+        key = unicodedata.normalize("NFC", key.upper().casefold())
+    return key
+
+
+# --- the sanitizer ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rename:
+    """One component of a path that sanitization changed."""
+
+    index: int  # position of the component in the path, 0 = top level
+    original: str
+    new: str
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """A sanitized path. `refused` is a rule code when the item cannot be written at all
+    (then `path` is what it would have been, for the report)."""
+
+    original: str
+    path: str
+    renames: tuple[Rename, ...] = ()
+    refused: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.refused is None
+
+    @property
+    def changed(self) -> bool:
+        return self.path != self.original
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Every rule that fired, in order, each once; the refusal last."""
+        seen = dict.fromkeys(rule for r in self.renames for rule in r.rules)
+        if self.refused:
+            seen[self.refused] = None
+        return tuple(seen)
+
+
+_PROFILE_DEFAULT: Any = object()
+_CACHE_SIZE = 50_000
+
+
+class Sanitizer:
+    """Applies a profile (and the destination's hard limits) to names, deterministically.
+
+    Options a job may override: `replacement` (one printable ASCII character, "_" by
+    default), `normalize` ("NFC", or None to keep names as they are; the profile's choice
+    by default) and `case_insensitive` (None: the profile's or the destination's).
+    """
+
+    def __init__(
+        self,
+        profile: Profile | str,
+        *,
+        replacement: str = "_",
+        normalize: str | None = _PROFILE_DEFAULT,
+        case_insensitive: bool | None = None,
+        hard: Profile | None = None,
+    ) -> None:
+        chosen = get_profile(profile) if isinstance(profile, str) else profile
+        self.chosen = chosen
+        self.hard = hard
+        effective = chosen.combined_with(hard)
+        if normalize is _PROFILE_DEFAULT:
+            normalize = chosen.normalization
+        if isinstance(normalize, str) and normalize.lower() == "none":
+            normalize = None
+        if normalize not in (None, "NFC"):
+            raise ValueError(f"normalize must be 'NFC' or None, not {normalize!r}")
+        if case_insensitive is None:
+            case_insensitive = effective.case_insensitive
+        # The destination's own case folding cannot be switched off by a job.
+        case_insensitive = bool(case_insensitive or (hard is not None and hard.case_insensitive))
+        self.profile = dataclasses.replace(
+            effective, normalization=normalize, case_insensitive=case_insensitive
+        )
+        self.normalize = normalize
+        self.case_insensitive = case_insensitive
+        self.replacement = replacement
+        self._check_replacement()
+        self._prefixes = [
+            re.compile(re.escape(p), re.IGNORECASE | re.ASCII)
+            for p in self.profile.forbidden_prefixes
+        ]
+        self._substrings = [
+            re.compile(re.escape(s), re.IGNORECASE | re.ASCII)
+            for s in self.profile.forbidden_substrings
+        ]
+        self._forbidden_names = {_ascii_lower(n) for n in self.profile.forbidden_names}
+        self._devices = {_ascii_lower(d) for d in self.profile.reserved_names}
+        self._reserved_paths = [tuple(r.strip("/").split("/")) for r in self.profile.reserved_paths]
+        self._cache: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def for_destination(
+        cls, kind: str, profile: Profile | str | None = None, **options: Any
+    ) -> Sanitizer:
+        """The sanitizer for a destination kind: its default profile unless one is named,
+        always with the destination's hard limits."""
+        chosen = profile_for_destination(kind) if profile is None else profile
+        return cls(chosen, hard=hard_limits_for(kind), **options)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sanitizer({self.profile.name!r}, replacement={self.replacement!r}, "
+            f"normalize={self.normalize!r}, case_insensitive={self.case_insensitive})"
+        )
+
+    def _check_replacement(self) -> None:
+        r = self.replacement
+        ok = (
+            len(r) == 1
+            and r.isascii()
+            and r.isprintable()
+            and r not in " ."
+            and all(self.profile.is_valid(n) for n in (r, r + "a", "a" + r, "a" + r + "a"))
+        )
+        if not ok:
+            raise ValueError(
+                f"replacement {r!r} must be one printable ASCII character, not a space or a "
+                f"dot, that the {self.profile.name} profile allows anywhere in a name"
+            )
+
+    # -- one component ------------------------------------------------------------------
+
+    def sanitize_name(self, name: str, *, parent: str = "") -> tuple[str, tuple[str, ...]]:
+        """(new_name, rules_fired) for one path component; rules_fired is () when the name
+        is fine as it is. `parent` is the destination path of its folder (relative to the
+        destination's root), needed only for path rules such as GCS's acme-challenge."""
+        cached = self._cache.get(name)
+        if cached is None:
+            cached = self._sanitize_component(name)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[name] = cached
+        new, rules = cached
+        if self._reserved_paths and self._in_reserved_path(parent, new):
+            new = self.replacement + new
+            rules = (*rules, RESERVED_PATH)
+        return new, rules
+
+    def _in_reserved_path(self, parent: str, name: str) -> bool:
+        parts = tuple(parent.split("/")) if parent else ()
+        return any(parts + (name,) == reserved for reserved in self._reserved_paths)
+
+    def _sanitize_component(self, original: str) -> tuple[str, tuple[str, ...]]:
+        fired: dict[str, None] = {}
+        name = original
+        # Every step only replaces or inserts ASCII characters, so passes settle quickly;
+        # repeating until nothing changes makes the result a fixed point (idempotent).
+        for _ in range(10):
+            new = self._one_pass(name, original, fired)
+            if new == name:
+                break
+            name = new
+        if not self.profile.is_valid(name):  # never expected; refuse to return a bad name
+            raise AssertionError(f"sanitizing {original!r} gave invalid {name!r}")
+        return name, tuple(fired)
+
+    def _one_pass(self, name: str, original: str, fired: dict[str, None]) -> str:
+        r = self.replacement
+        p = self.profile
+
+        chars = list(name)
+        for i, ch in enumerate(chars):
+            cp = ord(ch)
+            if 0xD800 <= cp <= 0xDFFF:
+                chars[i], fired[INVALID_UNICODE] = r, None
+        name = "".join(chars)
+
+        if self.normalize:
+            normal = unicodedata.normalize(self.normalize, name)
+            if normal != name:
+                name, fired[UNICODE_NFC] = normal, None
+
+        if name == "":
+            fired[EMPTY_NAME] = None
+            return r
+        if name in (".", ".."):
+            fired[DOT_NAME] = None
+            return r * len(name)
+
+        chars = list(name)
+        for i, ch in enumerate(chars):
+            if p.control_chars and unicodedata.category(ch) == "Cc":
+                chars[i], fired[CONTROL_CHAR] = r, None
+            elif ch in p.forbidden_chars or ch in ALWAYS_FORBIDDEN:
+                chars[i], fired[FORBIDDEN_CHAR] = r, None
+            elif p.no_4byte_unicode and ord(ch) > 0xFFFF:
+                chars[i], fired[FOUR_BYTE_UNICODE] = r, None
+        name = "".join(chars)
+
+        if p.leading_trailing_space and (name.startswith(" ") or name.endswith(" ")):
+            if name.strip(" ") == "":
+                name = r * len(name)
+            else:
+                lead = len(name) - len(name.lstrip(" "))
+                trail = len(name) - len(name.rstrip(" "))
+                name = r * lead + name[lead : len(name) - trail] + r * trail
+            fired[LEADING_TRAILING_SPACE] = None
+        trailing = ". " if p.trailing_dot_space else "." if p.trailing_dot else ""
+        if trailing and name.endswith(tuple(trailing)):
+            core = name.rstrip(trailing)
+            name = core + r * (len(name) - len(core))
+            fired[TRAILING_DOT_SPACE] = None
+
+        for pattern in self._prefixes:
+            while m := pattern.match(name):
+                name = self._replace_first_other(name, m.start(), m.end())
+                fired[FORBIDDEN_PREFIX] = None
+        for pattern in self._substrings:
+            while m := pattern.search(name):
+                name = self._replace_first_other(name, m.start(), m.end())
+                fired[FORBIDDEN_SUBSTRING] = None
+
+        if _ascii_lower(name) in self._forbidden_names:
+            stem_end = name.find(".") if "." in name else len(name)
+            name = name[:stem_end] + r + name[stem_end:]
+            fired[FORBIDDEN_NAME] = None
+
+        if self._devices:
+            device = name.split(".", 1)[0].rstrip(" ")
+            if _ascii_lower(device) in self._devices:
+                name = device + r + name[len(device) :]
+                fired[RESERVED_NAME] = None
+
+        if not _fits(name, p.max_component_bytes, p.max_component_chars):
+            name = self._with_tag(name, short_hash(original))
+            fired[TOO_LONG] = None
+        return name
+
+    def _replace_first_other(self, name: str, start: int, end: int) -> str:
+        # Replace the first character of the match that is not already the replacement,
+        # so "~$doc" -> "_$doc" and "_vti_" -> "__ti_": each step makes progress.
+        for i in range(start, end):
+            if name[i] != self.replacement:
+                return name[:i] + self.replacement + name[i + 1 :]
+        raise AssertionError("a forbidden pattern made only of the replacement character")
+
+    def _with_tag(self, name: str, tag: str) -> str:
+        """`name` with "~tag" before its extension, the stem shortened to fit the limits."""
+        p = self.profile
+        dot = name.rfind(".")
+        ext = name[dot:] if dot > 0 and len(name) - dot <= MAX_EXTENSION_CHARS else ""
+        stem = name[: len(name) - len(ext)]
+        suffix = TAG_SEPARATOR + tag + ext
+        if not _fits(suffix, p.max_component_bytes, p.max_component_chars):
+            suffix = TAG_SEPARATOR + tag
+        budget_bytes, budget_chars = p.max_component_bytes, p.max_component_chars
+        used_bytes, used_chars = _utf8_len(suffix), utf16_len(suffix)
+        keep = 0
+        for ch in stem:
+            b, c = _utf8_len(ch), utf16_len(ch)
+            if budget_bytes is not None and used_bytes + b > budget_bytes:
+                break
+            if budget_chars is not None and used_chars + c > budget_chars:
+                break
+            used_bytes, used_chars, keep = used_bytes + b, used_chars + c, keep + 1
+        return stem[:keep] + suffix
+
+    # -- folders ------------------------------------------------------------------------
+
+    def collision_key(self, name: str) -> str:
+        """What two names must not share within one folder at this destination (see the
+        module-level `collision_key`). Store it with a per-folder unique constraint."""
+        return collision_key(
+            name, case_insensitive=self.case_insensitive, normalize=bool(self.normalize)
+        )
+
+    def unique_in_folder(
+        self,
+        candidate: str,
+        taken: Callable[[str], bool] | Collection[str],
+        original: str,
+    ) -> str:
+        """`candidate` (a sanitized name), or when another source name already holds its
+        collision key, "stem~<hash of original>.ext": stable across passes, valid for the
+        profile. `taken` answers for collision keys: a set of them, or a callable (e.g. a
+        database lookup that ignores the row of `original` itself)."""
+        is_taken = taken if callable(taken) else taken.__contains__
+        if not is_taken(self.collision_key(candidate)):
+            return candidate
+        attempt = 0
+        while True:
+            seed = original if attempt == 0 else f"{original}\x00{attempt}"
+            name = self._with_tag(candidate, short_hash(seed))
+            name, _ = self._sanitize_component(name)  # a no-op unless the tag exposed a rule
+            if not is_taken(self.collision_key(name)):
+                return name
+            attempt += 1
+
+    def assign_names(self, names: Iterable[str]) -> dict[str, str]:
+        """Destination names for every entry of one folder listing: {original: new}.
+
+        Names that need no change are placed first, so a valid "a_b" keeps its name and
+        the renamed "a:b" gets the suffix, whatever the listing order.
+        """
+        sanitized = {n: self._sanitize_component(n)[0] for n in sorted(set(names))}
+        keys: set[str] = set()
+        result: dict[str, str] = {}
+        for unchanged in (True, False):
+            for original, candidate in sanitized.items():
+                if (candidate == original) is unchanged:
+                    chosen = self.unique_in_folder(candidate, keys, original)
+                    keys.add(self.collision_key(chosen))
+                    result[original] = chosen
+        return result
+
+    # -- paths --------------------------------------------------------------------------
+
+    def sanitize_path(self, path: str, *, root: str = "") -> PathResult:
+        """Sanitize every component of a relative "/"-separated path. `root` is the
+        destination folder the path goes under; it counts toward the path limit.
+
+        Components are mapped one by one, so a renamed folder renames every path under it
+        the same way. A path over the limit is refused (PATH_TOO_LONG), never truncated.
+        Uniqueness among siblings is not checked here: see `unique_in_folder`.
+        """
+        if path == "":
+            return PathResult(original=path, path=path)
+        new_parts: list[str] = []
+        renames: list[Rename] = []
+        root = root.strip("/")
+        for index, part in enumerate(path.split("/")):
+            parent = "/".join([root, *new_parts] if root else new_parts)
+            new, rules = self.sanitize_name(part, parent=parent)
+            if rules:
+                renames.append(Rename(index, part, new, rules))
+            new_parts.append(new)
+        new_path = "/".join(new_parts)
+        full = f"{root}/{new_path}" if root else new_path
+        refused = None
+        if not _fits(full, self.profile.max_path_bytes, self.profile.max_path_chars):
+            refused = PATH_TOO_LONG
+        return PathResult(original=path, path=new_path, renames=tuple(renames), refused=refused)
+
+
+# --- exclusion rules --------------------------------------------------------------------
+
+# Reason codes for excluded entries (stored on the manifest row).
+JUNK_FILE = "junk_file"
+EXCLUDED_BY_PATTERN = "excluded_by_pattern"
+NOT_INCLUDED = "not_included"
+TOO_SMALL = "too_small"
+TOO_LARGE = "too_large"
+MODIFIED_BEFORE = "modified_before"
+MODIFIED_AFTER = "modified_after"
+HIDDEN = "hidden"
+SYSTEM = "system"
+
+EXCLUSION_REASONS = (
+    JUNK_FILE,
+    EXCLUDED_BY_PATTERN,
+    NOT_INCLUDED,
+    TOO_SMALL,
+    TOO_LARGE,
+    MODIFIED_BEFORE,
+    MODIFIED_AFTER,
+    HIDDEN,
+    SYSTEM,
+)
+
+FILE_ATTRIBUTE_HIDDEN = 0x2
+FILE_ATTRIBUTE_SYSTEM = 0x4
+
+# Matched case-insensitively against the file name.
+DEFAULT_JUNK = ("Thumbs.db", "desktop.ini", ".DS_Store", "~$*")
+
+
+def _glob_component(part: str) -> str:
+    """Regex for one glob component: * and ? never cross "/", [...] as in fnmatch."""
+    out: list[str] = []
+    i = 0
+    while i < len(part):
+        ch = part[i]
+        i += 1
+        if ch == "*":
+            if not out or out[-1] != "[^/]*":
+                out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            j = i
+            if j < len(part) and part[j] in "!^":
+                j += 1
+            if j < len(part) and part[j] == "]":
+                j += 1
+            j = part.find("]", j)
+            if j < 0:
+                out.append(re.escape("["))
+                continue
+            body = part[i:j]
+            i = j + 1
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            body = re.sub(r"([\\&~|\[^])", r"\\\1", body)
+            out.append(f"[{'^/' if negate else ''}{body}]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+def glob_regex(pattern: str, *, case_sensitive: bool = False) -> re.Pattern[str]:
+    """Compile a gitignore-flavoured glob for relative paths.
+
+    A pattern without "/" matches a name at any depth ("*.tmp"); with one it is anchored
+    at the root ("Projects/*/old", "/top.txt"). "**" as a whole component matches any
+    number of folders ("**/cache/**", "a/**/b"). A trailing "/" is handled by the caller
+    (folders only).
+    """
+    body = pattern.rstrip("/")
+    anchored = "/" in body
+    body = body.lstrip("/")
+    parts = body.split("/")
+    if not anchored:
+        parts = ["**", *parts]
+    regex = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            regex += ".+" if last else "(?:[^/]+/)*"
+        else:
+            regex += _glob_component(part) + ("" if last else "/")
+    flags = re.S | (0 if case_sensitive else re.IGNORECASE)
+    return re.compile(regex + r"\Z", flags)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which entries a job leaves out. Built from and saved as a plain dict (JSON).
+
+    Sizes in bytes, times as ns since the epoch; None = no limit. Boundaries are kept:
+    `min_size=10` keeps a 10-byte file. `exclude_modified_before_ns` leaves out files
+    last modified before that instant (reason "modified_before"), and so on.
+    """
+
+    include: tuple[str, ...] = ()  # when given, a file must match one of these
+    exclude: tuple[str, ...] = ()
+    min_size: int | None = None
+    max_size: int | None = None
+    exclude_modified_before_ns: int | None = None
+    exclude_modified_after_ns: int | None = None
+    exclude_hidden: bool = False
+    exclude_system: bool = False
+    exclude_junk: bool = True
+    junk: tuple[str, ...] = DEFAULT_JUNK
+    case_sensitive: bool = False  # for patterns; file shares mostly fold case
+
+    def __post_init__(self) -> None:
+        for name in ("include", "exclude", "junk"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(p, str) and p for p in value):
+                raise ValueError(f"filters: {name} must be a list of non-empty glob patterns")
+            object.__setattr__(self, name, tuple(value))
+        for name in (
+            "min_size",
+            "max_size",
+            "exclude_modified_before_ns",
+            "exclude_modified_after_ns",
+        ):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                raise ValueError(f"filters: {name} must be a non-negative integer or null")
+        for name in ("exclude_hidden", "exclude_system", "exclude_junk", "case_sensitive"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"filters: {name} must be true or false")
+        sizes = (self.min_size, self.max_size)
+        if None not in sizes and sizes[0] > sizes[1]:
+            raise ValueError("filters: min_size is larger than max_size")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Filters:
+        """From the JSON stored on a job; missing keys take defaults, unknown keys are an
+        error (a typo must not silently copy everything)."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"filters: unknown key(s) {', '.join(unknown)}")
+        for name in ("include", "exclude", "junk"):
+            if name in data and isinstance(data[name], list):
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: lists for patterns, ints or None for limits."""
+        out = dataclasses.asdict(self)
+        for name in ("include", "exclude", "junk"):
+            out[name] = list(out[name])
+        return out
+
+    @property
+    def is_default(self) -> bool:
+        return self == Filters()
+
+    @cached_property
+    def _compiled(self) -> dict[str, list[tuple[re.Pattern[str], bool]]]:
+        def compile_all(patterns: Iterable[str]) -> list[tuple[re.Pattern[str], bool]]:
+            return [
+                (glob_regex(p, case_sensitive=self.case_sensitive), p.endswith("/"))
+                for p in patterns
+            ]
+
+        return {
+            "include": compile_all(self.include),
+            "exclude": compile_all(self.exclude),
+            "junk": [(glob_regex(p.strip("/"), case_sensitive=False), False) for p in self.junk],
+        }
+
+    @staticmethod
+    def _matches(patterns: list[tuple[re.Pattern[str], bool]], path: str, is_dir: bool) -> bool:
+        return any((is_dir or not dir_only) and rx.match(path) for rx, dir_only in patterns)
+
+    def _excluded_ancestor(self, path: str) -> str | None:
+        # A flat listing (an object store has no folder entries) still honours folder rules.
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if self._matches(self._compiled["exclude"], folder, True):
+                return EXCLUDED_BY_PATTERN
+            if self.exclude_hidden and parts[depth - 1].startswith("."):
+                return HIDDEN
+        return None
+
+    def excluded_reason(
+        self,
+        path: str,
+        kind: str = "file",
+        size: int = 0,
+        mtime_ns: int = 0,
+        attributes: int = 0,
+    ) -> str | None:
+        """The reason code for leaving this entry out, or None to keep it.
+
+        `path` is relative ("a/b.txt"), `kind` "file" or "dir", `attributes` the Windows
+        attribute bits where the source has them. An excluded folder excludes its subtree:
+        callers skip its children (see `excludes_subtree`). Size and time rules and
+        `include` apply to files only, so folders are walked to find included files.
+        """
+        is_dir = kind == "dir"
+        name = path.rsplit("/", 1)[-1]
+        if not is_dir and self.exclude_junk and self._matches(self._compiled["junk"], name, False):
+            return JUNK_FILE
+        if self._matches(self._compiled["exclude"], path, is_dir):
+            return EXCLUDED_BY_PATTERN
+        ancestor = self._excluded_ancestor(path)
+        if ancestor:
+            return ancestor
+        if not is_dir:
+            if self.include and not self._matches(self._compiled["include"], path, False):
+                return NOT_INCLUDED
+            if self.min_size is not None and size < self.min_size:
+                return TOO_SMALL
+            if self.max_size is not None and size > self.max_size:
+                return TOO_LARGE
+            before = self.exclude_modified_before_ns
+            if before is not None and mtime_ns < before:
+                return MODIFIED_BEFORE
+            after = self.exclude_modified_after_ns
+            if after is not None and mtime_ns > after:
+                return MODIFIED_AFTER
+        if self.exclude_hidden and (
+            attributes & FILE_ATTRIBUTE_HIDDEN or (name.startswith(".") and name not in (".", ".."))
+        ):
+            return HIDDEN
+        if self.exclude_system and attributes & FILE_ATTRIBUTE_SYSTEM:
+            return SYSTEM
+        return None
+
+    def excludes_subtree(self, path: str, attributes: int = 0) -> bool:
+        """True when the folder at `path` is excluded, and with it everything under it."""
+        return self.excluded_reason(path, "dir", attributes=attributes) is not None
+
+
+__all__ = [
+    "COLLISION",
+    "CONTROL_CHAR",
+    "DEFAULT_JUNK",
+    "DEVICE_NAMES",
+    "DOT_NAME",
+    "EGNYTE",
+    "EMPTY_NAME",
+    "EXCLUDED_BY_PATTERN",
+    "EXCLUSION_REASONS",
+    "FILE_ATTRIBUTE_HIDDEN",
+    "FILE_ATTRIBUTE_SYSTEM",
+    "FORBIDDEN_CHAR",
+    "FORBIDDEN_NAME",
+    "FORBIDDEN_PREFIX",
+    "FORBIDDEN_SUBSTRING",
+    "FOUR_BYTE_UNICODE",
+    "GCS",
+    "HARD_LIMITS",
+    "HIDDEN",
+    "INVALID_UNICODE",
+    "JUNK_FILE",
+    "LEADING_TRAILING_SPACE",
+    "MODIFIED_AFTER",
+    "MODIFIED_BEFORE",
+    "NOT_INCLUDED",
+    "PATH_TOO_LONG",
+    "POSIX",
+    "PROFILES",
+    "RESERVED_NAME",
+    "RESERVED_PATH",
+    "RULES",
+    "SHAREPOINT",
+    "SMB",
+    "SYSTEM",
+    "TOO_LARGE",
+    "TOO_LONG",
+    "TOO_SMALL",
+    "TRAILING_DOT_SPACE",
+    "UNICODE_NFC",
+    "WINDOWS",
+    "Filters",
+    "collision_key",
+    "PathResult",
+    "Profile",
+    "Rename",
+    "Sanitizer",
+    "get_profile",
+    "glob_regex",
+    "hard_limits_for",
+    "profile_for_destination",
+    "short_hash",
+    "utf16_len",
+]
