@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from migrator.storage import StorageError, kind_of
+from reports import selectors as report_selectors
+from reports.csv import csv_filename, csv_response
 
 from . import selectors, services
-from .choices import STATE_COLOURS
+from .choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState
 from .connectors import check_endpoint
-from .models import Endpoint, Event, FileItem, MigrationJob, Pass, PathMapping
+from .models import Endpoint, MigrationJob, Pass, PathMapping
 
 
 def state_badge(state: str, label: str) -> str:
@@ -169,7 +175,14 @@ class MigrationJobAdmin(admin.ModelAdmin):
     def progress(self, obj: MigrationJob) -> str:
         p = self._progress(obj)
         text = f"{p['done']:,} / {p['seen']:,} files · {p['bytes_done_h']} / {p['bytes_seen_h']}"
-        return progress_bar(p["fraction"], text)
+        bar = progress_bar(p["fraction"], text)
+        if obj.state not in (*JOB_ACTIVE, JobState.PAUSED):
+            return bar
+        # refreshes itself while the job runs; a constant few queries per refresh
+        url = reverse("admin:jobs_migrationjob_live", args=[obj.pk]) + "?part=cell"
+        return format_html(
+            '<div hx-get="{}" hx-trigger="every 3s" hx-swap="innerHTML">{}</div>', url, bar
+        )
 
     @admin.display(description="throughput")
     def rate(self, obj: MigrationJob) -> str:
@@ -182,21 +195,125 @@ class MigrationJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="recent events")
     def recent_events(self, obj: MigrationJob) -> str:
-        rows = obj.events.order_by("-id")[:20]
         return format_html(
-            "<table>{}</table>",
-            format_html(
-                "".join(
-                    format_html(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                        e.level,
-                        e.message,
-                        e.path,
-                    )
-                    for e in rows
-                )
-            ),
+            '<a href="{}">Full event log</a> · <a href="{}">Manifest</a>',
+            reverse("admin:jobs_migrationjob_events", args=[obj.pk]),
+            reverse("admin:jobs_migrationjob_manifest", args=[obj.pk]),
+        )
+
+    # --- pages of their own: live panel, manifest and events (keyset paged), CSV -----
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("<int:job_id>/live/", view(self.live_view), name="jobs_migrationjob_live"),
+            path("<int:job_id>/manifest/", view(self.manifest_view),
+                 name="jobs_migrationjob_manifest"),
+            path("<int:job_id>/manifest.csv", view(self.manifest_csv),
+                 name="jobs_migrationjob_manifest_csv"),
+            path("<int:job_id>/events/", view(self.events_view), name="jobs_migrationjob_events"),
+            path("<int:job_id>/events.csv", view(self.events_csv),
+                 name="jobs_migrationjob_events_csv"),
+            *super().get_urls(),
+        ]  # fmt: skip
+
+    def _job(self, request, job_id: int) -> MigrationJob:
+        job = get_object_or_404(
+            MigrationJob.objects.select_related("current_pass", "customer"), pk=job_id
+        )
+        if not self.has_view_permission(request, job):
+            raise Http404
+        return job
+
+    def _pass(self, request, job: MigrationJob) -> Pass:
+        number = request.GET.get("pass")
+        if number and number.isdigit():
+            return get_object_or_404(Pass, job=job, number=int(number))
+        if job.current_pass is None:
+            raise Http404("This job has not run yet.")
+        return job.current_pass
+
+    def live_view(self, request, job_id: int):
+        job = self._job(request, job_id)
+        level = request.GET.get("level", "")
+        events = []
+        if request.GET.get("part") != "cell":
+            events, _ = report_selectors.events_page(job_id=job.pk, level=level, limit=15)
+        context = {
+            "job": job,
+            "state_badge": state_badge(job.state, job.get_state_display()),
+            "p": self._progress(job),
+            "events": events,
+            "level": level,
+            "levels": EventLevel.choices,
+            "active": job.state in (*JOB_ACTIVE, JobState.PAUSED),
+        }
+        template = (
+            "admin/jobs/live_cell.html"
+            if request.GET.get("part") == "cell"
+            else ("admin/jobs/live.html")
+        )
+        return TemplateResponse(request, template, context)
+
+    def manifest_view(self, request, job_id: int):
+        job = self._job(request, job_id)
+        job_pass = self._pass(request, job)
+        filters = report_selectors.ManifestFilter.from_query(request.GET)
+        after = request.GET.get("after", "")
+        rows, next_after = report_selectors.manifest_page(
+            job_pass=job_pass, filters=filters, after=int(after) if after.isdigit() else 0
+        )
+        query = request.GET.copy()
+        query.pop("after", None)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Manifest — {job.name} (pass {job_pass.number})",
+            "job": job,
+            "job_pass": job_pass,
+            "rows": rows,
+            "next_after": next_after,
+            "filters": filters,
+            "states": ItemState.choices,
+            "query": query.urlencode(),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/jobs/manifest.html", context)
+
+    def manifest_csv(self, request, job_id: int):
+        job = self._job(request, job_id)
+        job_pass = self._pass(request, job)
+        filters = report_selectors.ManifestFilter.from_query(request.GET)
+        return csv_response(
+            csv_filename("job", job.pk, "pass", job_pass.number, "files"),
+            report_selectors.MANIFEST_COLUMNS,
+            report_selectors.manifest_rows(job_pass=job_pass, filters=filters),
+        )
+
+    def events_view(self, request, job_id: int):
+        job = self._job(request, job_id)
+        level = request.GET.get("level", "")
+        before = request.GET.get("before", "")
+        rows, next_before = report_selectors.events_page(
+            job_id=job.pk, level=level, before=int(before) if before.isdigit() else None
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Event log — {job.name}",
+            "job": job,
+            "rows": rows,
+            "next_before": next_before,
+            "level": level,
+            "levels": EventLevel.choices,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/jobs/events.html", context)
+
+    def events_csv(self, request, job_id: int):
+        job = self._job(request, job_id)
+        return csv_response(
+            csv_filename("job", job.pk, "events"),
+            report_selectors.EVENT_COLUMNS,
+            report_selectors.event_rows(job_id=job.pk, level=request.GET.get("level", "")),
         )
 
 
@@ -205,33 +322,6 @@ class PassAdmin(admin.ModelAdmin):
     list_display = ["__str__", "state", "seen", "copied", "unchanged", "excluded", "failed",
                     "pending", "folders_seen", "started_at", "finished_at"]  # fmt: skip
     list_select_related = ["job"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(FileItem)
-class FileItemAdmin(admin.ModelAdmin):
-    list_display = ["source_path", "dest_path", "kind", "state", "reason", "size", "attempts"]
-    list_filter = ["state", "reason"]
-    show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "job", "level", "message", "path"]
-    list_filter = ["level"]
-    list_select_related = ["job"]
-    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -151,6 +151,19 @@ MIGRATOR_RETRY_ATTEMPTS = env_int("MIGRATOR_RETRY_ATTEMPTS", 4)
 MIGRATOR_RETRY_BACKOFF = float(env("MIGRATOR_RETRY_BACKOFF") or "0.5")
 
 REDIS_URL = env("REDIS_URL")
+# A cache every process shares: django-q2 keeps its cluster stats there, so the web
+# process can tell whether any worker cluster is alive.
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "migrator_cache",
+        }
+    }
 Q_CLUSTER = {
     "name": env("MIGRATOR_Q_NAME") or "migrator",
     "workers": MIGRATOR_WORKERS,
@@ -164,6 +177,7 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "poll": 0.5,
     "label": "Background tasks",
+    "cache": "default",
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL

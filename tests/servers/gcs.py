@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,7 +13,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from .util import free_port, wait_for_port
+from .util import free_port, stop_group, wait_for_port
 
 
 class GCSServer:
@@ -38,20 +36,7 @@ class GCSServer:
         return name
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the emulator's process group (it was started as the leader of its own)."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+_stop = stop_group
 
 
 def start_emulator(log_path: Path) -> tuple[subprocess.Popen, str]:

@@ -24,3 +24,23 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0, pro
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
+
+
+def stop_group(proc, term_wait: float = 5.0) -> None:
+    """Stop a process started as the leader of its own group: SIGTERM, then SIGKILL."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
