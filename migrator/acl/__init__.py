@@ -1,0 +1,1 @@
+"""Access control: SIDs, ACEs and security descriptors, and their translation between systems."""
