@@ -9,7 +9,9 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from accounts.choices import AuditAction
 from accounts.models import Customer
+from accounts.services import audit_record
 from migrator.storage import kind_of
 
 from .choices import (
@@ -89,6 +91,7 @@ def job_create(
             for i, (src, dst) in enumerate(mappings)
         )
         event_add(job_id=job.pk, message=f"Job created: {source.url} → {destination.url}")
+        audit_record(action=AuditAction.CREATE, obj=job, user=user)
     return job
 
 
@@ -104,6 +107,7 @@ def job_start(*, job: MigrationJob, user=None) -> MigrationJob:
         job.error = ""
         job.save(update_fields=["state", "queued_at", "finished_at", "error"])
         event_add(job_id=job.pk, message=f"Queued by {_who(user)}.")
+        audit_record(action=AuditAction.START, obj=job, user=user)
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
     return job
 
@@ -132,6 +136,7 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
 
 def job_pause(*, job: MigrationJob, user=None) -> None:
     _transition(job, JOB_ACTIVE, JobState.PAUSED, f"Paused by {_who(user)}.")
+    audit_record(action=AuditAction.PAUSE, obj=job, user=user)
 
 
 def job_resume(*, job: MigrationJob, user=None) -> None:
@@ -146,6 +151,7 @@ def job_resume(*, job: MigrationJob, user=None) -> None:
             state = JobState.COPYING if p.scan_finished else JobState.SCANNING
         MigrationJob.objects.filter(pk=job.pk).update(state=state, last_activity=timezone.now())
         event_add(job_id=job.pk, message=f"Resumed by {_who(user)}.")
+        audit_record(action=AuditAction.RESUME, obj=job, user=user)
         if p is None:
             enqueue("jobs.tasks.customer_dispatch", job.customer_id)
             return
@@ -160,6 +166,7 @@ def job_cancel(*, job: MigrationJob, user=None) -> None:
     with transaction.atomic():
         _transition(job, (*JOB_ACTIVE, JobState.PAUSED), JobState.CANCELLED,
                     f"Cancelled by {_who(user)}.")  # fmt: skip
+        audit_record(action=AuditAction.CANCEL, obj=job, user=user)
         now = timezone.now()
         MigrationJob.objects.filter(pk=job.pk).update(finished_at=now)
         Pass.objects.filter(job=job, state=PassState.RUNNING).update(
@@ -199,6 +206,7 @@ def job_retry_failed(*, job: MigrationJob, user=None) -> int:
             state=JobState.COPYING, finished_at=None, last_activity=now
         )
         event_add(job_id=job.pk, message=f"Retrying {len(rows)} failed file(s), by {_who(user)}.")
+        audit_record(action=AuditAction.RETRY, obj=job, user=user, detail=f"{len(rows)} file(s)")
         for batch in batches:
             enqueue("jobs.tasks.copy_batch", batch.pk)
     return len(rows)

@@ -185,15 +185,84 @@ else:
     Q_CLUSTER["orm"] = "default"
 Q_CLUSTER["sync"] = env_bool("MIGRATOR_Q_SYNC", False)
 
-# --- auth -------------------------------------------------------------------------------
+# --- auth / LDAP (accounts) ---------------------------------------------------------------
+# Staff directory from AUTH_LDAP_* variables (accounts/ldap_config.py lists them); customer
+# directories live on their Customer rows. Backends in order: throttle (django-axes), local
+# accounts, staff directory, customer directories, role permissions.
+from datetime import timedelta  # noqa: E402
+
+from accounts.ldap_config import staff_directory_settings  # noqa: E402
+
+globals().update(staff_directory_settings(os.environ))
+MIGRATOR_DIRECTORY_TIMEOUT = float(env("AUTH_LDAP_TIMEOUT") or "3")
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += [
+    "accounts.middleware.AuditContextMiddleware",
+    "accounts.middleware.StaffOnlyAdminMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
+]
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.ThrottleBackend",
+    "accounts.backends.LocalBackend",
+    "accounts.backends.StaffDirectoryBackend",
+    "accounts.backends.CustomerDirectoryBackend",
+    "accounts.backends.RoleBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/accounts/home/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+PASSWORD_RESET_TIMEOUT = env_int("MIGRATOR_LINK_DAYS", 3) * 86400  # invitations and resets
+# Reverse proxies in front of the app whose X-Forwarded-For/-Proto we trust (0: none).
+MIGRATOR_PROXY_COUNT = env_int("MIGRATOR_PROXY_COUNT", 0)
+if MIGRATOR_PROXY_COUNT:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Failed sign-ins are throttled per user (every spelling of a name counts as one) and per
+# address; lockouts are listed in the admin (Axes: access attempts).
+AXES_FAILURE_LIMIT = env_int("MIGRATOR_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("MIGRATOR_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "accounts.directory.throttle_key"
+AXES_CLIENT_IP_CALLABLE = "accounts.services.client_ip"
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# Email: invitations and password resets. Development prints them on the console.
+EMAIL_BACKEND = env("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEV
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = env("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL") or "Migrator <migrator@localhost>"
+
+# HTTPS in production (`manage.py check --deploy` passes with no warnings); off in
+# development, where `make run` serves plain http on 127.0.0.1.
+MIGRATOR_HTTPS = env_bool("MIGRATOR_HTTPS", not DEV)
+SESSION_COOKIE_SECURE = MIGRATOR_HTTPS
+CSRF_COOKIE_SECURE = MIGRATOR_HTTPS
+SECURE_SSL_REDIRECT = env_bool("MIGRATOR_SSL_REDIRECT", MIGRATOR_HTTPS)
+SECURE_HSTS_SECONDS = env_int("MIGRATOR_HSTS_SECONDS", 31536000 if MIGRATOR_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("MIGRATOR_HSTS_INCLUDE_SUBDOMAINS", MIGRATOR_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("MIGRATOR_HSTS_PRELOAD", MIGRATOR_HTTPS)
+SESSION_COOKIE_AGE = env_int("MIGRATOR_SESSION_HOURS", 12) * 3600
+X_FRAME_OPTIONS = "DENY"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE") or "UTC"

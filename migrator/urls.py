@@ -1,8 +1,12 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.urls import include, path
+
+from accounts import views as account_views
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", account_views.home, name="home"),
+    path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),
+    path("portal/", include("accounts.portal_urls")),
 ]

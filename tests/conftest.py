@@ -1,4 +1,5 @@
 pytest_plugins = [
     "tests.servers.gcs",
     "tests.servers.samba",
+    "tests.servers.slapd",
 ]

@@ -1,0 +1,144 @@
+"""Which directory a login belongs to, and whether directory login works right now.
+
+A name with no domain, or with one of AUTH_LDAP_DOMAINS, is the staff directory's; a name
+with one of a customer's sign-in domains (name@example.com, EXAMPLE\\name) is that
+customer's directory's, and only theirs. So a user of one directory never authenticates
+through another, and `alice`, `ALICE`, `alice@example.test` and `EXAMPLE\\alice` reach the
+same directory and the same Django user.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.dispatch import receiver
+from django_auth_ldap.backend import ldap_error
+from django_auth_ldap.config import LDAPSettings
+
+from .ldap_config import directory_settings
+from .models import Customer
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "accounts:staff-directory-state"  # "up" | "down"
+STATE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Login:
+    """A name as typed, split: `name` without domain; `domain` lower-cased or ''."""
+
+    typed: str
+    name: str
+    domain: str
+
+    @property
+    def upn_form(self) -> bool:
+        return "@" in self.typed
+
+
+def parse_login(typed: str) -> Login:
+    text = (typed or "").strip()
+    if "\\" in text:
+        domain, _, name = text.partition("\\")
+    elif "@" in text:
+        name, _, domain = text.rpartition("@")
+    else:
+        name, domain = text, ""
+    return Login(typed=text, name=name.strip(), domain=domain.strip().lower())
+
+
+def staff_directory() -> dict[str, Any]:
+    return getattr(settings, "MIGRATOR_STAFF_DIRECTORY", None) or {"enabled": False}
+
+
+def serves_staff(login: Login) -> bool:
+    conf = staff_directory()
+    return bool(conf.get("enabled")) and (
+        not login.domain or login.domain in conf.get("domains", [])
+    )
+
+
+def customer_for(login: Login) -> Customer | None:
+    """The customer whose directory this login names, if any (never for a bare name)."""
+    if not login.domain or login.domain in staff_directory().get("domains", []):
+        return None
+    for customer in Customer.objects.exclude(directory_kind="").exclude(directory_uri=""):
+        if login.domain in customer.domain_names:
+            return customer
+    return None
+
+
+def customer_ldap_settings(customer: Customer) -> LDAPSettings:
+    """django-auth-ldap settings for a customer's directory, from its row."""
+    values = directory_settings(
+        uri=customer.directory_uri,
+        kind=customer.directory_kind,
+        bind_dn=customer.directory_bind_dn,
+        bind_password=customer.get_directory_bind_password(),
+        user_search_base=customer.directory_user_search_base,
+        group_search_base=customer.directory_group_search_base,
+        start_tls=customer.directory_start_tls,
+        ca_file=customer.directory_ca_file,
+        timeout=getattr(settings, "MIGRATOR_DIRECTORY_TIMEOUT", 3.0),
+    )
+    result = LDAPSettings.__new__(LDAPSettings)
+    result._prefix = f"customer {customer.pk} directory "
+    for name, value in {**LDAPSettings.defaults, **values}.items():
+        setattr(result, name, value)
+    return result
+
+
+def throttle_key(request, credentials: dict | None) -> str:
+    """django-axes counts failures per this key: one key for every spelling of a user."""
+    typed = (credentials or {}).get("username")
+    if typed is None and request is not None:
+        typed = request.POST.get("username", "")
+    login = parse_login(typed or "")
+    customer = customer_for(login) if login.domain else None
+    if customer is not None:
+        return f"{login.name.lower()}@{customer.domain_names[0]}"
+    if serves_staff(login):
+        return login.name.lower()
+    return login.typed.lower()
+
+
+# --- is directory login working? ------------------------------------------------------------
+
+
+@receiver(ldap_error)
+def _directory_error(sender, context, user, request, exception, **kwargs) -> None:
+    """django-auth-ldap caught an LDAPError (server down, timeout, bad service account)."""
+    log.warning("directory login unavailable (%s): %s", context, type(exception).__name__)
+    if request is not None:
+        request.directory_unavailable = True
+    if getattr(sender, "is_staff_directory", False):
+        cache.set(STATE_KEY, "down", STATE_SECONDS)
+
+
+def staff_directory_reachable(timeout: float = 1.0) -> bool:
+    """A cheap check for the login page: did a recent login fail on the directory, or does
+    its port refuse connections? The answer is remembered for a minute."""
+    if not staff_directory().get("enabled"):
+        return True
+    state = cache.get(STATE_KEY)
+    if state is None:
+        parts = urlsplit(settings.AUTH_LDAP_SERVER_URI.split()[0])
+        port = parts.port or (636 if parts.scheme == "ldaps" else 389)
+        try:
+            with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+                state = "up"
+        except OSError:
+            state = "down"
+        cache.set(STATE_KEY, state, STATE_SECONDS)
+    return state == "up"
+
+
+def mark_directory_available() -> None:
+    cache.set(STATE_KEY, "up", STATE_SECONDS)
