@@ -16,6 +16,7 @@ idempotent operation that loses its connection midway is tried once more on a ne
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import threading
@@ -130,6 +131,15 @@ LOGON = {
     0xC0000193: "account has expired",
     0xC000015B: "logon type not granted",
 }
+
+
+SMB_LIMITS = HARD_LIMITS["smb"]
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_name(name: str) -> bool:
+    """Cached: a folder's name is checked once, not once per file written into it."""
+    return SMB_LIMITS.is_valid(name)
 
 
 def filetime(ns: int) -> int:
@@ -547,12 +557,11 @@ class SMBConnector(Connector):
 
     def _creatable(self, path: str) -> None:
         """Refuse names Windows cannot hold before creating anything."""
-        full = "/".join(p for p in (self.root, path) if p)
-        limits = HARD_LIMITS["smb"]
         for part in path.split("/"):
-            if not limits.is_valid(part):
+            if not _valid_name(part):
                 raise InvalidPath(path, f"{part!r} is not a valid name on SMB")
-        if not limits.is_valid_path(full):
+        full = f"{self.root}/{path}" if self.root else path
+        if len(full) + sum(1 for c in full if c > "\uffff") > SMB_LIMITS.max_path_chars:
             raise InvalidPath(path, "path too long for SMB")
 
     def _error(self, failed: _Failed, path: str) -> StorageError:
@@ -783,8 +792,8 @@ class SMBConnector(Connector):
 
     def mkdir(self, path: str, entry: Entry | None = None) -> bool:
         rel = check_relative(path)
-        if not rel:
-            return False
+        if not rel:  # the root itself, made (with its parents) for a new destination
+            return self._run("", lambda link: self._mkdirs(link, ""))
         if "\\" in rel:
             raise InvalidPath(path, "backslash in a name")
         self._creatable(rel)
@@ -900,15 +909,15 @@ class SMBConnector(Connector):
             raise
         except NotFound as exc:
             raise ConnectFailed(
-                self.root, f"no folder {self.root!r} in share {self.share!r} on {where}"
+                "", f"no folder {self.root!r} in share {self.share!r} on {where}"
             ) from exc
         except AccessDenied as exc:
             shown = repr(self.root) if self.root else "the root of the share"
             raise ConnectFailed(
-                self.root, f"{self._account} may not list {shown} in {self.share!r} on {where}"
+                "", f"{self._account} may not list {shown} in {self.share!r} on {where}"
             ) from exc
         except StorageError as exc:
-            raise ConnectFailed(self.root, f"{where}: {exc}") from exc
+            raise ConnectFailed("", f"{where}: {exc}") from exc
 
     def _probe(self, link: _Link) -> None:
         access = FILE_READ_DATA | FILE_READ_ATTRIBUTES | SYNCHRONIZE

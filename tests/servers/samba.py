@@ -16,7 +16,7 @@ unpacked on later runs. LDAP's port cannot move and there is one DC per host, so
 running at the same time share the DC: each holds a shared flock on ROOT/users.lock, and
 the last one out stops it. A DC left by a killed run (nobody holds the lock) is stopped by
 its pid file and replaced. Everything lives in ROOT (MIGRATOR_SAMBA_DIR, default
-/tmp/migrator-samba); it needs root, as CI runs.
+/tmp/migrator-samba, see _root); it needs root, as CI runs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,23 @@ import pytest
 
 from .util import free_port, wait_for_port
 
-ROOT = Path(os.environ.get("MIGRATOR_SAMBA_DIR", "/tmp/migrator-samba"))
+
+def _root() -> Path:
+    """/tmp/migrator-samba, unless MIGRATOR_SAMBA_DIR says otherwise or /tmp cannot hold
+    the user.* extended attributes Samba keeps DOS attributes in (tmpfs before Linux 6.6):
+    then the repository's ignored var/ folder."""
+    if "MIGRATOR_SAMBA_DIR" in os.environ:
+        return Path(os.environ["MIGRATOR_SAMBA_DIR"])
+    tmp = Path("/tmp/migrator-samba")
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.setxattr(tmp, "user.migrator-probe", b"1")
+        return tmp
+    except OSError:
+        return Path(__file__).resolve().parents[2] / "var" / "samba"
+
+
+ROOT = _root()
 RUN = ROOT / "run"  # the live DC's directory (provision --targetdir)
 CONF = RUN / "etc" / "smb.conf"
 PID_FILE = ROOT / "dc.pid"

@@ -384,15 +384,21 @@ def test_delete_of_a_non_empty_folder_is_refused(folder):
     assert list(connector.scan("")) == []
 
 
-def test_writes_into_a_missing_root_create_it(samba_dc):
-    name = f"t-{uuid.uuid4().hex[:12]}/new/root"
-    connector = connector_for(samba_dc.smb_url("data", name), samba_dc.admin_password)
+def test_a_missing_root_is_made_by_mkdir_or_by_the_first_write(samba_dc):
+    base = f"t-{uuid.uuid4().hex[:12]}"
+    made = connector_for(samba_dc.smb_url("data", f"{base}/made/root"), samba_dc.admin_password)
+    written = connector_for(samba_dc.smb_url("data", f"{base}/written"), samba_dc.admin_password)
     try:
-        put(connector, "a/b.txt", b"b")
-        assert read(connector, "a/b.txt") == b"b"
-        assert connector.mkdir("") is False
+        with pytest.raises(ConnectFailed):
+            made.check()
+        assert made.mkdir("") is True  # what a job does for a new destination
+        assert made.mkdir("") is False
+        made.check()
+        put(written, "a/b.txt", b"b")
+        assert read(written, "a/b.txt") == b"b"
     finally:
-        connector.close()
+        made.close()
+        written.close()
 
 
 def test_threads_use_their_own_connections(folder):
