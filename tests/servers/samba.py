@@ -134,7 +134,7 @@ class SambaDC:
             return self.admin_password
         return self.users[user]
 
-    def smb_url(self, share: str, path: str = "", user: str | None = None) -> str:
+    def smb_url(self, share: str, path: str = "", user: str | None = ADMIN_USER) -> str:
         """smb://EXAMPLE;user@127.0.0.1:PORT/share/path (the password goes in the secret)."""
         user = user or self.admin_user
         tail = quote(path.strip("/")) if path else ""
@@ -258,10 +258,13 @@ def _proc_state(pid: int) -> str:
 
 
 def _read_pid() -> int | None:
-    try:
-        return int(PID_FILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The DC's pid: ours, else the one samba wrote itself (if our file got lost)."""
+    for path in (PID_FILE, RUN / "pid" / "samba.pid"):
+        try:
+            return int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 def _stop(pid: int, proc: subprocess.Popen | None = None) -> None:

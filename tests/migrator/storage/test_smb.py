@@ -465,3 +465,31 @@ def test_transient_is_raised_when_the_server_goes_away_mid_job(samba_dc, folder)
         connector.write("big.bin", Dropping(), Entry("big.bin", "file", 3 << 20, 0))
     assert read(connector, "warm.txt") == b"w"
     assert [e.path for e in connector.scan("")] == ["warm.txt"]
+
+
+# --- the fixture's directory, as the LDAP side sees it --------------------------------------
+
+
+def test_fixture_directory_over_ldap(samba_dc):
+    import ldap
+
+    conn = ldap.initialize(samba_dc.ldap_uri)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    conn.simple_bind_s(f"alice@{samba_dc.realm}", samba_dc.password_for("alice"))
+
+    def one(name: str) -> dict:
+        (dn, attrs), *_ = conn.search_s(
+            samba_dc.base_dn, ldap.SCOPE_SUBTREE, f"(sAMAccountName={name})"
+        )
+        return attrs
+
+    assert any(b"CN=Finance" in dn for dn in one("alice")["memberOf"])
+    platform = one("Platform")
+    assert any(b"CN=Engineering" in dn for dn in platform["memberOf"])  # nested group
+    assert any(b"CN=Platform" in dn for dn in one("bob")["memberOf"])
+    assert int(one("carol")["userAccountControl"][0]) & 0x2  # disabled
+    with pytest.raises(ldap.INVALID_CREDENTIALS):
+        ldap.initialize(samba_dc.ldap_uri).simple_bind_s(
+            f"carol@{samba_dc.realm}", samba_dc.password_for("carol")
+        )
+    conn.unbind_s()
