@@ -195,6 +195,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="recent events")
     def recent_events(self, obj: MigrationJob) -> str:
+        if obj.pk is None:  # the add form: no events yet
+            return "—"
         return format_html(
             '<a href="{}">Full event log</a> · <a href="{}">Manifest</a>',
             reverse("admin:jobs_migrationjob_events", args=[obj.pk]),
