@@ -14,7 +14,7 @@ import socket
 import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -38,6 +38,7 @@ from .choices import (
 )
 from .connectors import check_endpoint, open_endpoint
 from .dispatch import enqueue
+from .manifest import Row, insert_rows
 from .models import Batch, Event, FileItem, MigrationJob, Pass, PathMapping, ProgressSample
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,6 @@ def job_fail(*, job_id: int, message: str) -> None:
 # --- scan ------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Planned:
-    item: FileItem
-    counts_as: str  # "file" or "dir"
-
-
 class Planner:
     """Turns scanned entries into manifest rows: destination path, state and reason."""
 
@@ -91,14 +86,19 @@ class Planner:
         self.job = job
         self.job_pass = job_pass
 
-    def plan(self, mapping: PathMapping, item: Entry | ScanError) -> FileItem:
+    def plan(self, mapping: PathMapping, item: Entry | ScanError) -> Row:
         rel = _relative(item.path, mapping.source_path)
-        row = FileItem(
+        row = Row(
             job_id=self.job.pk,
             job_pass_id=self.job_pass.pk,
             source_path=item.path,
             kind=ItemKind.DIR if item.kind == "dir" else ItemKind.FILE,
         )
+        if "\x00" in item.path:  # no database text column holds NUL
+            row.source_path = item.path.replace("\x00", "\\x00")
+            row.state, row.reason = ItemState.FAILED, Reason.INVALID_NAME
+            row.message = "name contains a NUL character"
+            return row
         if isinstance(item, ScanError):
             row.state, row.reason, row.message = (
                 ItemState.FAILED,
@@ -157,9 +157,9 @@ def pass_scan(*, pass_id: int) -> None:
         state=JobState.SCANNING, started_at=timezone.now()
     )
     planner = Planner(job, job_pass)
-    resume_pos, _, resume_path = job_pass.scan_cursor.partition("\x00")
+    resume_pos, _, resume_path = job_pass.scan_cursor.partition("/")
     resume = (int(resume_pos), path_key(resume_path)) if job_pass.scan_cursor else None
-    rows: list[FileItem] = []
+    rows: list[Row] = []
     try:
         for mapping in job.mappings.all():
             if resume and mapping.position < resume[0]:
@@ -169,12 +169,12 @@ def pass_scan(*, pass_id: int) -> None:
                 if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
                     continue
                 rows.append(planner.plan(mapping, item))
-                last = item.path
+                last = item.path.replace("\x00", "")
                 if len(rows) >= SCAN_FLUSH_ROWS:
-                    if not _scan_flush(job_pass, token, rows, f"{mapping.position}\x00{last}"):
+                    if not _scan_flush(job_pass, token, rows, f"{mapping.position}/{last}"):
                         return
                     rows = []
-            if not _scan_flush(job_pass, token, rows, f"{mapping.position}\x00{last}"):
+            if not _scan_flush(job_pass, token, rows, f"{mapping.position}/{last}"):
                 return
             rows = []
     except StorageError as exc:  # the source went away mid-scan: the lease lapses, we resume
@@ -187,7 +187,7 @@ def pass_scan(*, pass_id: int) -> None:
 
 
 def _scan_flush(
-    job_pass: Pass, token: str, rows: list[FileItem], cursor: str | None, final: bool = False
+    job_pass: Pass, token: str, rows: list[Row], cursor: str | None, final: bool = False
 ) -> bool:
     """Write one chunk of the manifest with its counters, batches and cursor. False when
     the scan must stop (lease lost, job cancelled or failed)."""
@@ -203,7 +203,8 @@ def _scan_flush(
         job = MigrationJob.objects.get(pk=job_pass.job_id)
         if job.state not in (*JOB_RUNNING, JobState.QUEUED, JobState.PAUSED):
             return False
-        created = FileItem.objects.bulk_create(rows) if rows else []
+        insert_rows(rows)
+        created = rows
         files = [r for r in created if r.kind == ItemKind.FILE]
         dirs = [r for r in created if r.kind == ItemKind.DIR]
         by_state = Counter(r.state for r in files)
@@ -225,7 +226,7 @@ def _scan_flush(
             updates["batches_total"] = F("batches_total") + len(batches)
         if cursor is not None:
             updates["scan_cursor"] = cursor
-            updates["current_folder"] = cursor.partition("\x00")[2].rpartition("/")[0]
+            updates["current_folder"] = cursor.partition("/")[2].rpartition("/")[0]
         if final:
             updates.update(scan_finished=True, scan_lease_owner="", scan_lease_expires=None)
         Pass.objects.filter(pk=job_pass.pk).update(**updates)
@@ -244,7 +245,7 @@ def _scan_flush(
     return True
 
 
-def _event_for_scan_failure(job_id: int, row: FileItem) -> None:
+def _event_for_scan_failure(job_id: int, row: Row) -> None:
     what = "Folder could not be read" if row.kind == ItemKind.DIR else "File skipped"
     event_add(
         job_id=job_id,
@@ -254,11 +255,11 @@ def _event_for_scan_failure(job_id: int, row: FileItem) -> None:
     )
 
 
-def _make_batches(job_pass: Pass, pending: list[FileItem]) -> list[Batch]:
+def _make_batches(job_pass: Pass, pending: Sequence[Row | FileItem]) -> list[Batch]:
     """Group consecutive pending rows into batches of a few hundred files or some
     hundreds of MB."""
     batches: list[Batch] = []
-    group: list[FileItem] = []
+    group: list[Row | FileItem] = []
     size = 0
     resend_at = timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
 

@@ -121,7 +121,7 @@ class Pass(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     scan_finished = models.BooleanField(default=False)
-    scan_cursor = models.TextField(blank=True)  # "<mapping position>\x00<last path>"
+    scan_cursor = models.TextField(blank=True)  # "<mapping position>/<last path>"
     scan_lease_expires = models.DateTimeField(null=True, blank=True)
     scan_lease_owner = models.CharField(max_length=100, blank=True)
     current_folder = models.TextField(blank=True)
