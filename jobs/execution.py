@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -407,6 +408,7 @@ def batch_copy(*, batch_id: int) -> None:
             reason = exc.reason if isinstance(exc, StorageError) else Reason.CONNECT_FAILED
             outcomes = [Outcome(t.item_id, State.FAILED, reason, str(exc)) for t in tasks]
     _batch_record(batch, job, token, tasks, outcomes)
+    leases_reap_if_due()
 
 
 def _batch_release(batch_id: int, token: str) -> None:
@@ -576,17 +578,35 @@ def pass_maybe_finish(*, pass_id: int) -> None:
             enqueue("jobs.tasks.customer_dispatch", customer_id)
 
 
+_last_reap = 0.0
+REAP_EVERY_SECONDS = 5.0
+
+
+def leases_reap_if_due() -> None:
+    """Workers also reap between batches (the schedule runs once a minute at most)."""
+    if time.monotonic() - _last_reap >= REAP_EVERY_SECONDS:
+        leases_reap()
+
+
 def leases_reap() -> dict[str, int]:
     """Periodic: hand lapsed batch and scan leases out again, re-send queued batches whose
     task may have been lost (a killed worker, a Redis broker), start waiting jobs."""
+    global _last_reap
+    _last_reap = time.monotonic()
     now = timezone.now()
     resend_at = now + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
     counts = {"batches": 0, "scans": 0}
     running_jobs = MigrationJob.objects.filter(state__in=JOB_RUNNING).values("pk")
+    # a job nobody works on: its queued batches' tasks were lost (a killed worker that
+    # had taken them from Redis); a job being worked on just has a long queue
+    busy_jobs = Batch.objects.filter(state=BatchState.LEASED, lease_expires__gte=now).values(
+        "job_id"
+    )
     with transaction.atomic():
+        lapsed = Q(state=BatchState.LEASED) | Q(state=BatchState.QUEUED) & ~Q(job_id__in=busy_jobs)
         due = list(
-            Batch.objects.filter(job_id__in=running_jobs, lease_expires__lt=now)
-            .exclude(state=BatchState.DONE)
+            Batch.objects.filter(lapsed, job_id__in=running_jobs, lease_expires__lt=now)
+            .order_by("pk")
             .values_list("pk", flat=True)[:5000]
         )
         for pk in due:

@@ -9,38 +9,73 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# "postgres" when run under `python -m tests.servers.stack` (PostgreSQL + Redis)
+STACK = os.environ.get("MIGRATOR_TEST_STACK", "sqlite")
 
 
-def base_env(db: Path, **extra: str) -> dict[str, str]:
+def _server_url() -> str:
+    url = os.environ["DATABASE_URL"]
+    return url.rsplit("/", 1)[0]
+
+
+def base_env(db_url: str | Path, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess that works on the database at `db_url`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    db_url = str(db_url)
+    if "://" not in db_url:
+        db_url = f"sqlite:///{db_url}"
     env.update(
         MIGRATOR_DEV="1",
-        DATABASE_URL=f"sqlite:///{db}",
+        DATABASE_URL=db_url,
         DJANGO_SETTINGS_MODULE="migrator.settings",
         PYTHONPATH=str(REPO),
     )
-    env.pop("REDIS_URL", None)
+    if STACK != "postgres":
+        env.pop("REDIS_URL", None)
     env.update(extra)
     return env
 
 
+def current_db_url() -> str:
+    """The URL of the database the in-process tests use right now (the test database)."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "postgresql":
+        return f"{_server_url()}/{name}"
+    return f"sqlite:///{name}"
+
+
+def _pg(sql: str, db: str = "postgres") -> None:
+    import psycopg
+
+    with psycopg.connect(f"{_server_url()}/{db}", autocommit=True) as conn:
+        conn.execute(sql)
+
+
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("clidb") / "template.sqlite3"
+def migrated_db(tmp_path_factory) -> str:
+    """A migrated database to copy for each CLI test (a file, or a PostgreSQL template)."""
+    if STACK == "postgres":
+        name = f"migrator_tpl_{os.getpid()}"
+        _pg(f"DROP DATABASE IF EXISTS {name}")
+        _pg(f"CREATE DATABASE {name}")
+        url = f"{_server_url()}/{name}"
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('clidb') / 'template.sqlite3'}"
     subprocess.run(
-        [sys.executable, "manage.py", "migrate", "-v0"],
-        cwd=REPO,
-        env=base_env(db),
-        check=True,
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=base_env(url), check=True
     )
-    return db
+    yield url
+    if STACK == "postgres":
+        _pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @dataclass
@@ -56,7 +91,7 @@ class CliResult:
 
 @dataclass
 class Cli:
-    db: Path
+    db: str  # a database URL
     env_extra: dict[str, str]
 
     def run(self, *args: str, drop_root: bool = False, timeout: float = 120, **env) -> CliResult:
@@ -76,15 +111,29 @@ class Cli:
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def query(self, sql: str, *params) -> list[tuple]:
-        with sqlite3.connect(self.db, timeout=20) as conn:
+        """Read the CLI's database directly ('?' placeholders)."""
+        if self.db.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(self.db) as conn:
+                return conn.execute(sql.replace("?", "%s"), params).fetchall()
+        with sqlite3.connect(self.db.removeprefix("sqlite:///"), timeout=20) as conn:
             return conn.execute(sql, params).fetchall()
 
 
 @pytest.fixture
-def cli(migrated_db: Path, tmp_path: Path) -> Cli:
-    db = tmp_path / "db.sqlite3"
-    shutil.copy(migrated_db, db)
-    return Cli(db=db, env_extra={})
+def cli(migrated_db: str, tmp_path: Path):
+    """A fresh migrated database of its own, and a unique queue name for its clusters."""
+    queue = {"MIGRATOR_Q_NAME": f"t{uuid.uuid4().hex[:10]}"}
+    if STACK == "postgres":
+        name = f"migrator_t_{uuid.uuid4().hex[:12]}"
+        _pg(f"CREATE DATABASE {name} TEMPLATE {migrated_db.rsplit('/', 1)[1]}")
+        yield Cli(db=f"{_server_url()}/{name}", env_extra=queue)
+        _pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    else:
+        db = tmp_path / "db.sqlite3"
+        shutil.copy(migrated_db.removeprefix("sqlite:///"), db)
+        yield Cli(db=f"sqlite:///{db}", env_extra=queue)
 
 
 def make_tree(root: Path, files: int = 40, folders: int = 4, size: int = 3000) -> dict[str, bytes]:

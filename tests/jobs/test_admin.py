@@ -13,7 +13,7 @@ from jobs.choices import JobState
 from jobs.models import Event, MigrationJob
 from tests.servers.util import stop_group
 
-from .conftest import REPO, base_env, make_tree
+from .conftest import REPO, base_env, current_db_url, make_tree
 from .factories import EndpointFactory, JobFactory
 from .test_execution import Steps, new_job
 
@@ -99,11 +99,10 @@ def test_endpoint_secret_is_write_only(staff):
 def test_banner_when_no_worker_cluster_and_none_when_one_runs(staff, settings):
     index = reverse("admin:index")
     assert "No worker cluster is running" in staff.get(index).content.decode()
-    db = settings.DATABASES["default"]["NAME"]
     cluster = subprocess.Popen(
         [sys.executable, "manage.py", "qcluster"],
         cwd=REPO,
-        env=base_env(db),
+        env=base_env(current_db_url()),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
