@@ -3,6 +3,10 @@ settings, customers with their jobs, and signed-in clients for each role."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Iterator
+
 import pytest
 from django.core.cache import cache
 from django.test import Client
@@ -12,6 +16,7 @@ from accounts.directory import STATE_KEY
 from accounts.ldap_config import staff_directory_settings
 from accounts.models import Customer, Membership, Profile
 from jobs import services as job_services
+from jobs.dispatch import set_inline
 
 PASSWORD = "Viewer-Passw0rd-Long"
 
@@ -99,3 +104,34 @@ def signed_in(user) -> Client:
 
 def login(client: Client, username: str, password: str, **extra):
     return client.post("/accounts/login/", {"username": username, "password": password}, **extra)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@contextlib.contextmanager
+def inline_tasks() -> Iterator[list[tuple[str, tuple]]]:
+    """Collect what services enqueue instead of sending it to django-q2."""
+    queue: list[tuple[str, tuple]] = []
+    set_inline(lambda func, args: queue.append((func, args)))
+    try:
+        yield queue
+    finally:
+        set_inline(None)
+
+
+def run_to_end(job, user=None) -> None:
+    """Start `job` and run every task it enqueues, in-process, until none is left (needs a
+    transactional test: tasks are enqueued when the transaction commits)."""
+    queue: list[tuple[str, tuple]] = []
+    set_inline(lambda func, args: queue.append((func, args)))
+    try:
+        job_services.job_start(job=job, user=user)
+        while queue:
+            func, args = queue.pop(0)
+            module, _, name = func.rpartition(".")
+            getattr(importlib.import_module(module), name)(*args)
+    finally:
+        set_inline(None)
