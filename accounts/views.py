@@ -12,11 +12,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from jobs.choices import STATE_COLOURS
+from jobs.choices import JOB_ACTIVE, STATE_COLOURS
 from jobs.selectors import job_progress
 
 from . import directory, selectors, services
 from .forms import SignInForm
+
+LIVE_STATES = set(JOB_ACTIVE)  # pages of running jobs reload themselves
 
 
 def home_url(user) -> str:
@@ -93,7 +95,10 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
         for job in jobs
     ]
     customers = selectors.customers_visible_to(request.user)
-    return render(request, "portal/jobs.html", {"rows": rows, "customers": customers})
+    refresh = any(job.state in LIVE_STATES for job, _, _ in rows)
+    return render(
+        request, "portal/jobs.html", {"rows": rows, "customers": customers, "refresh": refresh}
+    )
 
 
 @login_required
@@ -104,6 +109,7 @@ def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
         "job": job,
         "p": job_progress(job=job),
         "colour": STATE_COLOURS.get(job.state),
+        "refresh": job.state in LIVE_STATES,
         "passes": job.passes.order_by("-number"),
         "events": events,
     }

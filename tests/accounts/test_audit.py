@@ -136,3 +136,28 @@ def test_viewers_cannot_read_the_audit_log(django_user_model, tmp_path):
     viewer = django_user_model.objects.create_user("v@c.test", password=PASSWORD)
     response = signed_in(viewer).get(reverse("admin:accounts_auditentry_csv"))
     assert response.status_code == 403
+
+
+def test_support_engineer_can_use_the_accounts_admin(staff, django_user_model):
+    user, client = staff
+    customer = Customer.objects.create(name="ACME")
+    viewer = django_user_model.objects.create_user("v@acme.test", password=PASSWORD)
+    for path in [
+        "/admin/",
+        "/admin/accounts/customer/add/",
+        f"/admin/accounts/customer/{customer.pk}/change/",
+        "/admin/accounts/membership/add/",
+        "/admin/accounts/invitation/add/",
+        "/admin/accounts/auditentry/",
+        "/admin/axes/accessattempt/",
+        f"/admin/auth/user/{viewer.pk}/change/",
+        "/admin/autocomplete/?app_label=accounts&model_name=membership&field_name=user&term=v",
+    ]:
+        assert client.get(path).status_code == 200, path
+    # but a support engineer cannot make anyone a superuser
+    response = client.post(
+        f"/admin/auth/user/{viewer.pk}/change/", {"username": "v@acme.test", "is_superuser": "on"}
+    )
+    assert response.status_code == 403
+    viewer.refresh_from_db()
+    assert not viewer.is_superuser

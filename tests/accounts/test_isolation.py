@@ -226,3 +226,14 @@ def test_customer_viewer_is_refused_in_the_admin(two_customers):
         response = client.get(path)
         assert response.status_code == 403
         assert "Alpha Payroll Migration" not in body_of(response)
+
+
+def test_portal_pages_cost_a_bounded_number_of_queries(
+    two_customers, django_assert_max_num_queries
+):
+    job_a, job_b, viewer_a, viewer_b, staff = two_customers
+    client = signed_in(viewer_a)
+    with django_assert_max_num_queries(12):
+        assert client.get(f"/portal/jobs/{job_a.pk}/").status_code == 200
+    with django_assert_max_num_queries(12):
+        assert client.get("/portal/").status_code == 200
