@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from migrator.engine.copy import CopyOptions, CopyTask, Outcome, Policy, State, copy_batch
+from migrator.engine.prefetch import prefetch
 from migrator.storage import Entry, InvalidPath, ScanError, StorageError, join, path_key
 from migrator.storage.local import check_relative
 
@@ -45,7 +46,7 @@ from .models import Batch, Event, FileItem, MigrationJob, Pass, PathMapping, Pro
 log = logging.getLogger(__name__)
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
-SCAN_FLUSH_ROWS = 2000
+SCAN_FLUSH_ROWS = 5000
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
 
@@ -114,7 +115,9 @@ class Planner:
             row.state, row.reason = ItemState.EXCLUDED, Reason.SYMLINK
             return row
         try:
-            row.dest_path = join(mapping.destination_prefix, check_relative(rel))
+            rel = check_relative(rel)
+            prefix = mapping.destination_prefix
+            row.dest_path = join(prefix, rel) if prefix else rel
         except InvalidPath as exc:
             row.state, row.reason, row.message = ItemState.FAILED, Reason.UNSAFE_PATH, exc.message
             return row
@@ -160,11 +163,15 @@ def pass_scan(*, pass_id: int) -> None:
     planner = Planner(job, job_pass)
     resume_pos, _, resume_path = job_pass.scan_cursor.partition("/")
     resume = (int(resume_pos), path_key(resume_path)) if job_pass.scan_cursor else None
-    rows: list[Row] = []
-    try:
-        for mapping in job.mappings.all():
+    mappings = list(job.mappings.all())
+
+    def chunks() -> Iterator[tuple[list[Row], str]]:
+        """Planned rows in chunks, each with the cursor to resume after it. Runs in the
+        prefetch thread: listing and planning overlap the database writes."""
+        for mapping in mappings:
             if resume and mapping.position < resume[0]:
                 continue
+            rows: list[Row] = []
             last = ""
             for item in source.scan(mapping.source_path.strip("/")):
                 if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
@@ -172,12 +179,14 @@ def pass_scan(*, pass_id: int) -> None:
                 rows.append(planner.plan(mapping, item))
                 last = item.path.replace("\x00", "")
                 if len(rows) >= SCAN_FLUSH_ROWS:
-                    if not _scan_flush(job_pass, token, rows, f"{mapping.position}/{last}"):
-                        return
+                    yield rows, f"{mapping.position}/{last}"
                     rows = []
-            if not _scan_flush(job_pass, token, rows, f"{mapping.position}/{last}"):
+            yield rows, f"{mapping.position}/{last}"
+
+    try:
+        for rows, cursor in prefetch(chunks(), depth=2):
+            if not _scan_flush(job_pass, token, rows, cursor):
                 return
-            rows = []
     except StorageError as exc:  # the source went away mid-scan: the lease lapses, we resume
         event_add(job_id=job.pk, level=EventLevel.WARNING, message=f"Scan interrupted: {exc}")
         raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from jobs.models import Event, FileItem, Pass
@@ -42,12 +43,13 @@ def manifest_queryset(*, job_pass: Pass, filters: ManifestFilter) -> QuerySet[Fi
     if filters.kind:
         qs = qs.filter(kind=filters.kind)
     if filters.prefix:
-        # a range, not LIKE: the (job, source_path) index can answer it
-        qs = qs.filter(
-            job_id=job_pass.job_id,
-            source_path__gte=filters.prefix,
-            source_path__lt=filters.prefix + "\U0010ffff",
-        )
+        qs = qs.filter(job_id=job_pass.job_id)
+        if connection.vendor == "postgresql":  # LIKE 'p%' uses the text_pattern_ops index
+            qs = qs.filter(source_path__startswith=filters.prefix)
+        else:  # SQLite's LIKE is case-insensitive and skips the index: a range uses it
+            qs = qs.filter(
+                source_path__gte=filters.prefix, source_path__lt=filters.prefix + "\U0010ffff"
+            )
     return qs
 
 
