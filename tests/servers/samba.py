@@ -8,7 +8,10 @@ directory lookups share one set of SIDs:
     users alice, bob (enabled), carol (disabled); groups Finance (alice), Engineering,
     and Platform (bob) nested inside Engineering
     [data] folders: finance/ (Finance read), alice-only/ (alice full, inheritance broken),
-    denied/ (explicit deny for bob), public/ (Domain Users modify)
+    denied/ (explicit deny for bob), public/ (Domain Users modify); made after start (see
+    _populate_acl_cases): engineering/ (Engineering modify: bob through Platform, not
+    alice), orphaned/ (a deleted user's SID, a foreign security principal, Domain Users
+    read), and group Partners holding that foreign principal
 
 Provisioning takes ~10 s on 2 shared cores, so the provisioned and populated domain is kept
 as a tarball (xattrs included: the NT ACLs live in security.NTACL) under ROOT/cache and
@@ -117,7 +120,8 @@ class SambaDC:
     admin_password: str
     users: dict[str, str]  # enabled and disabled test users: {name: password}
     sids: dict[str, str]  # {alice, bob, carol, Finance, Engineering, Platform, Administrator,
-    #                        Domain Users, Domain Admins, domain}: SID strings
+    #                        Domain Users, Domain Admins, domain, Partners, deleted (a
+    #                        deleted user's, resolves nowhere), foreign}: SID strings
     base_dn: str
     ldap_uri: str
     directory: Path  # the DC's private directory (ROOT/run)
@@ -510,11 +514,87 @@ def _start(port: int) -> subprocess.Popen:
 def _populate(dc: SambaDC) -> None:
     """Files are made over SMB, so each gets an NT ACL inherited from its folder."""
     marker = RUN / "populated"
+    if not marker.exists():
+        for path, data in FILES.items():
+            attributes = FILE_ATTRIBUTE_HIDDEN if path in HIDDEN_FILES else 0
+            dc.put_file("data", path, data, attributes)
+        marker.write_text("")
+    _populate_acl_cases(dc)
+
+
+# The permission cases that need a running DC: a user made, granted access and deleted
+# (his SID then resolves nowhere), and a foreign principal (made by adding another domain's
+# SID to a group). Done at each start, after the cached domain is unpacked, so a DC that
+# another session started before these existed gets them too.
+DELETED_USER = "dave"
+FOREIGN_SID = "S-1-5-21-1111111111-2222222222-3333333333-1201"
+ACL_CASES = {
+    "engineering": [("{Engineering}", MODIFY), ("{Administrator}", FULL)],
+    "orphaned": [
+        ("{deleted}", MODIFY),
+        ("{foreign}", READ),
+        ("{Domain Users}", READ),
+        ("{Administrator}", FULL),
+    ],
+}
+ACL_FILES = {"engineering/design.txt": b"blueprints\n", "orphaned/old-report.txt": b"2015\n"}
+
+
+def _populate_acl_cases(dc: SambaDC) -> None:
+    marker = RUN / "populated-acl-cases"
     if marker.exists():
         return
-    for path, data in FILES.items():
-        attributes = FILE_ATTRIBUTE_HIDDEN if path in HIDDEN_FILES else 0
-        dc.put_file("data", path, data, attributes)
+    import ldap
+
+    from migrator.acl import sd
+    from migrator.storage import connector_for
+
+    conn = ldap.initialize(dc.ldap_uri)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
+    conn.simple_bind_s(f"{dc.admin_user}@{dc.realm}", dc.admin_password)
+
+    def sid_of(dn: str) -> str:
+        (_, attrs), *_ = conn.search_s(dn, ldap.SCOPE_BASE, attrlist=["objectSid"])
+        return sd.sid_from_bytes(attrs["objectSid"][0])[0]
+
+    user_dn = f"CN={DELETED_USER},CN=Users,{dc.base_dn}"
+    partners_dn = f"CN=Partners,CN=Users,{dc.base_dn}"
+    with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+        conn.delete_s(user_dn)  # left by an interrupted run
+    conn.add_s(user_dn, [("objectClass", [b"user"]), ("sAMAccountName", [DELETED_USER.encode()])])
+    with contextlib.suppress(ldap.ALREADY_EXISTS):
+        conn.add_s(partners_dn, [("objectClass", [b"group"]), ("sAMAccountName", [b"Partners"])])
+    with contextlib.suppress(ldap.TYPE_OR_VALUE_EXISTS):
+        # Samba makes the foreign security principal object for a SID it does not know
+        conn.modify_s(partners_dn, [(ldap.MOD_ADD, "member", [f"<SID={FOREIGN_SID}>".encode()])])
+    extra = {"deleted": sid_of(user_dn), "foreign": FOREIGN_SID, "Partners": sid_of(partners_dn)}
+    sids = {**dc.sids, **extra}
+    oici = sd.OBJECT_INHERIT_ACE | sd.CONTAINER_INHERIT_ACE
+    # AUTO_INHERIT_REQ: the server flags what children inherit as INHERITED, as Windows does
+    control = sd.SE_SELF_RELATIVE | sd.SE_DACL_AUTO_INHERITED | sd.SE_DACL_AUTO_INHERIT_REQ
+    share = connector_for(dc.smb_url("data"), dc.admin_password)
+    try:
+        for folder, entries in ACL_CASES.items():
+            share.mkdir(folder)
+            dacl = tuple(
+                sd.Ace("allow", who.format(**sids), int(mask, 16), oici) for who, mask in entries
+            )
+            share.write_acl(
+                folder,
+                sd.SecurityDescriptor(
+                    sids["Administrator"], sids["Domain Users"], dacl, control=control
+                ),
+            )
+    finally:
+        share.close()
+    for path, data in ACL_FILES.items():
+        dc.put_file("data", path, data)
+    conn.delete_s(user_dn)
+    conn.unbind_s()
+    with open(RUN / "sids", "a") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in extra.items()))
+    dc.sids.update(extra)
     marker.write_text("")
 
 
