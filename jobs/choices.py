@@ -7,18 +7,27 @@ class JobState(models.TextChoices):
     DRAFT = "draft", "Draft"
     QUEUED = "queued", "Queued"
     SCANNING = "scanning", "Scanning"
+    ASSESSING = "assessing", "Assessing"
     COPYING = "copying", "Copying"
     VERIFYING = "verifying", "Verifying"
     PAUSED = "paused", "Paused"
+    ASSESSED = "assessed", "Assessed"
     COMPLETED = "completed", "Completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors", "Completed with errors"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
 
-JOB_ACTIVE = (JobState.QUEUED, JobState.SCANNING, JobState.COPYING, JobState.VERIFYING)
-JOB_RUNNING = (JobState.SCANNING, JobState.COPYING, JobState.VERIFYING)
+JOB_ACTIVE = (
+    JobState.QUEUED,
+    JobState.SCANNING,
+    JobState.ASSESSING,
+    JobState.COPYING,
+    JobState.VERIFYING,
+)
+JOB_RUNNING = (JobState.SCANNING, JobState.ASSESSING, JobState.COPYING, JobState.VERIFYING)
 JOB_FINISHED = (
+    JobState.ASSESSED,
     JobState.COMPLETED,
     JobState.COMPLETED_WITH_ERRORS,
     JobState.FAILED,
@@ -30,6 +39,8 @@ STATE_COLOURS = {
     "draft": "#6b7280",
     "queued": "#6366f1",
     "scanning": "#0ea5e9",
+    "assessing": "#0891b2",
+    "assessed": "#0d9488",
     "copying": "#2563eb",
     "verifying": "#7c3aed",
     "paused": "#d97706",
@@ -47,6 +58,7 @@ STATE_COLOURS = {
 
 class PassKind(models.TextChoices):
     COPY = "copy", "Copy"
+    ASSESS = "assess", "Assessment"
     RETRY = "retry", "Retry failed"
 
 
@@ -90,6 +102,16 @@ class Reason(models.TextChoices):
     CONNECT_FAILED = "connect_failed", "Could not connect"
     # exclusions
     SYMLINK = "symlink", "Symbolic link (not followed)"
+    PATH_TOO_LONG = "path_too_long", "Destination path too long"
+    JUNK_FILE = "junk_file", "Junk file (Thumbs.db, desktop.ini, .DS_Store, ~$ lock files)"
+    EXCLUDED_BY_PATTERN = "excluded_by_pattern", "Excluded by a pattern"
+    NOT_INCLUDED = "not_included", "Not matched by the include patterns"
+    TOO_SMALL = "too_small", "Smaller than the minimum size"
+    TOO_LARGE = "too_large", "Larger than the maximum size"
+    MODIFIED_BEFORE = "modified_before", "Modified before the cut-off"
+    MODIFIED_AFTER = "modified_after", "Modified after the cut-off"
+    HIDDEN = "hidden", "Hidden file"
+    SYSTEM = "system", "System file"
     DESTINATION_NEWER = "destination_newer", "Destination is newer (policy: newer)"
 
 

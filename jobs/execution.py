@@ -24,9 +24,10 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from migrator.engine.copy import CopyOptions, CopyTask, Outcome, Policy, State, copy_batch
+from migrator.engine.plan import Assessment, NamePlanner
 from migrator.engine.prefetch import prefetch
-from migrator.storage import Entry, InvalidPath, ScanError, StorageError, join, path_key
-from migrator.storage.local import check_relative
+from migrator.sanitize import Filters, Sanitizer
+from migrator.storage import Entry, ScanError, StorageError, path_key
 
 from .choices import (
     JOB_RUNNING,
@@ -35,6 +36,7 @@ from .choices import (
     ItemKind,
     ItemState,
     JobState,
+    PassKind,
     PassState,
     Reason,
 )
@@ -81,47 +83,61 @@ def job_fail(*, job_id: int, message: str) -> None:
 # --- scan ------------------------------------------------------------------------------
 
 
-class Planner:
-    """Turns scanned entries into manifest rows: destination path, state and reason."""
+def sanitizer_for(job: MigrationJob) -> Sanitizer:
+    """The job's sanitization: its profile (default from the destination kind) and options,
+    always with the destination's hard limits. Raises ValueError in words."""
+    options = job.options or {}
+    extra = {
+        k: options[k] for k in ("replacement", "normalize", "case_insensitive") if k in options
+    }
+    return Sanitizer.for_destination(job.destination.kind, options.get("profile") or None, **extra)
 
-    def __init__(self, job: MigrationJob, job_pass: Pass) -> None:
+
+def filters_for(job: MigrationJob) -> Filters:
+    return Filters.from_dict((job.options or {}).get("filters"))
+
+
+class Planner:
+    """Turns scanned entries into manifest rows: destination path (sanitized, unique in
+    its folder), state and reason. One NamePlanner per mapping keeps the open folders."""
+
+    def __init__(self, job: MigrationJob, job_pass: Pass, assessment: Assessment | None = None):
         self.job = job
         self.job_pass = job_pass
+        self.sanitizer = sanitizer_for(job)
+        self.filters = filters_for(job)
+        self.names: dict[int, NamePlanner] = {}
+        self.assessment = assessment
 
     def plan(self, mapping: PathMapping, item: Entry | ScanError) -> Row:
+        names = self.names.get(mapping.position)
+        if names is None:
+            names = NamePlanner(self.sanitizer, self.filters, mapping.destination_prefix)
+            self.names[mapping.position] = names
         rel = _relative(item.path, mapping.source_path)
+        planned = names.plan(rel, item)
+        if self.assessment is not None:
+            self.assessment.add(item.path, item, planned)
         row = Row(
             job_id=self.job.pk,
             job_pass_id=self.job_pass.pk,
-            source_path=item.path,
+            source_path=item.path.replace("\x00", "\\x00"),  # no database text holds NUL
             kind=ItemKind.DIR if item.kind == "dir" else ItemKind.FILE,
+            dest_path=planned.dest_path,
+            dest_key=planned.dest_key,
+            state=planned.state,
+            reason=planned.reason,
+            message=planned.message,
+            renamed_from=planned.renamed_from,
+            rules=",".join(planned.rules),
         )
-        if "\x00" in item.path:  # no database text column holds NUL
-            row.source_path = item.path.replace("\x00", "\\x00")
-            row.state, row.reason = ItemState.FAILED, Reason.INVALID_NAME
-            row.message = "name contains a NUL character"
-            return row
-        if isinstance(item, ScanError):
-            row.state, row.reason, row.message = (
-                ItemState.FAILED,
-                item.error.reason,
-                str(item.error),
-            )
-            return row
-        row.size, row.mtime_ns = item.size, item.mtime_ns
-        row.md5 = item.hash("md5") or ""
-        row.crc32c = item.hash("crc32c") or ""
-        if item.kind == "link":
-            row.state, row.reason = ItemState.EXCLUDED, Reason.SYMLINK
-            return row
-        try:
-            rel = check_relative(rel)
-            prefix = mapping.destination_prefix
-            row.dest_path = join(prefix, rel) if prefix else rel
-        except InvalidPath as exc:
-            row.state, row.reason, row.message = ItemState.FAILED, Reason.UNSAFE_PATH, exc.message
-            return row
-        row.state = ItemState.PENDING
+        if isinstance(item, Entry):
+            row.size, row.mtime_ns = item.size, item.mtime_ns
+            row.md5 = item.hash("md5") or ""
+            row.crc32c = item.hash("crc32c") or ""
+        if self.job_pass.kind == PassKind.ASSESS and row.state == ItemState.PENDING:
+            row.state = ItemState.EXCLUDED  # an assessment copies nothing: nothing pends
+            row.reason = "assessment_only"
         return row
 
 
@@ -150,17 +166,24 @@ def pass_scan(*, pass_id: int) -> None:
         return
     job_pass = Pass.objects.select_related("job__source", "job__destination").get(pk=pass_id)
     job = job_pass.job
+    assess = job_pass.kind == PassKind.ASSESS
     try:
-        check_endpoint(job.destination, destination=True)
+        assessment = (
+            Assessment(now_ns=time.time_ns(), max_file_size=MAX_FILE_SIZE.get(job.destination.kind))
+            if assess
+            else None
+        )
+        planner = Planner(job, job_pass, assessment)
+        if not assess:
+            check_endpoint(job.destination, destination=True)
         source = open_endpoint(job.source)
         source.check()
     except (StorageError, ValueError) as exc:
         job_fail(job_id=job.pk, message=f"Could not start: {exc}")
         return
     MigrationJob.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
-        state=JobState.SCANNING, started_at=timezone.now()
+        state=JobState.ASSESSING if assess else JobState.SCANNING, started_at=timezone.now()
     )
-    planner = Planner(job, job_pass)
     resume_pos, _, resume_path = job_pass.scan_cursor.partition("/")
     resume = (int(resume_pos), path_key(resume_path)) if job_pass.scan_cursor else None
     mappings = list(job.mappings.all())
@@ -174,9 +197,10 @@ def pass_scan(*, pass_id: int) -> None:
             rows: list[Row] = []
             last = ""
             for item in source.scan(mapping.source_path.strip("/")):
+                row = planner.plan(mapping, item)  # also for skipped ones: folders, names
                 if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
                     continue
-                rows.append(planner.plan(mapping, item))
+                rows.append(row)
                 last = item.path.replace("\x00", "")
                 if len(rows) >= SCAN_FLUSH_ROWS:
                     yield rows, f"{mapping.position}/{last}"
@@ -191,13 +215,62 @@ def pass_scan(*, pass_id: int) -> None:
         event_add(job_id=job.pk, level=EventLevel.WARNING, message=f"Scan interrupted: {exc}")
         raise
     finally:
-        source.close()
-    _scan_flush(job_pass, token, [], None, final=True)
+        if assessment is None:
+            source.close()
+    figures = None
+    if assessment is not None:
+        figures = assessment.finish()
+        try:
+            figures["estimate"] = _estimate(job, source, figures, assessment.samples)
+        finally:
+            source.close()
+    _scan_flush(job_pass, token, [], None, final=True, assessment=figures)
     pass_maybe_finish(pass_id=pass_id)
 
 
+# largest object a destination holds (GCS: 5 TiB); None: no limit of its own
+MAX_FILE_SIZE = {"gs": 5 * 2**40}
+
+
+def _estimate(job: MigrationJob, source, figures: dict, samples: list[str]) -> dict:
+    """How long copying would take: from the last finished copy of this source, else
+    from reading a sample of its files now."""
+    last = (
+        Pass.objects.filter(job__source=job.source, kind=PassKind.COPY, state=PassState.DONE)
+        .exclude(copied=0)
+        .order_by("-finished_at")
+        .first()
+    )
+    if last is not None and last.finished_at:
+        seconds = max((last.finished_at - last.started_at).total_seconds(), 0.001)
+        files_s, bytes_s, basis = last.copied / seconds, last.bytes_copied / seconds, "last run"
+    else:
+        start, read, count = time.monotonic(), 0, 0
+        for path in samples:
+            try:
+                with source.open(path) as stream:
+                    while chunk := stream.read(1 << 20):
+                        read += len(chunk)
+            except StorageError:
+                continue
+            count += 1
+        seconds = max(time.monotonic() - start, 0.001)
+        if not count:
+            return {"seconds": None, "basis": "no sample could be read"}
+        files_s, bytes_s, basis = count / seconds, read / seconds, f"read of {count} sample files"
+    estimate = max(figures["files"] / files_s if files_s else 0,
+                   figures["bytes"] / bytes_s if bytes_s else 0)  # fmt: skip
+    return {"seconds": round(estimate), "files_per_s": round(files_s, 1),
+            "bytes_per_s": round(bytes_s), "basis": basis}  # fmt: skip
+
+
 def _scan_flush(
-    job_pass: Pass, token: str, rows: list[Row], cursor: str | None, final: bool = False
+    job_pass: Pass,
+    token: str,
+    rows: list[Row],
+    cursor: str | None,
+    final: bool = False,
+    assessment: dict | None = None,
 ) -> bool:
     """Write one chunk of the manifest with its counters, batches and cursor. False when
     the scan must stop (lease lost, job cancelled or failed)."""
@@ -239,20 +312,53 @@ def _scan_flush(
             updates["current_folder"] = cursor.partition("/")[2].rpartition("/")[0]
         if final:
             updates.update(scan_finished=True, scan_lease_owner="", scan_lease_expires=None)
+            if assessment is not None:
+                updates["assessment"] = assessment
         Pass.objects.filter(pk=job_pass.pk).update(**updates)
         for row in created:
             if row.state == ItemState.FAILED:
                 _event_for_scan_failure(job.pk, row)
+        _events_for_renames_and_exclusions(job.pk, created)
         job_updates: dict = {"last_activity": now}
         MigrationJob.objects.filter(pk=job.pk).update(**job_updates)
         if final:
             MigrationJob.objects.filter(pk=job.pk, state=JobState.SCANNING).update(
                 state=JobState.COPYING
             )
+            MigrationJob.objects.filter(pk=job.pk, state=JobState.ASSESSING).update(
+                state=JobState.VERIFYING
+            )
         if job.state != JobState.PAUSED:
             for batch in batches:
                 enqueue("jobs.tasks.copy_batch", batch.pk)
     return True
+
+
+def _events_for_renames_and_exclusions(job_id: int, rows: list[Row]) -> None:
+    """One event per chunk and kind: counts by rule, and an example (every row holds its own)."""
+    renamed = [r for r in rows if r.rules]
+    if renamed:
+        rules = Counter(rule for r in renamed for rule in r.rules.split(","))
+        first = renamed[0]
+        event_add(
+            job_id=job_id,
+            level=EventLevel.INFO,
+            message=f"{len(renamed)} name(s) changed for the destination "
+            f"({', '.join(f'{k} ×{n}' for k, n in rules.most_common())}); "
+            f"e.g. “{first.renamed_from}” → “{first.dest_path}”.",
+            path=first.source_path,
+        )
+    excluded = [r for r in rows if r.state == ItemState.EXCLUDED and r.reason != "assessment_only"]
+    if excluded:
+        reasons = Counter(r.reason for r in excluded)
+        event_add(
+            job_id=job_id,
+            level=EventLevel.INFO,
+            message=f"{len(excluded)} item(s) excluded "
+            f"({', '.join(f'{k} ×{n}' for k, n in reasons.most_common())}); "
+            f"e.g. {excluded[0].source_path}.",
+            path=excluded[0].source_path,
+        )
 
 
 def _event_for_scan_failure(job_id: int, row: Row) -> None:
@@ -560,6 +666,8 @@ def pass_maybe_finish(*, pass_id: int) -> None:
             )
         ok = not mismatch and p.failed == 0 and p.folders_failed == 0 and p.pending == 0
         final = JobState.COMPLETED if ok else JobState.COMPLETED_WITH_ERRORS
+        if p.kind == PassKind.ASSESS:
+            final = JobState.ASSESSED
         now = timezone.now()
         Pass.objects.filter(pk=pass_id).update(state=PassState.DONE, finished_at=now)
         changed = MigrationJob.objects.filter(

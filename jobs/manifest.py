@@ -16,7 +16,8 @@ from .models import FileItem
 
 TABLE = FileItem._meta.db_table
 COLUMNS = ("id", "job_id", "job_pass_id", "kind", "source_path", "dest_path", "size",
-           "mtime_ns", "state", "reason", "message", "attempts", "md5", "crc32c")  # fmt: skip
+           "mtime_ns", "state", "reason", "message", "attempts", "md5", "crc32c",
+           "renamed_from", "rules", "dest_key")  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -35,12 +36,16 @@ class Row:
     message: str = ""
     md5: str = ""
     crc32c: str = ""
+    renamed_from: str = ""
+    rules: str = ""
+    dest_key: str = ""
     pk: int = 0
 
     def values(self) -> tuple:
         return (self.pk, self.job_id, self.job_pass_id, self.kind, self.source_path,
                 self.dest_path, self.size, self.mtime_ns, self.state, self.reason,
-                self.message, 0, self.md5, self.crc32c)  # fmt: skip
+                self.message, 0, self.md5, self.crc32c, self.renamed_from, self.rules,
+                self.dest_key)  # fmt: skip
 
 
 def _reserve_ids(count: int) -> list[int]:

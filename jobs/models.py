@@ -73,7 +73,12 @@ class MigrationJob(models.Model):
     bwlimit = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Bandwidth limit in bytes per second (empty: none)."
     )
-    options = models.JSONField(default=dict, blank=True)
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"profile": "gcs|windows|smb|sharepoint|egnyte|posix", "replacement": "_", '
+        '"normalize": "NFC", "case_insensitive": null, "filters": {...}, "assess_only": false}',
+    )
     error = models.TextField(blank=True, help_text="Why the job could not run, in words.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
@@ -140,6 +145,7 @@ class Pass(models.Model):
     folders_failed = models.BigIntegerField(default=0)
     batches_total = models.IntegerField(default=0)
     batches_done = models.IntegerField(default=0)
+    assessment = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["job", "number"]
@@ -182,8 +188,20 @@ class FileItem(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     md5 = models.CharField(max_length=32, blank=True)
     crc32c = models.CharField(max_length=8, blank=True)
+    renamed_from = models.TextField(blank=True, help_text="Destination path before renaming.")
+    rules = models.CharField(max_length=200, blank=True, help_text="Sanitization rules fired.")
+    # the destination path as the destination compares names (case-folded where it is
+    # case-insensitive): unique per pass, so two source names never land on one object
+    dest_key = models.TextField(blank=True)
 
     class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job_pass", "dest_key"],
+                condition=~models.Q(dest_key=""),
+                name="item_dest_unique_per_pass",
+            ),
+        ]
         indexes = [
             models.Index(fields=["job_pass", "state"], name="item_pass_state"),
             # byte-order on PostgreSQL (opclasses are ignored elsewhere): cheaper inserts

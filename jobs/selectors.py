@@ -108,5 +108,39 @@ def job_summary(*, job: MigrationJob) -> dict:
         "folders_failed": p.folders_failed if p else 0,
         "bytes_seen": p.bytes_seen if p else 0,
         "bytes_copied": p.bytes_copied if p else 0,
+        "renamed": _renamed_by_rule(p),
+        "excluded_by_reason": _excluded_by_reason(p),
         "error": job.error,
+        **({"assessment": _assessment_summary(p.assessment)} if p and p.assessment else {}),
     }
+
+
+def _renamed_by_rule(p: Pass | None) -> dict[str, int]:
+    """Renames by rule, from the rows that carry rules (few: a scan of those only)."""
+    if p is None:
+        return {}
+    counts: dict[str, int] = {}
+    rows = FileItem.objects.filter(job_pass=p).exclude(rules="").values_list("rules", flat=True)
+    for rules in rows.iterator(chunk_size=5000):
+        for rule in rules.split(","):
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def _excluded_by_reason(p: Pass | None) -> dict[str, int]:
+    if p is None or not p.excluded:
+        return {}
+    return dict(
+        FileItem.objects.filter(job_pass=p, state=ItemState.EXCLUDED)
+        .exclude(reason="assessment_only")
+        .values_list("reason")
+        .annotate(n=Count("id"))
+        .values_list("reason", "n")
+    )
+
+
+def _assessment_summary(figures: dict) -> dict:
+    keys = ("files", "folders", "bytes", "renames_by_rule", "refused_by_rule",
+            "excluded_by_reason", "too_large", "empty_folders", "recent_7_days", "unreadable",
+            "estimate")  # fmt: skip
+    return {k: figures.get(k) for k in keys}

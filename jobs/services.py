@@ -75,6 +75,7 @@ def job_create(
 ) -> MigrationJob:
     if on_exists not in OnExists.values:
         raise ValueError(f"unknown policy {on_exists!r}: one of {', '.join(OnExists.values)}")
+    job_options_check(options=options or {}, destination=destination)
     with transaction.atomic():
         job = MigrationJob.objects.create(
             customer=customer,
@@ -93,6 +94,31 @@ def job_create(
         event_add(job_id=job.pk, message=f"Job created: {source.url} → {destination.url}")
         audit_record(action=AuditAction.CREATE, obj=job, user=user)
     return job
+
+
+def job_options_check(*, options: dict, destination: Endpoint) -> None:
+    """Raise ValueError, in words, for options a job could not run with."""
+    from .execution import filters_for, sanitizer_for
+
+    probe = MigrationJob(options=options, destination=destination)
+    sanitizer_for(probe)
+    filters_for(probe)
+
+
+def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:
+    """A migration job with the assessed job's source, destination, mappings and choices."""
+    options = {k: v for k, v in (job.options or {}).items() if k != "assess_only"}
+    return job_create(
+        customer=job.customer,
+        name=job.name.removesuffix(" (assessment)") + " (migration)",
+        source=job.source,
+        destination=job.destination,
+        mappings=[(m.source_path, m.destination_prefix) for m in job.mappings.all()],
+        on_exists=job.on_exists,
+        bwlimit=job.bwlimit,
+        options=options,
+        user=user,
+    )
 
 
 def job_start(*, job: MigrationJob, user=None) -> MigrationJob:
@@ -123,12 +149,18 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
         )
         for job in waiting[: max(0, customer.max_running_jobs - running)]:
             number = (job.passes.aggregate(n=Max("number"))["n"] or 0) + 1
-            job_pass = Pass.objects.create(job=job, number=number, kind=PassKind.COPY)
+            assess = bool((job.options or {}).get("assess_only"))
+            kind = PassKind.ASSESS if assess else PassKind.COPY
+            job_pass = Pass.objects.create(job=job, number=number, kind=kind)
             now = timezone.now()
             MigrationJob.objects.filter(pk=job.pk).update(
-                state=JobState.SCANNING, current_pass=job_pass, started_at=now, last_activity=now
+                state=JobState.ASSESSING if assess else JobState.SCANNING,
+                current_pass=job_pass,
+                started_at=now,
+                last_activity=now,
             )
-            event_add(job_id=job.pk, message=f"Pass {number} started: scanning the source.")
+            what = "assessing the source (nothing is copied)" if assess else "scanning the source"
+            event_add(job_id=job.pk, message=f"Pass {number} started: {what}.")
             enqueue("jobs.tasks.scan_pass", job_pass.pk)
             started.append(job.pk)
     return started

@@ -43,7 +43,7 @@ def check_relative(path: str) -> str:
     """Refuse a path that is absolute or climbs out of the root ('..'), whatever the OS."""
     if path in ("", "."):
         return ""
-    if "\x00" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+    if "\x00" in path or path.startswith(("/", "\\")):
         raise InvalidPath(path, "absolute path or NUL in name")
     for part in path.split("/"):
         if part in ("", ".", ".."):

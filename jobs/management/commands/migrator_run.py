@@ -15,6 +15,7 @@ from jobs.choices import JobState, OnExists
 from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob
+from migrator.sanitize import PROFILES
 from migrator.storage import StorageError, kind_of
 
 EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
@@ -56,6 +57,8 @@ class Command(BaseCommand):
         parser.add_argument("--bwlimit", default=None, help="bytes per second")
         parser.add_argument("--on-exists", default=None, choices=OnExists.values)
         parser.add_argument("--workers", type=int, default=None)
+        parser.add_argument("--profile", default=None, help="sanitization profile")
+        parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
 
     def handle(self, *args, **opts) -> None:
         try:
@@ -73,6 +76,8 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise Usage(str(exc))
         bwlimit = _positive_int(opts["bwlimit"]) if opts["bwlimit"] is not None else None
+        if opts["profile"] and opts["profile"] not in PROFILES:
+            raise Usage(f"unknown profile {opts['profile']!r}: one of {', '.join(PROFILES)}")
         customer, _ = Customer.objects.get_or_create(name=opts["customer"])
         source = self._endpoint(opts["source"], customer)
         destination = self._endpoint(opts["destination"], customer)
@@ -81,25 +86,35 @@ class Command(BaseCommand):
                 check_endpoint(endpoint, destination=role == "destination")
             except (StorageError, ValueError) as exc:
                 raise Usage(f"cannot start: {role} {endpoint.url}: {exc}")
-        job = (
-            MigrationJob.objects.filter(customer=customer, source=source, destination=destination)
-            .order_by("-pk")
-            .first()
+        same = MigrationJob.objects.filter(
+            customer=customer, source=source, destination=destination
+        ).order_by("-pk")
+        # an assessment and a migration of the same pair are different jobs
+        job = next(
+            (j for j in same if bool((j.options or {}).get("assess_only")) == opts["assess"]),
+            None,
         )
         if job is None:
+            options: dict = {"assess_only": True} if opts["assess"] else {}
+            if opts["profile"]:
+                options["profile"] = opts["profile"]
+            suffix = " (assessment)" if opts["assess"] else ""
             job = services.job_create(
                 customer=customer,
-                name=opts["name"] or f"{source.url} → {destination.url}",
+                name=(opts["name"] or f"{source.url} → {destination.url}") + suffix,
                 source=source,
                 destination=destination,
                 on_exists=opts["on_exists"] or OnExists.SKIP_IDENTICAL,
                 bwlimit=bwlimit,
+                options=options,
             )
         else:
             if opts["on_exists"]:
                 job.on_exists = opts["on_exists"]
+            if opts["profile"]:
+                job.options = {**(job.options or {}), "profile": opts["profile"]}
             job.bwlimit = bwlimit or None
-            job.save(update_fields=["on_exists", "bwlimit"])
+            job.save(update_fields=["on_exists", "bwlimit", "options"])
             if job.state not in (JobState.DRAFT, *selectors.FINISHED):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
         workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
@@ -116,7 +131,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(summary))
         else:
             self._print_summary(summary)
-        if job.state == JobState.COMPLETED:
+        if job.state in (JobState.COMPLETED, JobState.ASSESSED):
             return EXIT_COMPLETED
         if job.state == JobState.COMPLETED_WITH_ERRORS:
             return EXIT_ERRORS
