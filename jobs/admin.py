@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.http import Http404
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -137,7 +137,8 @@ def _job_action(service, verb: str):
 
 @admin.register(MigrationJob)
 class MigrationJobAdmin(admin.ModelAdmin):
-    list_display = ["name", "customer", "state_display", "progress", "rate", "eta", "last_activity"]
+    list_display = ["name", "customer", "state_display", "progress", "rate", "eta",
+                    "last_activity", "report_link"]  # fmt: skip
     list_filter = ["state", "customer"]
     search_fields = ["name"]
     inlines = [PathMappingInline, PassInline]
@@ -198,9 +199,11 @@ class MigrationJobAdmin(admin.ModelAdmin):
         if obj.pk is None:  # the add form: no events yet
             return "—"
         return format_html(
-            '<a href="{}">Full event log</a> · <a href="{}">Manifest</a>',
+            '<a href="{}">Full event log</a> · <a href="{}">Manifest</a> · '
+            '<a href="{}">View report</a>',
             reverse("admin:jobs_migrationjob_events", args=[obj.pk]),
             reverse("admin:jobs_migrationjob_manifest", args=[obj.pk]),
+            reverse("reports:job", args=[obj.pk]),
         )
 
     # --- pages of their own: live panel, manifest and events (keyset paged), CSV -----
@@ -216,8 +219,27 @@ class MigrationJobAdmin(admin.ModelAdmin):
             path("<int:job_id>/events/", view(self.events_view), name="jobs_migrationjob_events"),
             path("<int:job_id>/events.csv", view(self.events_csv),
                  name="jobs_migrationjob_events_csv"),
+            path("<int:job_id>/from-assessment/", view(self.from_assessment_view),
+                 name="jobs_migrationjob_from_assessment"),
             *super().get_urls(),
         ]  # fmt: skip
+
+    @admin.display(description="report")
+    def report_link(self, obj: MigrationJob) -> str:
+        return format_html('<a href="{}">View report</a>', reverse("reports:job", args=[obj.pk]))
+
+    def from_assessment_view(self, request, job_id: int):
+        job = self._job(request, job_id)
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise Http404
+        if job.state != JobState.ASSESSED:
+            self.message_user(request, f"“{job.name}” has no finished assessment.", messages.ERROR)
+            return redirect(reverse("admin:jobs_migrationjob_change", args=[job.pk]))
+        created = services.job_create_from_assessment(job=job, user=request.user)
+        self.message_user(
+            request, f"Created “{created.name}” with the assessment's choices.", messages.SUCCESS
+        )
+        return redirect(reverse("admin:jobs_migrationjob_change", args=[created.pk]))
 
     def _job(self, request, job_id: int) -> MigrationJob:
         job = get_object_or_404(

@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("portal/", include("accounts.portal_urls")),
+    path("reports/", include("reports.urls")),
 ]

@@ -132,3 +132,31 @@ def test_million_row_csv_streams_in_flat_memory_and_round_trips(staff, big_and_s
     assert parsed[0][:3] == ["id", "kind", "source_path"]
     hostile = next(r for r in parsed[1:] if "calc" in r[2])
     assert hostile[2] == "'" + HOSTILE  # neutralised, and commas/quotes/newline round-trip
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "report,params",
+    [
+        ("summary", {}),
+        ("files", {}),
+        ("files", {"sort": "path"}),
+        ("files", {"ext": "dat"}),
+        ("files", {"prefix": "folder500/"}),
+        ("errors", {}),
+        ("renames", {}),
+        ("passes", {}),
+        ("events", {}),
+        ("files", {"sort": "-id"}),
+    ],  # fmt: skip
+)
+def test_report_pages_cost_the_same_queries_over_a_million_rows(
+    staff, big_and_small, django_assert_num_queries, report, params
+):
+    big, small = big_and_small
+    small_queries = count_queries(
+        staff, reverse("reports:job_report", args=[small.job_id, report]), params
+    )
+    with django_assert_num_queries(small_queries):
+        response = staff.get(reverse("reports:job_report", args=[big.job_id, report]), params)
+    assert response.status_code == 200

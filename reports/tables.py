@@ -1,0 +1,271 @@
+"""The reports of a job, defined once: the same rows feed the page, the CSV download and
+`manage.py migrator_report`. Pages go by keyset (id or path), never OFFSET or COUNT(*)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.db import connection
+from django.db.models import Count, Min, Q, QuerySet
+
+from jobs import selectors as job_selectors
+from jobs.choices import ItemState
+from jobs.models import Event, FileItem, MigrationJob, Pass
+
+PAGE_SIZE = 100
+REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment")
+MANIFEST_REPORTS = ("files", "errors", "renames")
+SORTS = ("id", "-id", "path")
+
+
+def mtime_text(mtime_ns: int) -> str:
+    if not mtime_ns:
+        return ""
+    return datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Filters:
+    state: str = ""
+    reason: str = ""
+    ext: str = ""
+    prefix: str = ""
+    level: str = ""
+    sort: str = "id"
+
+    @classmethod
+    def from_query(cls, query) -> Filters:
+        sort = query.get("sort", "id")
+        return cls(
+            state=query.get("state", "")[:20],
+            reason=query.get("reason", "")[:40],
+            ext=query.get("ext", "").lstrip(".")[:20],
+            prefix=query.get("prefix", ""),
+            level=query.get("level", "")[:10],
+            sort=sort if sort in SORTS else "id",
+        )
+
+
+FILE_COLUMNS = ("source_path", "dest_path", "kind", "size", "mtime", "state", "reason",
+                "attempts", "md5", "renamed_from", "rules", "message")  # fmt: skip
+
+
+def manifest(job_pass: Pass, report: str, f: Filters) -> QuerySet[FileItem]:
+    qs = FileItem.objects.filter(job_pass=job_pass)
+    if report == "errors":
+        qs = qs.filter(state=ItemState.FAILED)
+    elif report == "renames":
+        qs = qs.filter(~Q(rules="") | Q(state=ItemState.EXCLUDED)).exclude(reason="assessment_only")
+    if f.state:
+        qs = qs.filter(state=f.state)
+    if f.reason:
+        qs = qs.filter(reason=f.reason)
+    if f.ext:
+        qs = qs.filter(source_path__endswith=f".{f.ext}")
+    if f.prefix:
+        qs = qs.filter(job_id=job_pass.job_id)
+        if connection.vendor == "postgresql":
+            qs = qs.filter(source_path__startswith=f.prefix)
+        else:
+            qs = qs.filter(source_path__gte=f.prefix, source_path__lt=f.prefix + "\U0010ffff")
+    return qs
+
+
+def manifest_page(
+    job_pass: Pass, report: str, f: Filters, cursor: str = ""
+) -> tuple[list[FileItem], str]:
+    """One page and the cursor of the next ('' at the end). The cursor is the last id, or
+    'path\\x1fid' when sorted by path."""
+    qs = manifest(job_pass, report, f)
+    if f.sort == "path":
+        if cursor:
+            path, _, pk = cursor.rpartition("\x1f")
+            qs = qs.filter(Q(source_path__gt=path) | Q(source_path=path, id__gt=int(pk or 0)))
+        qs = qs.order_by("source_path", "id")
+    elif f.sort == "-id":
+        if cursor.isdigit():
+            qs = qs.filter(id__lt=int(cursor))
+        qs = qs.order_by("-id")
+    else:
+        if cursor.isdigit():
+            qs = qs.filter(id__gt=int(cursor))
+        qs = qs.order_by("id")
+    rows = list(qs[: PAGE_SIZE + 1])
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    if not more or not rows:
+        return rows, ""
+    last = rows[-1]
+    return rows, (f"{last.source_path}\x1f{last.pk}" if f.sort == "path" else str(last.pk))
+
+
+def manifest_rows(job_pass: Pass, report: str, f: Filters) -> Iterator[tuple]:
+    order = {"path": ("source_path", "id"), "-id": ("-id",)}.get(f.sort, ("id",))
+    rows = (
+        manifest(job_pass, report, f)
+        .order_by(*order)
+        .values_list(
+            "source_path",
+            "dest_path",
+            "kind",
+            "size",
+            "mtime_ns",
+            "state",
+            "reason",
+            "attempts",
+            "md5",
+            "renamed_from",
+            "rules",
+            "message",
+        )  # fmt: skip
+        .iterator(chunk_size=5000)
+    )
+    for r in rows:
+        yield (*r[:4], mtime_text(r[4]), *r[5:])
+
+
+PASS_COLUMNS = ("number", "kind", "state", "started", "finished", "seen", "copied",
+                "unchanged", "excluded", "failed", "pending", "bytes_seen", "bytes_copied",
+                "folders_seen", "folders_created", "folders_failed")  # fmt: skip
+
+
+def pass_rows(job: MigrationJob) -> Iterator[tuple]:
+    for p in job.passes.order_by("number"):
+        yield (p.number, p.kind, p.state, p.started_at.isoformat(timespec="seconds"),
+               p.finished_at.isoformat(timespec="seconds") if p.finished_at else "",
+               p.seen, p.copied, p.unchanged, p.excluded, p.failed, p.pending, p.bytes_seen,
+               p.bytes_copied, p.folders_seen, p.folders_created, p.folders_failed)  # fmt: skip
+
+
+EVENT_COLUMNS = ("time", "level", "message", "path")
+
+
+def events(job: MigrationJob, f: Filters, *, staff: bool) -> QuerySet[Event]:
+    qs = Event.objects.filter(job=job)
+    if not staff:
+        qs = qs.filter(staff_only=False)
+    if f.level:
+        qs = qs.filter(level=f.level)
+    return qs
+
+
+def event_page(job: MigrationJob, f: Filters, cursor: str, *, staff: bool):
+    qs = events(job, f, staff=staff)
+    if cursor.isdigit():
+        qs = qs.filter(id__lt=int(cursor))
+    rows = list(qs.order_by("-id")[: PAGE_SIZE + 1])
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    return rows, (str(rows[-1].pk) if more and rows else "")
+
+
+def event_rows(job: MigrationJob, f: Filters, *, staff: bool) -> Iterator[tuple]:
+    rows = (
+        events(job, f, staff=staff)
+        .order_by("id")
+        .values_list("created_at", "level", "message", "path")
+    )
+    for at, level, message, path in rows.iterator(chunk_size=5000):
+        yield (at.isoformat(timespec="seconds"), level, message, path)
+
+
+def summary(job: MigrationJob, job_pass: Pass | None) -> dict:
+    """Counts from the pass counters; top errors from one GROUP BY over failed rows."""
+    progress = job_selectors.job_progress(job=job, job_pass=job_pass)
+    top_errors = []
+    if job_pass is not None and (job_pass.failed or job_pass.folders_failed):
+        top_errors = list(
+            FileItem.objects.filter(job_pass=job_pass, state=ItemState.FAILED)
+            .values("reason")
+            .annotate(n=Count("id"), example=Min("source_path"))
+            .order_by("-n")[:10]
+        )
+    duration = None
+    if job_pass is not None:
+        end = job_pass.finished_at or datetime.now(UTC)
+        duration = (end - job_pass.started_at).total_seconds()
+    return {"progress": progress, "top_errors": top_errors, "duration": duration}
+
+
+def summary_rows(job: MigrationJob, job_pass: Pass | None) -> Iterator[tuple]:
+    s = summary(job, job_pass)
+    p = s["progress"]
+    yield ("job", job.name)
+    yield ("customer", job.customer.name)
+    yield ("state", job.get_state_display())
+    yield ("passes", job.passes.count())
+    if job_pass is not None:
+        for field in ("seen", "copied", "unchanged", "excluded", "failed", "pending",
+                      "bytes_seen", "bytes_copied", "folders_seen", "folders_created",
+                      "folders_failed"):  # fmt: skip
+            yield (field, getattr(job_pass, field))
+    yield ("duration", job_selectors.human_duration(s["duration"]))
+    yield ("average throughput", p.get("avg_rate_h", "—"))
+    yield ("current throughput", p["rate_h"])
+    yield ("ETA", p["eta_h"])
+    for err in s["top_errors"]:
+        yield (f"failed: {err['reason']}", f"{err['n']} (e.g. {err['example']})")
+
+
+ASSESSMENT_LISTS = {
+    "histogram": (("size", "files"), lambda a: a.get("histogram", [])),
+    "extensions": (("extension", "files", "bytes"), lambda a: a.get("extensions", [])),
+    "deepest": (("depth", "path"), lambda a: a.get("deepest", [])),
+    "longest": (("bytes", "path"), lambda a: a.get("longest", [])),
+    "renames": (("rule", "from", "to"),
+                lambda a: [(rule, src, dst) for rule, ex in a.get("rename_examples", {}).items()
+                           for src, dst in ex]),
+    "refused": (("rule", "path"),
+                lambda a: [(rule, p) for rule, ex in a.get("refused_examples", {}).items()
+                           for p in ex]),
+    "empty_folders": (("path",), lambda a: [(p,) for p in a.get("empty_folder_examples", [])]),
+    "too_large": (("path", "bytes"), lambda a: a.get("too_large_examples", [])),
+    "unreadable": (("path", "reason"), lambda a: a.get("unreadable_examples", [])),
+}  # fmt: skip
+
+
+def assessment_pass(job: MigrationJob) -> Pass | None:
+    return job.passes.filter(assessment__isnull=False).order_by("-number").first()
+
+
+def assessment_counts_rows(figures: dict) -> Iterator[tuple]:
+    for key in ("files", "folders", "bytes", "too_large", "empty_folders", "recent_7_days",
+                "unreadable"):  # fmt: skip
+        yield ("total", key, figures.get(key, 0))
+    for group in ("renames_by_rule", "refused_by_rule", "excluded_by_reason"):
+        for rule, n in (figures.get(group) or {}).items():
+            yield (group, rule, n)
+    estimate = figures.get("estimate") or {}
+    yield ("estimate", "seconds", estimate.get("seconds"))
+    yield ("estimate", "basis", estimate.get("basis"))
+
+
+@dataclass(frozen=True)
+class Csv:
+    header: tuple[str, ...]
+    rows: Callable[[], Iterator[tuple]]
+
+
+def report_csv(job: MigrationJob, report: str, f: Filters, *, staff: bool,
+               job_pass: Pass | None, listing: str = "") -> Csv:  # fmt: skip
+    """The CSV of one report (raises KeyError for an unknown report or list)."""
+    if report in MANIFEST_REPORTS:
+        if job_pass is None:
+            return Csv(FILE_COLUMNS, lambda: iter(()))
+        return Csv(FILE_COLUMNS, lambda: manifest_rows(job_pass, report, f))
+    if report == "passes":
+        return Csv(PASS_COLUMNS, lambda: pass_rows(job))
+    if report == "events":
+        return Csv(EVENT_COLUMNS, lambda: event_rows(job, f, staff=staff))
+    if report == "summary":
+        return Csv(("item", "value"), lambda: summary_rows(job, job_pass))
+    if report == "assessment":
+        ap = assessment_pass(job)
+        figures = ap.assessment if ap else {}
+        if listing:
+            header, rows = ASSESSMENT_LISTS[listing]
+            return Csv(header, lambda: iter(rows(figures)))
+        return Csv(("group", "item", "value"), lambda: assessment_counts_rows(figures))
+    raise KeyError(report)

@@ -1,0 +1,104 @@
+"""Report pages and CSV downloads of a job, for staff and for the job's customer. Every
+job comes through accounts.selectors.job_get_for: another customer's job is a 404."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import render
+
+from accounts.selectors import job_get_for, sees_all_customers
+from jobs.choices import STATE_COLOURS, EventLevel, ItemState, Reason
+from jobs.models import Pass, ProgressSample
+
+from . import charts, tables
+from .csv import csv_filename, csv_response
+
+
+def _pass(job, request) -> Pass | None:
+    number = request.GET.get("pass", "")
+    if number.isdigit():
+        return Pass.objects.filter(job=job, number=int(number)).first()
+    if job.current_pass_id:
+        return Pass.objects.filter(pk=job.current_pass_id).first()
+    return None
+
+
+@login_required
+def job_report(request, pk: int, report: str = "summary"):
+    if report not in tables.REPORTS:
+        raise Http404("No such report.")
+    job = job_get_for(user=request.user, pk=pk)
+    staff = sees_all_customers(request.user)
+    job_pass = _pass(job, request)
+    f = tables.Filters.from_query(request.GET)
+    if request.GET.get("format") == "csv":
+        listing = request.GET.get("list", "")
+        try:
+            csv = tables.report_csv(job, report, f, staff=staff, job_pass=job_pass, listing=listing)
+        except KeyError:
+            raise Http404("No such list.")
+        name = csv_filename("job", job.pk, report, listing)
+        return csv_response(name, csv.header, csv.rows())
+    query = request.GET.copy()
+    query.pop("cursor", None)
+    context = {
+        "job": job,
+        "job_pass": job_pass,
+        "report": report,
+        "reports": tables.REPORTS,
+        "filters": f,
+        "query": query.urlencode(),
+        "staff": staff,
+        "colour": STATE_COLOURS.get(job.state, "#6b7280"),
+    }
+    cursor = request.GET.get("cursor", "")
+    if report in tables.MANIFEST_REPORTS:
+        rows, next_cursor = (
+            tables.manifest_page(job_pass, report, f, cursor) if job_pass else ([], "")
+        )
+        context.update(rows=rows, next_cursor=next_cursor, states=ItemState.choices,
+                       reasons=Reason.choices, sorts=tables.SORTS)  # fmt: skip
+    elif report == "events":
+        rows, next_cursor = tables.event_page(job, f, cursor, staff=staff)
+        context.update(rows=rows, next_cursor=next_cursor, levels=EventLevel.choices)
+    elif report == "passes":
+        context["passes"] = list(job.passes.order_by("number"))
+    elif report == "summary":
+        context.update(tables.summary(job, job_pass))
+        context["charts"] = _summary_charts(job_pass)
+    elif report == "assessment":
+        ap = tables.assessment_pass(job)
+        figures = ap.assessment if ap else None
+        context.update(figures=figures, assessment_pass=ap, lists=tables.ASSESSMENT_LISTS)
+        if figures:
+            by_files = [(ext, n) for ext, n, _bytes in figures["extensions"]]
+            context["charts"] = [
+                charts.bar_chart("Files by size", figures["histogram"]),
+                charts.bar_chart("Top extensions by files", by_files),
+                charts.bar_chart("Top extensions by bytes", figures["extensions_by_bytes"]),
+            ]
+    return render(request, f"reports/{report}.html", context)
+
+
+def _summary_charts(job_pass: Pass | None) -> list:
+    if job_pass is None:
+        return []
+    samples = list(
+        ProgressSample.objects.filter(job_pass=job_pass)
+        .order_by("id")
+        .values_list("at", "files_done", "bytes_done")[:2000]
+    )
+    rates = [
+        (b[0], (b[1] - a[1]) / max((b[0] - a[0]).total_seconds(), 1e-3))
+        for a, b in zip(samples, samples[1:], strict=False)
+    ]
+    states = [("copied", job_pass.copied), ("unchanged", job_pass.unchanged),
+              ("excluded", job_pass.excluded), ("failed", job_pass.failed),
+              ("pending", job_pass.pending)]  # fmt: skip
+    return [
+        charts.line_chart("Files done over time", [(t, f) for t, f, _b in samples]),
+        charts.line_chart("Bytes done over time", [(t, b) for t, _f, b in samples], unit="B"),
+        charts.line_chart("Throughput (files/s)", rates),
+        charts.bar_chart("Files by state", states, colours=STATE_COLOURS),
+    ]

@@ -1,0 +1,206 @@
+"""Job reports as a customer viewer and as staff see them: pages, filters, CSV, isolation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from accounts.choices import AccountSource, MembershipSource
+from accounts.models import Customer, Membership, Profile
+from jobs import services
+from jobs.models import Event, MigrationJob
+from tests.jobs.conftest import REPO, base_env, current_db_url
+from tests.jobs.test_execution import Steps
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HOSTILE = '=HYPERLINK("x")<img src=x onerror=alert(1)>, "q".txt'
+REPORTS = ["summary", "files", "errors", "renames", "passes", "events", "assessment"]
+
+
+def viewer(django_user_model, name: str, customer: Customer) -> Client:
+    user = django_user_model.objects.create_user(
+        name, email=f"{name}@example.test", password="A-long-pass-9"
+    )
+    Profile.objects.create(user=user, source=AccountSource.LOCAL)
+    Membership.objects.create(user=user, customer=customer, source=MembershipSource.MANUAL)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def finished_job(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "report.pdf").write_bytes(b"%PDF" * 100)
+    (src / "docs" / "notes.txt").write_text("notes")
+    (src / HOSTILE).write_text("hostile")
+    (src / "a:b.txt").write_text("renamed on windows")
+    (src / "Thumbs.db").write_text("junk")
+    (dst / "docs").mkdir(parents=True)
+    (dst / "docs" / "notes.txt").mkdir()  # a folder in the way: that file fails
+    customer = Customer.objects.create(name="Acme Corp")
+    s = services.endpoint_create(name="s", url=src.as_uri(), customer=customer)
+    d = services.endpoint_create(name="d", url=dst.as_uri(), customer=customer)
+    job = services.job_create(
+        customer=customer,
+        name="Acme file server",
+        source=s,
+        destination=d,
+        options={"profile": "windows"},
+    )
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run()
+    Event.objects.create(job=job, level="info", message="internal detail", staff_only=True)
+    job.refresh_from_db()
+    return job
+
+
+def read_csv(response) -> list[list[str]]:
+    body = b"".join(response.streaming_content).decode("utf-8")
+    return list(csv.reader(io.StringIO(body)))
+
+
+def test_viewer_reads_every_report_and_hostile_names_are_escaped(finished_job, django_user_model):
+    client = viewer(django_user_model, "ann", finished_job.customer)
+    for report in REPORTS:
+        response = client.get(reverse("reports:job_report", args=[finished_job.pk, report]))
+        assert response.status_code == 200, report
+        page = response.content.decode()
+        assert "<img src=x onerror" not in page
+        assert "internal detail" not in page  # staff-only event
+    files = client.get(reverse("reports:job_report", args=[finished_job.pk, "files"])).content
+    assert b"&lt;img src=x onerror=alert(1)&gt;" in files
+    summary = client.get(reverse("reports:job", args=[finished_job.pk])).content.decode()
+    assert "Completed with errors" in summary and "Top errors" in summary
+    assert "<svg" in summary and "Files by state as a table" in summary
+
+
+def test_files_filters_and_csv_round_trip(finished_job, django_user_model):
+    client = viewer(django_user_model, "ann", finished_job.customer)
+    url = reverse("reports:job_report", args=[finished_job.pk, "files"])
+    page = client.get(url, {"ext": "pdf"}).content.decode()
+    assert "report.pdf" in page and "notes.txt" not in page
+    page = client.get(url, {"state": "failed"}).content.decode()
+    assert "notes.txt" in page and "report.pdf" not in page
+    page = client.get(url, {"prefix": "docs/", "sort": "path"}).content.decode()
+    assert "HYPERLINK" not in page
+    assert "report.pdf" in page and "Thumbs.db" not in page
+
+    response = client.get(url, {"format": "csv"})
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="job-{finished_job.pk}-files.csv"'
+    )
+    rows = read_csv(response)
+    assert rows[0][:3] == ["source_path", "dest_path", "kind"]
+    hostile = next(r for r in rows if "HYPERLINK" in r[0])
+    assert hostile[0] == "'" + HOSTILE  # neutralised; commas, quotes survive the reader
+    by_source = {r[0]: r for r in rows[1:]}
+    assert by_source["a:b.txt"][1] == "a_b.txt" and "forbidden_char" in by_source["a:b.txt"][10]
+    assert by_source["Thumbs.db"][5] == "excluded" and by_source["Thumbs.db"][6] == "junk_file"
+
+
+def test_errors_and_renames_reports(finished_job, django_user_model):
+    client = viewer(django_user_model, "ann", finished_job.customer)
+    errors = read_csv(
+        client.get(
+            reverse("reports:job_report", args=[finished_job.pk, "errors"]), {"format": "csv"}
+        )
+    )
+    assert [r[0] for r in errors[1:]] == ["docs/notes.txt"]
+    renames = read_csv(
+        client.get(
+            reverse("reports:job_report", args=[finished_job.pk, "renames"]), {"format": "csv"}
+        )
+    )
+    assert {r[0] for r in renames[1:]} >= {"a:b.txt", "Thumbs.db"}
+    events = read_csv(
+        client.get(
+            reverse("reports:job_report", args=[finished_job.pk, "events"]), {"format": "csv"}
+        )
+    )
+    assert all("internal detail" not in r[2] for r in events[1:])
+    summary = read_csv(
+        client.get(reverse("reports:job", args=[finished_job.pk]), {"format": "csv"})
+    )
+    assert ["failed", "1"] in summary and ["state", "Completed with errors"] in summary
+
+
+def test_another_customer_gets_404_for_every_report_and_csv(finished_job, django_user_model):
+    other = Customer.objects.create(name="Globex")
+    client = viewer(django_user_model, "bob", other)
+    for report in REPORTS:
+        url = reverse("reports:job_report", args=[finished_job.pk, report])
+        assert client.get(url).status_code == 404
+        assert client.get(url, {"format": "csv"}).status_code == 404
+    assert (
+        client.get(reverse("reports:job_report", args=[finished_job.pk, "nope"])).status_code == 404
+    )
+
+
+def test_migrator_report_command_writes_the_same_csv(finished_job):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "migrator_report",
+            str(finished_job.pk),
+            "--report",
+            "errors",
+        ],
+        cwd=REPO,
+        env=base_env(current_db_url()),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    assert rows[0][0] == "source_path" and [r[0] for r in rows[1:]] == ["docs/notes.txt"]
+
+
+def test_assessment_page_lists_and_one_click_migration(tmp_path, django_user_model, client):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("CON.txt", "a:b.txt", "ok.txt", "sub/x.csv"):
+        (src / name).write_text(name)
+    customer = Customer.objects.create(name="Initech")
+    s = services.endpoint_create(name="s", url=src.as_uri(), customer=customer)
+    d = services.endpoint_create(name="d", url=(tmp_path / "dst").as_uri(), customer=customer)
+    job = services.job_create(
+        customer=customer,
+        name="Initech (assessment)",
+        source=s,
+        destination=d,
+        options={"profile": "windows", "assess_only": True},
+    )
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run()
+    job.refresh_from_db()
+    assert job.state == "assessed"
+    staff = django_user_model.objects.create_superuser("eng", "e@example.test", "A-long-pass-9")
+    client.force_login(staff)
+    page = client.get(reverse("reports:job_report", args=[job.pk, "assessment"])).content.decode()
+    assert "reserved_name" in page and "forbidden_char" in page and "Files by size" in page
+    rows = read_csv(
+        client.get(
+            reverse("reports:job_report", args=[job.pk, "assessment"]),
+            {"format": "csv", "list": "renames"},
+        )
+    )
+    assert ["reserved_name", "CON.txt", "CON_.txt"] in [r[:3] for r in rows] or any(
+        r[0] == "reserved_name" and r[1] == "CON.txt" for r in rows
+    )
+    response = client.post(reverse("admin:jobs_migrationjob_from_assessment", args=[job.pk]))
+    assert response.status_code == 302
+    created = MigrationJob.objects.exclude(pk=job.pk).get()
+    assert created.options == {"profile": "windows"} and created.state == "draft"
+    assert created.name == "Initech (migration)"
