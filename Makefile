@@ -55,6 +55,8 @@ format: venv
 test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@echo "--- the job-execution tests again on PostgreSQL + Redis ---"
+	$(PY) -m tests.servers.stack -- $(PY) -m pytest tests/jobs $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/copy_bench.py
