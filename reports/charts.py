@@ -59,7 +59,8 @@ def bar_chart(
         "{body}</svg>",
         id=_slug(title), w=width, h=height, t=title, d=desc, body=mark_safe("".join(parts)),
     )  # fmt: skip
-    return svg + _table(title, ("", "value"), [(label, _fmt(v)) for label, v in bars])
+    caption = format_html('<h3 class="chart-title">{}</h3>', title)
+    return caption + svg + _table(title, ("", "value"), [(label, _fmt(v)) for label, v in bars])
 
 
 def line_chart(
@@ -92,7 +93,11 @@ def line_chart(
     )  # fmt: skip
     step = max(1, len(points) // 12)
     rows = [(t.strftime("%H:%M:%S"), f"{_fmt(v)}{unit}") for t, v in points[::step]]
-    return svg + _table(title, ("time", "value"), rows)
+    return (
+        format_html('<h3 class="chart-title">{}</h3>', title)
+        + svg
+        + _table(title, ("time", "value"), rows)
+    )
 
 
 def _table(title: str, header: tuple[str, str], rows: Sequence[tuple[str, str]]) -> SafeString:

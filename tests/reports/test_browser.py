@@ -1,0 +1,74 @@
+"""In a real browser (Debian's Chromium via Playwright) against the live server, with a
+real worker cluster running the job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from accounts.models import Customer
+from jobs import services
+from jobs.models import MigrationJob
+from tests.jobs.conftest import REPO, base_env, current_db_url, make_tree
+from tests.servers.browser import screenshot
+from tests.servers.util import stop_group
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PASSWORD = "Browser-Test-pw-42"
+
+
+@pytest.fixture
+def cluster():
+    """A django-q2 cluster working on the test database."""
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=REPO,
+        env=base_env(current_db_url(), MIGRATOR_BATCH_FILES="10", MIGRATOR_WORKERS="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    stop_group(proc)
+
+
+def sign_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+
+
+def test_staff_starts_a_job_in_the_admin_and_opens_its_report(
+    live_server, page, cluster, tmp_path, django_user_model
+):
+    django_user_model.objects.create_superuser("eng", "eng@example.test", PASSWORD)
+    src = tmp_path / "src"
+    make_tree(src, files=30)
+    customer = Customer.objects.create(name="Umbrella")
+    s = services.endpoint_create(name="share", url=src.as_uri(), customer=customer)
+    d = services.endpoint_create(name="bucket", url=(tmp_path / "dst").as_uri(), customer=customer)
+    job = services.job_create(customer=customer, name="Umbrella move", source=s, destination=d)
+
+    sign_in(page, live_server.url, "eng")
+    page.goto(f"{live_server.url}/admin/jobs/migrationjob/")
+    page.check(f"input[name=_selected_action][value='{job.pk}']")
+    page.select_option("select[name=action]", "action_start")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=Start: 1 job(s).")
+    page.click("text=View report")
+    page.wait_for_selector("h1:has-text('Umbrella move')")
+    for _ in range(60):
+        job.refresh_from_db()
+        if job.state == "completed":
+            break
+        page.wait_for_timeout(500)
+    page.reload()
+    assert page.locator("h1 .state").inner_text() == "Completed"
+    screenshot(page, "staff-report-summary")
+    page.click("nav.tabs >> text=Files")
+    page.wait_for_selector("td.path")
+    assert page.locator("td.path", has_text="plain.txt").count() >= 1
+    assert MigrationJob.objects.get(pk=job.pk).current_pass.copied == 30
