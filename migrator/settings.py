@@ -127,10 +127,14 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         ),
     }
     # File-backed test database: worker threads and processes must see what tests write.
-    _db["TEST"] = {"NAME": env("MIGRATOR_TEST_DB") or str(BASE_DIR / "var" / "test-db.sqlite3")}
+    # One per test session (the PID), so two sessions on one machine never share it.
+    _db["TEST"] = {
+        "NAME": env("MIGRATOR_TEST_DB") or str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")
+    }
 else:
     # Measured: CONN_MAX_AGE=0 made the ORM broker reconnect on every poll.
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600)
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}
     _db["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
