@@ -7,6 +7,7 @@ Embedded default: SQLite (WAL) and django-q2's ORM broker. At scale: set DATABAS
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -129,7 +130,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # File-backed test database: worker threads and processes must see what tests write.
     # One per test session (the PID), so two sessions on one machine never share it.
     _db["TEST"] = {
-        "NAME": env("MIGRATOR_TEST_DB") or str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")
+        "NAME": env("MIGRATOR_TEST_DB")
+        or os.path.join(tempfile.gettempdir(), f"migrator-test-{os.getpid()}.sqlite3")
     }
 else:
     # Measured: CONN_MAX_AGE=0 made the ORM broker reconnect on every poll.
