@@ -143,7 +143,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [PathMappingInline, PassInline]
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
-                       "started_at", "finished_at", "last_activity", "recent_events"]  # fmt: skip
+                       "started_at", "finished_at", "last_activity", "recent_events",
+                       "signoff_display"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "on_exists", "bwlimit", "options",
               *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
@@ -223,6 +224,13 @@ class MigrationJobAdmin(admin.ModelAdmin):
                  name="jobs_migrationjob_from_assessment"),
             *super().get_urls(),
         ]  # fmt: skip
+
+    @admin.display(description="accepted by the customer")
+    def signoff_display(self, obj: MigrationJob) -> str:
+        signoff = getattr(obj, "signoff", None)
+        if signoff is None:
+            return "—"
+        return f"{signoff.user.get_username()} at {signoff.accepted_at:%Y-%m-%d %H:%M %Z}"
 
     @admin.display(description="report")
     def report_link(self, obj: MigrationJob) -> str:

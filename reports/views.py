@@ -3,16 +3,19 @@ job comes through accounts.selectors.job_get_for: another customer's job is a 40
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from accounts.selectors import job_get_for, sees_all_customers
 from jobs.choices import STATE_COLOURS, EventLevel, ItemState, Reason
 from jobs.models import Pass, ProgressSample
 
-from . import charts, tables
+from . import charts, services, tables
 from .csv import csv_filename, csv_response
+from .models import SignOff
 
 
 def _pass(job, request) -> Pass | None:
@@ -51,6 +54,8 @@ def job_report(request, pk: int, report: str = "summary"):
         "query": query.urlencode(),
         "staff": staff,
         "colour": STATE_COLOURS.get(job.state, "#6b7280"),
+        "signoff": SignOff.objects.filter(job=job).select_related("user").first(),
+        "can_accept": not staff and job.state in services.ACCEPTABLE,
     }
     cursor = request.GET.get("cursor", "")
     if report in tables.MANIFEST_REPORTS:
@@ -102,3 +107,33 @@ def _summary_charts(job_pass: Pass | None) -> list:
         charts.line_chart("Throughput (files/s)", rates),
         charts.bar_chart("Files by state", states, colours=STATE_COLOURS),
     ]
+
+
+@login_required
+@require_POST
+def job_accept(request, pk: int):
+    """The customer viewer accepts a finished migration (staff cannot do it for them)."""
+    job = job_get_for(user=request.user, pk=pk)
+    if sees_all_customers(request.user):
+        raise Http404("Only the customer accepts a migration.")
+    try:
+        services.job_sign_off(job=job, user=request.user, note=request.POST.get("note", "")[:2000])
+        messages.success(request, "Thank you: the migration is accepted.")
+    except services.SignOffError as exc:
+        messages.error(request, str(exc))
+    return redirect("reports:job", pk=job.pk)
+
+
+@login_required
+def job_completion(request, pk: int):
+    """One printable page: final counts and the sign-off."""
+    job = job_get_for(user=request.user, pk=pk)
+    job_pass = _pass(job, request)
+    context = {
+        "job": job,
+        "job_pass": job_pass,
+        "passes": list(job.passes.order_by("number")),
+        "signoff": SignOff.objects.filter(job=job).select_related("user").first(),
+        **tables.summary(job, job_pass),
+    }
+    return render(request, "reports/completion.html", context)

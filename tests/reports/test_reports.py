@@ -204,3 +204,29 @@ def test_assessment_page_lists_and_one_click_migration(tmp_path, django_user_mod
     created = MigrationJob.objects.exclude(pk=job.pk).get()
     assert created.options == {"profile": "windows"} and created.state == "draft"
     assert created.name == "Initech (migration)"
+
+
+def test_viewer_accepts_a_finished_migration_and_staff_see_it(
+    finished_job, django_user_model, client
+):
+    ann = viewer(django_user_model, "ann", finished_job.customer)
+    summary = ann.get(reverse("reports:job", args=[finished_job.pk])).content.decode()
+    assert "Accept this migration" in summary
+    response = ann.post(reverse("reports:job_accept", args=[finished_job.pk]), {"note": "ok"})
+    assert response.status_code == 302
+    again = ann.post(reverse("reports:job_accept", args=[finished_job.pk]), follow=True)
+    assert "already accepted" in again.content.decode()
+    page = ann.get(reverse("reports:job_completion", args=[finished_job.pk])).content.decode()
+    assert "Accepted by <strong>ann</strong>" in page and "Files seen" in page
+
+    staff = django_user_model.objects.create_superuser("eng", "e@example.test", "A-long-pass-9")
+    client.force_login(staff)
+    admin_page = client.get(reverse("admin:jobs_migrationjob_change", args=[finished_job.pk]))
+    assert "accepted by the customer" in admin_page.content.decode().lower()
+    assert ">ann at " in admin_page.content.decode()
+    assert client.post(reverse("reports:job_accept", args=[finished_job.pk])).status_code == 404
+
+    outsider = viewer(django_user_model, "zed", Customer.objects.create(name="Other"))
+    assert outsider.post(reverse("reports:job_accept", args=[finished_job.pk])).status_code == 404
+    url = reverse("reports:job_completion", args=[finished_job.pk])
+    assert outsider.get(url).status_code == 404
