@@ -60,6 +60,7 @@ class PassKind(models.TextChoices):
     COPY = "copy", "Copy"
     ASSESS = "assess", "Assessment"
     RETRY = "retry", "Retry failed"
+    PERMISSIONS = "permissions", "Permissions only"
 
 
 class PassState(models.TextChoices):
@@ -113,12 +114,17 @@ class Reason(models.TextChoices):
     HIDDEN = "hidden", "Hidden file"
     SYSTEM = "system", "System file"
     DESTINATION_NEWER = "destination_newer", "Destination is newer (policy: newer)"
+    # permissions (see jobs/permissions.py)
+    DENY_ACE = "deny_ace", "A deny entry applies (deny policy: refuse)"
+    ACL_FAILED = "acl_failed", "Permissions could not be read or applied"
+    DIRECTORY_UNAVAILABLE = "directory_unavailable", "Directory unavailable (SIDs not resolved)"
 
 
 TRANSIENT_REASONS = {
     Reason.LOCKED,
     Reason.SOURCE_UNAVAILABLE,
     Reason.DESTINATION_UNAVAILABLE,
+    Reason.DIRECTORY_UNAVAILABLE,
 }
 
 

@@ -35,6 +35,14 @@ class Endpoint(models.Model):
         help_text="file:///abs/path, gs://bucket/prefix or smb://DOMAIN;user@host[:port]/share/path",
     )
     secret_encrypted = models.TextField(blank=True, editable=False)
+    # The directory that resolves this source's SIDs when it is not the customer's own
+    # (an SMB share of another domain); empty: the customer's directory.
+    directory_uri = models.CharField(
+        "directory URI", max_length=500, blank=True, help_text="ldap://dc.example.com or ldaps://…"
+    )
+    directory_bind_dn = models.CharField("directory bind DN", max_length=500, blank=True)
+    directory_bind_password_encrypted = models.TextField(blank=True, editable=False)
+    directory_base_dn = models.CharField("directory base DN", max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -57,6 +65,12 @@ class Endpoint(models.Model):
 
     def get_secret(self) -> str:
         return crypto.decrypt(self.secret_encrypted)
+
+    def set_directory_bind_password(self, plain: str) -> None:
+        self.directory_bind_password_encrypted = crypto.encrypt(plain) if plain else ""
+
+    def get_directory_bind_password(self) -> str:
+        return crypto.decrypt(self.directory_bind_password_encrypted)
 
 
 class MigrationJob(models.Model):
@@ -91,6 +105,9 @@ class MigrationJob(models.Model):
     current_pass = models.ForeignKey(
         "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # the kind of the next pass when it is not the usual one ("permissions": re-apply
+    # permissions without copying data); cleared when that pass starts
+    next_pass_kind = models.CharField(max_length=12, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -121,7 +138,7 @@ class Pass(models.Model):
 
     job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="passes")
     number = models.PositiveIntegerField()
-    kind = models.CharField(max_length=10, choices=PassKind.choices, default=PassKind.COPY)
+    kind = models.CharField(max_length=12, choices=PassKind.choices, default=PassKind.COPY)
     state = models.CharField(max_length=10, choices=PassState.choices, default=PassState.RUNNING)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -146,6 +163,16 @@ class Pass(models.Model):
     batches_total = models.IntegerField(default=0)
     batches_done = models.IntegerField(default=0)
     assessment = models.JSONField(null=True, blank=True)
+    # permissions: items whose permissions were applied at the destination, and items
+    # whose ACL had entries narrowed, deny entries, identities that map to nobody
+    acl_applied = models.BigIntegerField(default=0)
+    acl_narrowed = models.BigIntegerField(default=0)
+    acl_denied = models.BigIntegerField(default=0)
+    acl_unmapped = models.BigIntegerField(default=0)
+    acl_manifest = models.TextField(
+        blank=True, help_text="Where the permissions manifest was written, or why it was not."
+    )
+    acl_manifest_batches = models.IntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["job", "number"]
@@ -193,6 +220,17 @@ class FileItem(models.Model):
     # the destination path as the destination compares names (case-folded where it is
     # case-insensitive): unique per pass, so two source names never land on one object
     dest_key = models.TextField(blank=True)
+    # the item's security descriptor as translated (few distinct ones per pass); no
+    # index or constraint: the scan's insert rate matters more
+    acl = models.ForeignKey(
+        "AclRecord",
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
+    )
 
     class Meta:
         constraints = [
@@ -272,3 +310,89 @@ class ProgressSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.files_done} files at {self.at:%H:%M:%S}"
+
+
+class AclRecord(models.Model):
+    """One distinct security descriptor met in a pass, as translated for the destination:
+    the source entries and what became of them, in words and as data."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="+")
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="acl_records")
+    key = models.CharField(max_length=64, help_text="Digest of the descriptor and item kind.")
+    kind = models.CharField(max_length=4, choices=ItemKind.choices, default=ItemKind.FILE)
+    source_sd = models.BinaryField(help_text="The source's security descriptor, as read.")
+    owner = models.TextField(blank=True)
+    protected = models.BooleanField(default=False, help_text="Inheritance broken here.")
+    source_aces = models.JSONField(default=list, help_text="The source entries, in words.")
+    grants = models.JSONField(default=list)
+    narrowed = models.JSONField(default=list)
+    denied = models.JSONField(default=list)
+    unmapped = models.JSONField(default=list)
+    refused = models.BooleanField(default=False, help_text="Refused by the deny policy.")
+    destination = models.JSONField(
+        default=dict, help_text="What is written at the destination (object ACL, descriptor)."
+    )
+    items = models.BigIntegerField(default=0, help_text="Items of the pass with this ACL.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job_pass", "key"], name="aclrecord_key_per_pass"),
+        ]
+        verbose_name = "ACL record"
+
+    def __str__(self) -> str:
+        return f"ACL {self.key[:12]} ({self.items} items)"
+
+
+class IdentityOverride(models.Model):
+    """One line of a job's identity CSV: a source principal and its destination identity."""
+
+    job = models.ForeignKey(
+        MigrationJob, on_delete=models.CASCADE, related_name="identity_overrides"
+    )
+    source = models.CharField(max_length=500, help_text="SID, DOMAIN\\name, account or UPN.")
+    target = models.CharField(max_length=320, help_text="Email, or a domain for type domain.")
+    type = models.CharField(max_length=10)
+    line = models.PositiveIntegerField(default=0, help_text="Line of the uploaded CSV.")
+
+    class Meta:
+        ordering = ["job", "line"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "source"], name="identity_override_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.target}"
+
+
+class DirectoryIdentity(models.Model):
+    """A user or group read from a customer's directory: the "AD users" export, what the
+    destination needs to create the accounts."""
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="directory_identities"
+    )
+    sid = models.CharField("SID", max_length=200)
+    kind = models.CharField(max_length=10)  # "user", "group"
+    account = models.CharField("sAMAccountName", max_length=256, blank=True)
+    upn = models.CharField("UPN", max_length=320, blank=True)
+    mail = models.CharField(max_length=320, blank=True)
+    display_name = models.CharField(max_length=256, blank=True)
+    enabled = models.BooleanField(null=True)
+    groups = models.TextField(blank=True, help_text="Direct groups, comma-separated.")
+    nested_groups = models.TextField(blank=True, help_text="Every group, nesting included.")
+    members = models.TextField(blank=True, help_text="A group's direct members.")
+    dn = models.TextField("DN", blank=True)
+    scim = models.JSONField(default=dict, help_text="The SCIM 2.0 resource.")
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["customer", "kind", "account"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "sid"], name="directory_identity_unique"),
+        ]
+        verbose_name_plural = "directory identities"
+
+    def __str__(self) -> str:
+        return self.upn or self.account or self.sid
