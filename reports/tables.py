@@ -269,3 +269,14 @@ def report_csv(job: MigrationJob, report: str, f: Filters, *, staff: bool,
             return Csv(header, lambda: iter(rows(figures)))
         return Csv(("group", "item", "value"), lambda: assessment_counts_rows(figures))
     raise KeyError(report)
+
+
+def path_search(passes: dict[int, int], prefix: str, *, limit: int) -> QuerySet[FileItem]:
+    """Manifest rows whose source path starts with `prefix`, in the given {job: pass}:
+    answered by the (job, source_path) index."""
+    qs = FileItem.objects.filter(job_id__in=list(passes), job_pass_id__in=list(passes.values()))
+    if connection.vendor == "postgresql":
+        qs = qs.filter(source_path__startswith=prefix)
+    else:
+        qs = qs.filter(source_path__gte=prefix, source_path__lt=prefix + "\U0010ffff")
+    return qs.order_by("job_id", "source_path")[:limit]

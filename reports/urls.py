@@ -5,6 +5,7 @@ from . import views
 app_name = "reports"
 
 urlpatterns = [
+    path("search/", views.search, name="search"),
     path("jobs/<int:pk>/", views.job_report, name="job"),
     path("jobs/<int:pk>/accept/", views.job_accept, name="job_accept"),
     path("jobs/<int:pk>/completion/", views.job_completion, name="job_completion"),

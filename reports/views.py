@@ -137,3 +137,22 @@ def job_completion(request, pk: int):
         **tables.summary(job, job_pass),
     }
     return render(request, "reports/completion.html", context)
+
+
+SEARCH_LIMIT = 50
+
+
+@login_required
+def search(request):
+    """Find files by path across the jobs the user may see, from the (job, path) index:
+    the query is a path prefix ("Finance/2025/budget")."""
+    from accounts.selectors import jobs_visible_to
+
+    query = request.GET.get("q", "").strip().lstrip("/")[:1000]
+    results = []
+    if query:
+        jobs = jobs_visible_to(request.user).exclude(current_pass=None)
+        passes = dict(jobs.values_list("pk", "current_pass_id"))
+        results = list(tables.path_search(passes, query, limit=SEARCH_LIMIT).select_related("job"))
+    return render(request, "reports/search.html", {"q": query, "results": results,
+                                                   "limit": SEARCH_LIMIT})  # fmt: skip

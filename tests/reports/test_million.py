@@ -160,3 +160,14 @@ def test_report_pages_cost_the_same_queries_over_a_million_rows(
     with django_assert_num_queries(small_queries):
         response = staff.get(reverse("reports:job_report", args=[big.job_id, report]), params)
     assert response.status_code == 200
+
+
+@pytest.mark.django_db
+def test_search_costs_the_same_queries_over_a_million_rows(
+    staff, big_and_small, django_assert_num_queries
+):
+    url = reverse("reports:search")
+    small_queries = count_queries(staff, url, {"q": "folder000/file000000"})
+    with django_assert_num_queries(small_queries):
+        page = staff.get(url, {"q": "folder123/file0000123"}).content.decode()
+    assert "folder123/file0000123.dat" in page

@@ -230,3 +230,12 @@ def test_viewer_accepts_a_finished_migration_and_staff_see_it(
     assert outsider.post(reverse("reports:job_accept", args=[finished_job.pk])).status_code == 404
     url = reverse("reports:job_completion", args=[finished_job.pk])
     assert outsider.get(url).status_code == 404
+
+
+def test_search_by_path_across_visible_jobs_only(finished_job, django_user_model):
+    ann = viewer(django_user_model, "ann", finished_job.customer)
+    page = ann.get(reverse("reports:search"), {"q": "docs/rep"}).content.decode()
+    assert "docs/report.pdf" in page and "Acme file server" in page
+    outsider = viewer(django_user_model, "zed", Customer.objects.create(name="Other"))
+    page = outsider.get(reverse("reports:search"), {"q": "docs/"}).content.decode()
+    assert "report.pdf" not in page and "No file path starts with" in page
