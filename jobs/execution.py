@@ -29,6 +29,7 @@ from migrator.engine.prefetch import prefetch
 from migrator.sanitize import Filters, Sanitizer
 from migrator.storage import Entry, ScanError, StorageError, path_key
 
+from . import permissions
 from .choices import (
     JOB_RUNNING,
     BatchState,
@@ -224,6 +225,7 @@ def pass_scan(*, pass_id: int) -> None:
             figures["estimate"] = _estimate(job, source, figures, assessment.samples)
         finally:
             source.close()
+        permissions.assessment_add(job=job, job_pass=job_pass, figures=figures)  # SID figures
     _scan_flush(job_pass, token, [], None, final=True, assessment=figures)
     pass_maybe_finish(pass_id=pass_id)
 
@@ -512,17 +514,23 @@ def batch_copy(*, batch_id: int) -> None:
             backoff=settings.MIGRATOR_RETRY_BACKOFF,
             should_stop=watch.stop.is_set,
         )
+        acl = None
         try:
-            outcomes = copy_batch(
-                tasks,
-                lambda: open_endpoint(job.source),
-                lambda: open_endpoint(job.destination),
-                options,
+            # permissions: ACLs read, resolved and applied around the copy (when the job
+            # migrates them); otherwise just copy_batch
+            outcomes, acl = permissions.batch_copy(
+                job=job,
+                job_pass_id=batch.job_pass_id,
+                tasks=tasks,
+                source=lambda: open_endpoint(job.source),
+                destination=lambda: open_endpoint(job.destination),
+                options=options,
+                copy=copy_batch,
             )
         except (StorageError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, StorageError) else Reason.CONNECT_FAILED
             outcomes = [Outcome(t.item_id, State.FAILED, reason, str(exc)) for t in tasks]
-    _batch_record(batch, job, token, tasks, outcomes)
+    _batch_record(batch, job, token, tasks, outcomes, acl)
     leases_reap_if_due()
 
 
@@ -541,7 +549,12 @@ _RECORD_SQL = (
 
 
 def _batch_record(
-    batch: Batch, job: MigrationJob, token: str, tasks: list[CopyTask], outcomes: list[Outcome]
+    batch: Batch,
+    job: MigrationJob,
+    token: str,
+    tasks: list[CopyTask],
+    outcomes: list[Outcome],
+    acl: permissions.BatchAcl | None = None,
 ) -> None:
     by_id = {t.item_id: t for t in tasks}
     now = timezone.now()
@@ -595,6 +608,8 @@ def _batch_record(
             folders_failed=F("folders_failed") + dir_states[State.FAILED],
             batches_done=F("batches_done") + (1 if finished else 0),
         )
+        if acl is not None:  # item -> ACL record links and the permissions counters
+            acl.record(outcomes)
         if finished:
             Batch.objects.filter(pk=batch.pk).update(
                 state=BatchState.DONE, finished_at=now, lease_owner=""
@@ -643,6 +658,9 @@ def pass_maybe_finish(*, pass_id: int) -> None:
         MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
             state=JobState.VERIFYING
         )
+        if permissions.manifest_due(p):  # the permissions manifest is written first
+            enqueue("jobs.tasks.permissions_manifest", pass_id)
+            return
         truth = dict(
             FileItem.objects.filter(job_pass_id=pass_id, kind=ItemKind.FILE)
             .values_list("state")
@@ -665,6 +683,7 @@ def pass_maybe_finish(*, pass_id: int) -> None:
                 staff_only=True,
             )
         ok = not mismatch and p.failed == 0 and p.folders_failed == 0 and p.pending == 0
+        ok = ok and permissions.pass_ok(p)
         final = JobState.COMPLETED if ok else JobState.COMPLETED_WITH_ERRORS
         if p.kind == PassKind.ASSESS:
             final = JobState.ASSESSED

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count
 from django.utils import timezone
 
+from . import permissions
 from .choices import JOB_FINISHED, ItemKind, ItemState
 from .models import FileItem, MigrationJob, Pass, ProgressSample
 
@@ -112,6 +113,7 @@ def job_summary(*, job: MigrationJob) -> dict:
         "excluded_by_reason": _excluded_by_reason(p),
         "error": job.error,
         **({"assessment": _assessment_summary(p.assessment)} if p and p.assessment else {}),
+        **permissions.summary_fields(job=job, job_pass=p),
     }
 
 
@@ -143,4 +145,7 @@ def _assessment_summary(figures: dict) -> dict:
     keys = ("files", "folders", "bytes", "renames_by_rule", "refused_by_rule",
             "excluded_by_reason", "too_large", "empty_folders", "recent_7_days", "unreadable",
             "estimate")  # fmt: skip
-    return {k: figures.get(k) for k in keys}
+    summary = {k: figures.get(k) for k in keys}
+    if "permissions" in figures:  # SID figures, when the job migrates permissions
+        summary["permissions"] = figures["permissions"]
+    return summary

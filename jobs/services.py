@@ -99,10 +99,12 @@ def job_create(
 def job_options_check(*, options: dict, destination: Endpoint) -> None:
     """Raise ValueError, in words, for options a job could not run with."""
     from .execution import filters_for, sanitizer_for
+    from .permissions import options_check
 
     probe = MigrationJob(options=options, destination=destination)
     sanitizer_for(probe)
     filters_for(probe)
+    options_check(options)
 
 
 def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:
@@ -151,6 +153,8 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
             number = (job.passes.aggregate(n=Max("number"))["n"] or 0) + 1
             assess = bool((job.options or {}).get("assess_only"))
             kind = PassKind.ASSESS if assess else PassKind.COPY
+            if job.next_pass_kind == PassKind.PERMISSIONS:  # see permissions.job_start_permissions
+                assess, kind = False, PassKind.PERMISSIONS
             job_pass = Pass.objects.create(job=job, number=number, kind=kind)
             now = timezone.now()
             MigrationJob.objects.filter(pk=job.pk).update(
@@ -158,8 +162,11 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
                 current_pass=job_pass,
                 started_at=now,
                 last_activity=now,
+                next_pass_kind="",
             )
             what = "assessing the source (nothing is copied)" if assess else "scanning the source"
+            if kind == PassKind.PERMISSIONS:
+                what = "re-applying permissions (no data is copied)"
             event_add(job_id=job.pk, message=f"Pass {number} started: {what}.")
             enqueue("jobs.tasks.scan_pass", job_pass.pk)
             started.append(job.pk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import execution, services
+from . import execution, permissions, services
 
 
 def scan_pass(pass_id: int) -> None:
@@ -15,6 +15,10 @@ def copy_batch(batch_id: int) -> None:
 
 def finish_pass(pass_id: int) -> None:
     execution.pass_maybe_finish(pass_id=pass_id)
+
+
+def permissions_manifest(pass_id: int) -> None:
+    permissions.manifest_write(pass_id=pass_id)
 
 
 def customer_dispatch(customer_id: int) -> None:

@@ -197,6 +197,7 @@ class LdapDirectory:
         self._conn: Any = None
         self._lock = threading.RLock()
         self._cache: dict[str, Principal] = {}
+        self._names: dict[str, Principal | None] = {}
         self._groups_cache: dict[tuple[str, bool], tuple[Principal, ...]] = {}
         self._naming: dict[str, str] | None = None
         self._graph: dict[str, tuple[str, tuple[str, ...]]] | None = None
@@ -432,6 +433,34 @@ class LdapDirectory:
     @property
     def cached(self) -> int:
         return len(self._cache)
+
+    def find_account(self, name: str) -> Principal | None:
+        """The user or group whose UPN, mail or sAMAccountName is `name` (an identity
+        CSV's target, to learn its SID); None when there is none or more than one."""
+        key = name.strip().lower()
+        with self._lock:
+            if key in self._names:
+                return self._names[key]
+        value = escape_filter_chars(name.strip())
+        which = (
+            f"(|(userPrincipalName={value})(mail={value}))"
+            if "@" in value
+            else f"(sAMAccountName={value})"
+        )
+        query = f"(&(|(objectClass=user)(objectClass=group)){which})"
+        found = []
+        for dn, attrs in self._search(
+            self.naming_context, ldap.SCOPE_SUBTREE, query, PRINCIPAL_ATTRS
+        ):
+            sid = _sid_of(attrs)
+            if sid:
+                found.append(self._principal(sid, dn, attrs))
+        principal = found[0] if len(found) == 1 else None
+        with self._lock:
+            self._names[key] = principal
+            if principal is not None:
+                self._cache.setdefault(principal.sid, principal)
+        return principal
 
     # membership
 

@@ -558,6 +558,34 @@ class GCSConnector(Connector):
             raise _wrap(exc, path) from exc
         raise NotFound(path, "no such object")
 
+    # object ACLs (permissions migrated onto objects; see migrator.acl.apply)
+
+    def object_acl(self, path: str) -> list[dict[str, str]]:
+        """The object's ACL entries: [{"entity": "user-a@example.com", "role": "READER"}]."""
+        blob = self.bucket.blob(self._name(path))
+        try:
+            blob.acl.reload(timeout=TIMEOUT, retry=None)
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        return _acl_entries(blob.acl)
+
+    def set_object_acl(self, path: str, entries: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Replace the object's ACL; returns the entries the server stored."""
+        blob = self.bucket.blob(self._name(path))
+        try:
+            blob.acl.save(acl=entries, timeout=TIMEOUT, retry=None)
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+        return _acl_entries(blob.acl)
+
+    def uniform_access(self) -> bool:
+        """True when the bucket has uniform bucket-level access: no object ACLs at all."""
+        try:
+            bucket = self.client.get_bucket(self.bucket_name, timeout=TIMEOUT, retry=None)
+        except Exception as exc:
+            raise _wrap(exc, "") from exc
+        return bool(bucket.iam_configuration.uniform_bucket_level_access_enabled)
+
     def check(self) -> None:
         where = f"gs://{self.bucket_name}/{self.root}"
         try:
@@ -577,6 +605,14 @@ class GCSConnector(Connector):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _acl_entries(acl) -> list[dict[str, str]]:
+    return [
+        {"entity": str(entity), "role": role}
+        for entity in acl.get_entities()
+        for role in sorted(entity.get_roles())
+    ]
 
 
 def make_client(secret: str | None = None) -> storage.Client:
