@@ -56,6 +56,7 @@ from migrator.acl.mapping import (
     USER_RULES,
     Identity,
     IdentityMap,
+    MappingCSVError,
     MappingRules,
     parse_mapping_csv,
 )
@@ -391,6 +392,8 @@ def batch_copy(
 
 
 _uniform: dict[tuple[int, int], bool] = {}
+PLAN_FIELDS = ("kind", "source_aces", "owner", "protected", "grants", "narrowed", "denied",
+               "unmapped", "refused", "destination")  # fmt: skip
 
 
 class _BatchRun:
@@ -500,30 +503,17 @@ class _BatchRun:
 
     def _records(self, keys: Iterable[str]) -> dict[str, tuple[int, AclPlan]]:
         found = {}
-        rows = AclRecord.objects.filter(job_pass_id=self.pass_id, key__in=list(keys)).values_list(
-            "pk", "key", "kind", "source_aces", "owner", "protected", "grants", "narrowed",
-            "denied", "unmapped", "refused", "destination",
-        )  # fmt: skip
-        for (
-            pk,
-            key,
-            kind,
-            aces,
-            owner,
-            protected,
-            grants,
-            narrowed,
-            denied,
-            unmapped,
-            refused,
-            dest,
-        ) in rows:  # noqa: E501
-            plan = AclPlan(target=self.target, kind=kind, source_aces=aces, owner=owner,
-                           protected=protected, grants=grants, narrowed=narrowed,
-                           denied=denied, unmapped=unmapped, refused=refused,
-                           destination=dest)  # fmt: skip
-            found[key] = (pk, plan)
-            self.acl.flags[pk] = (bool(narrowed), bool(denied), bool(unmapped))
+        rows = AclRecord.objects.filter(job_pass_id=self.pass_id, key__in=list(keys)).values(
+            "pk", "key", *PLAN_FIELDS
+        )
+        for row in rows:
+            plan = AclPlan(target=self.target, **{f: row[f] for f in PLAN_FIELDS})
+            found[row["key"]] = (row["pk"], plan)
+            self.acl.flags[row["pk"]] = (
+                bool(plan.narrowed),
+                bool(plan.denied),
+                bool(plan.unmapped),
+            )
         return found
 
     def _create(self, missing: dict[str, tuple[sdmod.SecurityDescriptor, str]]) -> None:
@@ -701,19 +691,7 @@ class RecordCache:
 
 
 def record_plan(record: AclRecord) -> AclPlan:
-    return AclPlan(
-        target="",
-        kind=record.kind,
-        source_aces=record.source_aces,
-        owner=record.owner,
-        protected=record.protected,
-        grants=record.grants,
-        narrowed=record.narrowed,
-        denied=record.denied,
-        unmapped=record.unmapped,
-        refused=record.refused,
-        destination=record.destination,
-    )
+    return AclPlan(target="", **{f: getattr(record, f) for f in PLAN_FIELDS})
 
 
 # --- the assessment -------------------------------------------------------------------------
@@ -927,3 +905,114 @@ def scim_chunks(customer) -> Iterator[str]:
         yield ("" if first else ",") + json.dumps(resource, ensure_ascii=False)
         first = False
     yield "]}"
+
+
+# --- the one-shot CLI (migrator_run) --------------------------------------------------------
+
+LDAP_PASSWORD_ENV = "MIGRATOR_LDAP_PASSWORD"
+CLI_RULES = {
+    "deny_policy": "deny_policy",
+    "map_domain": "domain",
+    "group_domain": "group_domain",
+    "everyone_domain": "everyone_domain",
+}
+# any of these turns permissions on
+CLI_FLAGS = ("permissions", "permissions_only", "identity_map", "directory", *CLI_RULES)
+
+
+def parse_directory_url(url: str) -> dict[str, str]:
+    """ldap[s]://[BIND_DN@]host[:port][/BASE_DN] -> {uri, bind_dn, base_dn}; the bind DN
+    (or user@realm, DOMAIN\\user) percent-encoded in the user part, never a password."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ValueError(f"--directory must be ldap[s]://[BIND_DN@]host[:port][/BASE_DN]: {url!r}")
+    if parts.password is not None:
+        raise ValueError(f"put the directory password in {LDAP_PASSWORD_ENV}, not in the URL")
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    return {
+        "uri": f"{parts.scheme}://{parts.hostname}{port}",
+        "bind_dn": unquote(parts.username or ""),
+        "base_dn": unquote(parts.path.lstrip("/")),
+    }
+
+
+@dataclass
+class CliPermissions:
+    options: dict[str, Any]
+    only: bool
+    identity_csv: bytes | None
+    directory: dict[str, str] | None
+
+
+def cli_arguments(parser) -> None:
+    group = parser.add_argument_group("permissions")
+    group.add_argument("--permissions", action="store_true",
+                       help="migrate NTFS permissions (automatic identity mapping)")  # fmt: skip
+    group.add_argument("--permissions-only", action="store_true",
+                       help="re-apply permissions without copying data")  # fmt: skip
+    group.add_argument("--deny-policy", choices=[p.value for p in DenyPolicy], default=None)
+    group.add_argument("--identity-map", metavar="FILE.csv", default=None,
+                       help="identity overrides: source,target,type")  # fmt: skip
+    group.add_argument("--directory", metavar="ldap://BIND_DN@host/BASE_DN", default=None,
+                       help=f"resolve SIDs here (password from {LDAP_PASSWORD_ENV})")  # fmt: skip
+    group.add_argument("--map-domain", default=None, help="users: name@DOMAIN")
+    group.add_argument("--group-domain", default=None, help="groups: name@DOMAIN")
+    group.add_argument("--everyone-domain", default=None, help="Everyone: the whole DOMAIN")
+
+
+def cli_prepare(opts: dict, env: dict[str, str]) -> CliPermissions | None:
+    """Check the permission flags before anything is created; ValueError in words."""
+    import os
+
+    if not any(opts.get(k) for k in CLI_FLAGS):
+        return None
+    raw: dict[str, Any] = {"enabled": True}
+    for key, name in CLI_RULES.items():
+        if opts.get(key):
+            raw[name] = opts[key]
+    PermissionOptions.parse(raw)
+    data = None
+    if opts.get("identity_map"):
+        path = opts["identity_map"]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            parse_mapping_csv(data)
+        except MappingCSVError as exc:
+            raise ValueError(f"{os.path.basename(path)}: {exc}") from exc
+    directory = None
+    if opts.get("directory"):
+        directory = parse_directory_url(opts["directory"])
+        password = env.get(LDAP_PASSWORD_ENV, "")
+        if directory["bind_dn"] and not password:
+            raise ValueError(
+                f"--directory binds as {directory['bind_dn']}: set {LDAP_PASSWORD_ENV}"
+            )
+        directory["bind_password"] = password
+        try:
+            directory_check(dict(directory))
+        except DirectoryError as exc:
+            raise ValueError(f"directory {directory['uri']}: {exc}") from exc
+    return CliPermissions(raw, bool(opts.get("permissions_only")), data, directory)
+
+
+def cli_apply(prepared: CliPermissions, *, job: MigrationJob, source: Endpoint) -> None:
+    """Store what cli_prepare checked: the job's options, the source's directory, the CSV."""
+    job.options = {**(job.options or {}), OPTION: prepared.options}
+    job.save(update_fields=["options"])
+    if prepared.directory is not None:
+        source.directory_uri = prepared.directory["uri"]
+        source.directory_bind_dn = prepared.directory["bind_dn"]
+        source.directory_base_dn = prepared.directory["base_dn"]
+        source.set_directory_bind_password(prepared.directory["bind_password"])
+        source.save()
+    if prepared.identity_csv is not None:
+        identity_overrides_import(job=job, data=prepared.identity_csv)

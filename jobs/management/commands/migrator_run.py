@@ -10,7 +10,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Customer
-from jobs import selectors, services
+from jobs import permissions, selectors, services
 from jobs.choices import JobState, OnExists
 from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
@@ -59,6 +59,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=None)
         parser.add_argument("--profile", default=None, help="sanitization profile")
         parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
+        permissions.cli_arguments(parser)
 
     def handle(self, *args, **opts) -> None:
         try:
@@ -78,6 +79,10 @@ class Command(BaseCommand):
         bwlimit = _positive_int(opts["bwlimit"]) if opts["bwlimit"] is not None else None
         if opts["profile"] and opts["profile"] not in PROFILES:
             raise Usage(f"unknown profile {opts['profile']!r}: one of {', '.join(PROFILES)}")
+        try:
+            perms = permissions.cli_prepare(opts, dict(os.environ))
+        except ValueError as exc:
+            raise Usage(str(exc))
         customer, _ = Customer.objects.get_or_create(name=opts["customer"])
         source = self._endpoint(opts["source"], customer)
         destination = self._endpoint(opts["destination"], customer)
@@ -117,11 +122,14 @@ class Command(BaseCommand):
             job.save(update_fields=["on_exists", "bwlimit", "options"])
             if job.state not in (JobState.DRAFT, *selectors.FINISHED):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
+        if perms is not None:  # options, the source's directory, the identity CSV
+            permissions.cli_apply(perms, job=job, source=source)
+        start = permissions.job_start_permissions if perms and perms.only else services.job_start
         workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
         with InlineRunner(workers=workers) as runner:
-            services.job_start(job=job)
+            start(job=job)
             job = runner.wait(job, on_tick=self._progress if show else None)
         if show:
             sys.stderr.write("\n")
@@ -165,6 +173,12 @@ class Command(BaseCommand):
             f"{s['failed']} failed, {s['pending']} pending; {s['folders_seen']} folders; "
             f"{s['bytes_copied']} bytes copied."
         )
+        if "acl_applied" in s:
+            self.stdout.write(
+                f"  permissions: {s['acl_applied']} applied, {s['acl_narrowed']} narrowed, "
+                f"{s['acl_denied']} with deny entries, {s['acl_unmapped']} with unmapped "
+                f"identities; {s['acl_distinct']} distinct ACLs"
+            )
         for reason, count in s["failed_by_reason"].items():
             self.stdout.write(f"  failed ({reason}): {count}")
         if s.get("error"):
