@@ -212,10 +212,14 @@ _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 def utf16_len(text: str) -> int:
     """Length in UTF-16 code units, what Windows and SharePoint count as characters."""
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+    if text.isascii():  # O(1) in CPython: the common case skips the encode
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2  # a lone surrogate is 1 unit
 
 
 def _utf8_len(text: str) -> int:
+    if text.isascii():
+        return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -332,6 +336,8 @@ def collision_key(name: str, *, case_insensitive: bool, normalize: bool = True) 
     or Samba equate ("ı"/"I", "ß"/"ẞ") shares a key. Folding too much only costs an
     unneeded suffix; folding too little would lose a file.
     """
+    if name.isascii():  # NFC leaves ASCII alone; upper().casefold() is lower() there
+        return name.lower() if case_insensitive else name
     key = unicodedata.normalize("NFC", name) if normalize or case_insensitive else name
     if case_insensitive:
         key = unicodedata.normalize("NFC", key.upper().casefold())
@@ -432,6 +438,17 @@ class Sanitizer:
         self._devices = {_ascii_lower(d) for d in self.profile.reserved_names}
         self._reserved_paths = [tuple(r.strip("/").split("/")) for r in self.profile.reserved_paths]
         self._cache: dict[str, tuple[str, tuple[str, ...]]] = {}
+        # Printable ASCII the profile allows anywhere: most names are made only of it, and
+        # for them `_plain` decides "unchanged" without the character loops of a full pass.
+        allowed = [
+            chr(c)
+            for c in range(0x20, 0x7F)
+            if chr(c) not in self.profile.forbidden_chars and chr(c) not in ALWAYS_FORBIDDEN
+        ]
+        self._plain_chars = re.compile("[" + re.escape("".join(allowed)) + "]+").fullmatch
+        limits = [n for n in (self.profile.max_component_bytes, self.profile.max_component_chars)
+                  if n is not None]  # fmt: skip
+        self._plain_max = min(limits) if limits else None
 
     @classmethod
     def for_destination(
@@ -469,17 +486,43 @@ class Sanitizer:
         """(new_name, rules_fired) for one path component; rules_fired is () when the name
         is fine as it is. `parent` is the destination path of its folder (relative to the
         destination's root), needed only for path rules such as GCS's acme-challenge."""
-        cached = self._cache.get(name)
-        if cached is None:
-            cached = self._sanitize_component(name)
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.clear()
-            self._cache[name] = cached
-        new, rules = cached
+        if self._plain(name):
+            new, rules = name, ()
+        else:
+            cached = self._cache.get(name)
+            if cached is None:
+                cached = self._sanitize_component(name)
+                if len(self._cache) >= _CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[name] = cached
+            new, rules = cached
         if self._reserved_paths and self._in_reserved_path(parent, new):
             new = self.replacement + new
             rules = (*rules, RESERVED_PATH)
         return new, rules
+
+    def _plain(self, name: str) -> bool:
+        """True when `name` is printable ASCII that no rule of the profile changes, so
+        `_sanitize_component` would return it as it is (a property test holds both to
+        the same answer). Anything else takes the full path."""
+        if not self._plain_chars(name) or name in (".", ".."):
+            return False
+        p = self.profile
+        first, last = name[0], name[-1]
+        if p.leading_trailing_space and (first == " " or last == " "):
+            return False
+        if (p.trailing_dot_space and last in ". ") or (p.trailing_dot and last == "."):
+            return False
+        if self._prefixes and any(rx.match(name) for rx in self._prefixes):
+            return False
+        if self._substrings and any(rx.search(name) for rx in self._substrings):
+            return False
+        if self._forbidden_names and name.lower() in self._forbidden_names:
+            return False
+        if self._devices and name.split(".", 1)[0].rstrip(" ").lower() in self._devices:
+            return False
+        # ASCII: bytes, chars and UTF-16 units are one count
+        return self._plain_max is None or len(name) <= self._plain_max
 
     def _in_reserved_path(self, parent: str, name: str) -> bool:
         parts = tuple(parent.split("/")) if parent else ()
@@ -852,16 +895,36 @@ class Filters:
             "junk": [(glob_regex(p.strip("/"), case_sensitive=False), False) for p in self.junk],
         }
 
-    @staticmethod
-    def _matches(patterns: list[tuple[re.Pattern[str], bool]], path: str, is_dir: bool) -> bool:
-        return any((is_dir or not dir_only) and rx.match(path) for rx, dir_only in patterns)
+    @cached_property
+    def _combined(self) -> dict[str, tuple[re.Pattern[str] | None, re.Pattern[str] | None]]:
+        """Per pattern list, one alternation for files (dir-only patterns left out) and
+        one for folders: one regex call per entry instead of one per pattern."""
+
+        def join(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+            if not patterns:
+                return None
+            return re.compile("|".join(f"(?:{rx.pattern})" for rx in patterns), patterns[0].flags)
+
+        return {
+            name: (
+                join([rx for rx, dir_only in compiled if not dir_only]),
+                join([rx for rx, _ in compiled]),
+            )
+            for name, compiled in self._compiled.items()
+        }
+
+    def _matches(self, which: str, path: str, is_dir: bool) -> bool:
+        rx = self._combined[which][is_dir]
+        return rx is not None and rx.match(path) is not None
 
     def _excluded_ancestor(self, path: str) -> str | None:
         # A flat listing (an object store has no folder entries) still honours folder rules.
+        if not self.exclude and not self.exclude_hidden:
+            return None
         parts = path.split("/")
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
-            if self._matches(self._compiled["exclude"], folder, True):
+            if self._matches("exclude", folder, True):
                 return EXCLUDED_BY_PATTERN
             if self.exclude_hidden and parts[depth - 1].startswith("."):
                 return HIDDEN
@@ -884,15 +947,15 @@ class Filters:
         """
         is_dir = kind == "dir"
         name = path.rsplit("/", 1)[-1]
-        if not is_dir and self.exclude_junk and self._matches(self._compiled["junk"], name, False):
+        if not is_dir and self.exclude_junk and self._matches("junk", name, False):
             return JUNK_FILE
-        if self._matches(self._compiled["exclude"], path, is_dir):
+        if self._matches("exclude", path, is_dir):
             return EXCLUDED_BY_PATTERN
         ancestor = self._excluded_ancestor(path)
         if ancestor:
             return ancestor
         if not is_dir:
-            if self.include and not self._matches(self._compiled["include"], path, False):
+            if self.include and not self._matches("include", path, False):
                 return NOT_INCLUDED
             if self.min_size is not None and size < self.min_size:
                 return TOO_SMALL

@@ -34,6 +34,7 @@ class _Folder:
     dest_rel: str
     taken: set[str] = field(default_factory=set)
     excluded: str = ""  # reason, when the whole subtree is excluded
+    dest_full: str = ""  # dest_rel under the mapping's prefix
 
 
 def unsafe_reason(rel: str) -> str:
@@ -44,9 +45,10 @@ def unsafe_reason(rel: str) -> str:
         return "name contains a NUL character"
     if rel.startswith(("/", "\\")):  # "C:x" is a name here; the profile handles ':'
         return "absolute path"
-    for part in rel.split("/"):
-        if part in ("", ".", ".."):
-            return "path would escape the destination root"
+    # a part "", "." or "..", found without splitting (this runs for every entry)
+    wrapped = f"/{rel}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
+        return "path would escape the destination root"
     return ""
 
 
@@ -57,7 +59,7 @@ class NamePlanner:
         self.sanitizer = sanitizer
         self.filters = filters
         self.prefix = dest_prefix.strip("/")
-        self.stack = [_Folder("", "")]
+        self.stack = [_Folder("", "", dest_full=self.prefix)]
 
     def _full(self, dest_rel: str) -> str:
         if self.prefix and dest_rel:
@@ -74,7 +76,8 @@ class NamePlanner:
             return top
         # out of scan order (not expected): place the parent by plain sanitizing
         result = self.sanitizer.sanitize_path(parent_rel[len(top.rel) :].strip("/"))
-        folder = _Folder(parent_rel, "/".join(p for p in (top.dest_rel, result.path) if p))
+        dest_rel = "/".join(p for p in (top.dest_rel, result.path) if p)
+        folder = _Folder(parent_rel, dest_rel, dest_full=self._full(dest_rel))
         self.stack.append(folder)
         return folder
 
@@ -91,18 +94,22 @@ class NamePlanner:
                 self.stack.append(_Folder(rel, "", excluded=parent.excluded))
             return Planned("excluded", reason=parent.excluded, message="its folder is excluded")
 
-        new, rules = self.sanitizer.sanitize_name(name, parent=self._full(parent.dest_rel))
-        chosen = self.sanitizer.unique_in_folder(new, parent.taken, name)
-        if chosen != new:
+        sanitizer = self.sanitizer
+        new, rules = sanitizer.sanitize_name(name, parent=parent.dest_full)
+        key = sanitizer.collision_key(new)
+        chosen = new
+        if key in parent.taken:
+            chosen = sanitizer.unique_in_folder(new, parent.taken, name)
             rules = (*rules, COLLISION)
-        parent.taken.add(self.sanitizer.collision_key(chosen))
+            key = sanitizer.collision_key(chosen)
+        parent.taken.add(key)
         dest_rel = f"{parent.dest_rel}/{chosen}" if parent.dest_rel else chosen
-        full = self._full(dest_rel)
+        full = f"{parent.dest_full}/{chosen}" if parent.dest_full else chosen
         planned = Planned("pending", dest_path=full, rules=rules)
         original = self._full(rel)
         if full != original:
             planned.renamed_from = original
-        planned.dest_key = self.sanitizer.collision_key(full)
+        planned.dest_key = sanitizer.collision_key(full)
 
         if isinstance(item, ScanError):
             planned.state, planned.reason = "failed", item.error.reason
@@ -117,7 +124,7 @@ class NamePlanner:
                 or ""
             )
         if kind == "dir":
-            self.stack.append(_Folder(rel, dest_rel, excluded=reason))
+            self.stack.append(_Folder(rel, dest_rel, excluded=reason, dest_full=full))
         if reason:
             planned.state, planned.reason = "excluded", reason
             planned.dest_key = ""
