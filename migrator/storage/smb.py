@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import struct
 import threading
 import uuid
@@ -54,6 +55,11 @@ from .base import (
 from .local import check_relative, is_temp, temp_name
 
 T = TypeVar("T")
+
+# smbprotocol tells of every negotiate, logon and tree connect at INFO: on a CLI's stderr
+# that buries the one line that matters. A level set in LOGGING still wins.
+if logging.getLogger("smbprotocol").level == logging.NOTSET:
+    logging.getLogger("smbprotocol").setLevel(logging.WARNING)
 
 CHUNK = 1 << 20  # bytes per READ/WRITE: 16 credits
 PIPELINE = 4  # READs/WRITEs in flight per large file
@@ -130,6 +136,20 @@ LOGON = {
     0xC000006F: "logon not allowed at this time",
     0xC0000193: "account has expired",
     0xC000015B: "logon type not granted",
+}
+# a server that cannot log anyone on right now: starting up (Samba answers INTERNAL_ERROR
+# until its auth service is up), no domain controller, overloaded. Retried, unlike LOGON.
+LOGON_LATER = {
+    0xC00000E5: "the server cannot log on users yet (internal error)",
+    0xC000005E: "no logon server is available",
+    0xC0000192: "the server's netlogon service has not started",
+    0xC0000233: "no domain controller found",
+    0xC000018C: "the trust with the domain failed",
+    0xC000018D: "the trust relationship failed",
+    0xC000009A: "the server is out of resources",
+    0xC00000D0: "the server accepts no more connections",
+    0xC0000466: "the server is unavailable",
+    0xC00000B5: "the logon timed out",
 }
 
 
@@ -432,7 +452,6 @@ class SMBConnector(Connector):
         self._local = threading.local()
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
-        self._reached = False  # once the server answered, "cannot reach" is transient
         self._chunk = CHUNK  # lowered at connect if the server takes less per READ/WRITE
 
     def __repr__(self) -> str:
@@ -460,11 +479,10 @@ class SMBConnector(Connector):
         except (ValueError, OSError, SMBException) as exc:
             if conn.transport is not None and conn.transport.connected:
                 conn.disconnect(close=False)
-            reason = str(exc.__cause__ or exc)
-            message = f"cannot reach {where}: {reason}"
-            if self._reached:
-                raise Transient("", message) from exc
-            raise ConnectFailed("", message) from exc
+            # Transient: mid-job a server that cannot be reached is restarting or the
+            # network blips, and each batch opens new connectors. check() (run before a
+            # job starts) turns it into ConnectFailed.
+            raise Transient("", f"cannot reach {where}: {exc.__cause__ or exc}") from exc
         try:
             session = Session(
                 conn, self._account, self._password, require_encryption=False, auth_protocol="ntlm"
@@ -472,6 +490,9 @@ class SMBConnector(Connector):
             try:
                 session.connect()
             except SMBResponseException as exc:
+                if exc.status in LOGON_LATER:
+                    words = LOGON_LATER[exc.status]
+                    raise Transient("", f"{words} for {self._account} on {where}") from exc
                 words = LOGON.get(exc.status, f"logon refused ({exc.status:#010x})")
                 raise ConnectFailed("", f"{words} for {self._account} on {where}") from exc
             except SMBAuthenticationError as exc:
@@ -482,6 +503,10 @@ class SMBConnector(Connector):
             try:
                 tree.connect()
             except SMBResponseException as exc:
+                if exc.status in LOGON_LATER or exc.status in BUSY:
+                    raise Transient(
+                        "", f"cannot open share {self.share!r} on {where} now: {exc}"
+                    ) from exc
                 if exc.status == STATUS_BAD_NETWORK_NAME:
                     message = f"no share named {self.share!r} on {where}"
                 elif exc.status in DENIED:
@@ -490,15 +515,12 @@ class SMBConnector(Connector):
                     message = f"cannot open share {self.share!r} on {where}: {exc}"
                 raise ConnectFailed("", message) from exc
             conn.echo(sid=session.session_id, timeout=self.timeout, credit_request=EXTRA_CREDITS)
-        except ConnectFailed:
+        except (ConnectFailed, Transient):
             conn.disconnect(close=False)
             raise
         except (SMBException, OSError, ValueError) as exc:
             conn.disconnect(close=False)
-            if self._reached:
-                raise Transient("", f"connection to {where} failed: {exc}") from exc
-            raise ConnectFailed("", f"cannot reach {where}: {exc}") from exc
-        self._reached = True
+            raise Transient("", f"connection to {where} failed: {exc}") from exc
         self._chunk = min(CHUNK, conn.max_read_size, conn.max_write_size)
         prefix = rf"{self.host}\{self.share}" + "\\" if tree.is_dfs_share else ""
         link = _Link(conn, session, tree, prefix)
@@ -907,6 +929,8 @@ class SMBConnector(Connector):
             self._run("", self._probe)
         except ConnectFailed:
             raise
+        except Transient as exc:  # before any work: unreachable is final, in words
+            raise ConnectFailed("", exc.message) from exc
         except NotFound as exc:
             raise ConnectFailed(
                 "", f"no folder {self.root!r} in share {self.share!r} on {where}"

@@ -106,6 +106,7 @@ FILE_ATTRIBUTE_HIDDEN = 0x2
 RECIPE = "3"
 
 TIMINGS: dict[str, float | str] = {}
+_PROCS: dict[int, subprocess.Popen] = {}  # DCs this process started, by PID
 
 
 @dataclass
@@ -194,6 +195,25 @@ class SambaDC:
             self.unc(share, path), mode="wb", file_attributes=attributes or None, **kwargs
         ) as f:
             f.write(data)
+
+    def set_acl(self, share: str, path: str, sddl: str) -> None:
+        """Set the NT ACL of a file or folder as the server's administrator would
+        (`samba-tool ntacl set`); `{alice}`, `{Finance}`, … in the SDDL become SIDs."""
+        target = self.disk_path(share, path)
+        _tool("ntacl", "set", f"--service={share}", sddl.format(**self.sids), str(target))
+
+    def make_acl_folders(self, share: str = "data") -> str:
+        """A fresh folder holding copies of the fixture's ACL'd folders (finance,
+        alice-only, denied, public) with their files, so a test may run a whole job over
+        them without other tests' folders; returns its share-relative path."""
+        base = self.make_folder(share)
+        for folder, sddl in FOLDER_SDDL.items():
+            self.make_folder(share, f"{base}/{folder}")
+            self.set_acl(share, f"{base}/{folder}", sddl)
+        for path, data in FILES.items():  # made after the ACLs, so they inherit them
+            attributes = FILE_ATTRIBUTE_HIDDEN if path in HIDDEN_FILES else 0
+            self.put_file(share, f"{base}/{path}", data, attributes)
+        return base
 
     def disk_path(self, share: str, path: str = "") -> Path:
         """Where a share path lives on the DC's disk (to look behind the server's back)."""
@@ -631,11 +651,12 @@ def _healthy(port: int) -> bool:
     return subprocess.run(["wbinfo", "-p"], capture_output=True, env=_env()).returncode == 0
 
 
-@pytest.fixture(scope="session")
-def samba_dc() -> Iterator[SambaDC]:
-    """A running Samba AD DC with users, groups, shares and ACL'd folders (see module doc)."""
+@contextlib.contextmanager
+def running_dc() -> Iterator[SambaDC]:
+    """Start (or share) the DC and populate it; stop it when the last user leaves. The
+    session fixture below is this; benchmarks use it directly to run standalone."""
     if shutil.which("samba") is None or shutil.which("samba-tool") is None:
-        pytest.fail("Samba is not installed: run `make system-test` (Debian samba-ad-dc)")
+        raise RuntimeError("Samba is not installed: run `make system-test` (Debian samba-ad-dc)")
     ROOT.mkdir(parents=True, exist_ok=True)
     users_fd = os.open(ROOT / "users.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     proc = None
@@ -652,7 +673,7 @@ def samba_dc() -> Iterator[SambaDC]:
             deadline = time.monotonic() + 30
             while not _port_free(LDAP_PORT):
                 if time.monotonic() > deadline:
-                    pytest.fail(
+                    raise RuntimeError(
                         f"port {LDAP_PORT} is taken by another LDAP server, so no Samba DC can "
                         f"start: {_who_listens(LDAP_PORT)}"
                     )
@@ -663,6 +684,7 @@ def samba_dc() -> Iterator[SambaDC]:
             port = PREFERRED_SMB_PORT if _port_free(PREFERRED_SMB_PORT) else free_port()
             t0 = time.monotonic()
             proc = _start(port)
+            _PROCS[proc.pid] = proc
             TIMINGS["start_s"] = time.monotonic() - t0
             pid = proc.pid
         else:
@@ -683,7 +705,37 @@ def samba_dc() -> Iterator[SambaDC]:
             if not _others_use_dc():
                 pid = _read_pid()
                 if pid and _is_our_dc(pid):
-                    _stop(pid, proc if proc is not None and proc.pid == pid else None)
+                    _stop(pid, _PROCS.get(pid))
+
+
+@pytest.fixture(scope="session")
+def samba_dc() -> Iterator[SambaDC]:
+    """A running Samba AD DC with users, groups, shares and ACL'd folders (see module doc)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            dc = stack.enter_context(running_dc())
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield dc
+
+
+def restart_dc(dc: SambaDC, down_seconds: float = 0.0) -> float:
+    """Stop the running DC by its PID and start it again on the same port from the same
+    directory, as an administrator restarting a file server would; every client connection
+    drops. Returns how long the DC was away. Sessions sharing the DC see the same outage."""
+    with _flock(ROOT / "control.lock", fcntl.LOCK_EX):
+        pid = _read_pid()
+        if not (pid and _is_our_dc(pid)):
+            raise RuntimeError("no running DC of ours to restart")
+        dc.close()  # the fixture's own smbclient connections die with the server
+        t0 = time.monotonic()
+        _stop(pid, _PROCS.pop(pid, None))
+        if down_seconds:
+            time.sleep(down_seconds)
+        proc = _start(dc.port)
+        _PROCS[proc.pid] = proc
+        dc.pid = proc.pid
+        return time.monotonic() - t0
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
