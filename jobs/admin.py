@@ -16,6 +16,12 @@ from reports import selectors as report_selectors
 from reports.csv import csv_filename, csv_response
 
 from . import selectors, services
+from .admin_permissions import (
+    IdentityOverrideInline,
+    job_permission_urls,
+    permissions_links,
+    reapply_permissions,
+)
 from .choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState
 from .connectors import check_endpoint
 from .models import Endpoint, MigrationJob, Pass, PathMapping
@@ -52,10 +58,16 @@ class EndpointForm(forms.ModelForm):
         help_text="Password or service-account JSON. Write-only: leave empty to keep it.",
     )
     clear_secret = forms.BooleanField(required=False, help_text="Remove the stored secret.")
+    directory_password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Bind password of the source's own directory. Write-only.",
+    )
 
     class Meta:
         model = Endpoint
-        fields = ["name", "customer", "url"]
+        fields = ["name", "customer", "url", "directory_uri", "directory_bind_dn",
+                  "directory_base_dn"]  # fmt: skip
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
@@ -71,6 +83,8 @@ class EndpointForm(forms.ModelForm):
             endpoint.secret_encrypted = ""
         elif self.cleaned_data.get("secret"):
             endpoint.set_secret(self.cleaned_data["secret"])
+        if self.cleaned_data.get("directory_password"):
+            endpoint.set_directory_bind_password(self.cleaned_data["directory_password"])
         if commit:
             endpoint.save()
         return endpoint
@@ -141,10 +155,10 @@ class MigrationJobAdmin(admin.ModelAdmin):
                     "last_activity", "report_link"]  # fmt: skip
     list_filter = ["state", "customer"]
     search_fields = ["name"]
-    inlines = [PathMappingInline, PassInline]
+    inlines = [PathMappingInline, PassInline, IdentityOverrideInline]
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
-                       "signoff_display"]  # fmt: skip
+                       "signoff_display", "permissions_display"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "on_exists", "bwlimit", "options",
               *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
@@ -154,6 +168,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         _job_action(services.job_resume, "Resume"),
         _job_action(services.job_cancel, "Cancel"),
         _job_action(services.job_retry_failed, "Retry failed"),
+        reapply_permissions,
     ]
 
     def save_model(self, request, obj, form, change) -> None:
@@ -222,6 +237,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
                  name="jobs_migrationjob_events_csv"),
             path("<int:job_id>/from-assessment/", view(self.from_assessment_view),
                  name="jobs_migrationjob_from_assessment"),
+            *job_permission_urls(self),
             *super().get_urls(),
         ]  # fmt: skip
 
@@ -231,6 +247,10 @@ class MigrationJobAdmin(admin.ModelAdmin):
         if signoff is None:
             return "—"
         return f"{signoff.user.get_username()} at {signoff.accepted_at:%Y-%m-%d %H:%M %Z}"
+
+    @admin.display(description="permissions")
+    def permissions_display(self, obj: MigrationJob) -> str:
+        return permissions_links(obj)
 
     @admin.display(description="report")
     def report_link(self, obj: MigrationJob) -> str:

@@ -15,7 +15,8 @@ from jobs.choices import ItemState
 from jobs.models import Event, FileItem, MigrationJob, Pass
 
 PAGE_SIZE = 100
-REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment")
+REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment",
+           "permissions")  # fmt: skip
 MANIFEST_REPORTS = ("files", "errors", "renames")
 SORTS = ("id", "-id", "path")
 
@@ -223,6 +224,11 @@ ASSESSMENT_LISTS = {
     "empty_folders": (("path",), lambda a: [(p,) for p in a.get("empty_folder_examples", [])]),
     "too_large": (("path", "bytes"), lambda a: a.get("too_large_examples", [])),
     "unreadable": (("path", "reason"), lambda a: a.get("unreadable_examples", [])),
+    # SID figures, when the job migrates permissions
+    "unmapped_identities": (("identity", "sid", "reason"),
+                            lambda a: (a.get("permissions") or {}).get("unmapped_identities", [])),
+    "orphaned_sids": (("sid", "detail"),
+                      lambda a: (a.get("permissions") or {}).get("orphaned_sids", [])),
 }  # fmt: skip
 
 
@@ -237,6 +243,11 @@ def assessment_counts_rows(figures: dict) -> Iterator[tuple]:
     for group in ("renames_by_rule", "refused_by_rule", "excluded_by_reason"):
         for rule, n in (figures.get(group) or {}).items():
             yield (group, rule, n)
+    acl = figures.get("permissions") or {}
+    for key in ("distinct_acls", "distinct_sids", "orphaned", "unmapped", "with_deny",
+                "protected_folders", "unreadable"):  # fmt: skip
+        if key in acl:
+            yield ("permissions", key, acl[key])
     estimate = figures.get("estimate") or {}
     yield ("estimate", "seconds", estimate.get("seconds"))
     yield ("estimate", "basis", estimate.get("basis"))
@@ -268,7 +279,20 @@ def report_csv(job: MigrationJob, report: str, f: Filters, *, staff: bool,
             header, rows = ASSESSMENT_LISTS[listing]
             return Csv(header, lambda: iter(rows(figures)))
         return Csv(("group", "item", "value"), lambda: assessment_counts_rows(figures))
+    if report == "permissions":
+        return permissions_csv(job_pass, listing)
     raise KeyError(report)
+
+
+def permissions_csv(job_pass: Pass | None, listing: str = "") -> Csv:
+    """Per path (default), or the "summary" / "issues" lists (see reports.permissions)."""
+    from . import permissions
+
+    if not listing:
+        return Csv(permissions.COLUMNS, lambda: permissions.rows(job_pass))
+    header = permissions.LISTS[listing]
+    rows = permissions.summary_rows if listing == "summary" else permissions.issue_rows
+    return Csv(header, lambda: rows(job_pass))
 
 
 def path_search(passes: dict[int, int], prefix: str, *, limit: int) -> QuerySet[FileItem]:

@@ -83,6 +83,15 @@ def job_report(request, pk: int, report: str = "summary"):
                 charts.bar_chart("Top extensions by files", by_files),
                 charts.bar_chart("Top extensions by bytes", figures["extensions_by_bytes"]),
             ]
+    elif report == "permissions":
+        from . import permissions
+
+        issues_only = request.GET.get("issues") == "1"
+        rows, next_cursor = ([], "")
+        if job_pass is not None:
+            rows, next_cursor = permissions.page(job_pass, cursor, issues_only)
+        context.update(rows=rows, next_cursor=next_cursor, issues_only=issues_only,
+                       acl=permissions.summary(job_pass), lists=permissions.LISTS)  # fmt: skip
     return render(request, f"reports/{report}.html", context)
 
 

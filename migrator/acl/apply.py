@@ -33,8 +33,10 @@ from .model import (
     PSEUDO_PRINCIPALS,
     AceView,
     DenyPolicy,
+    Grant,
     Level,
     Principal,
+    Scope,
     describe_acl,
     local_principal,
     rights_names,
@@ -43,6 +45,7 @@ from .model import (
 from .sd import SecurityDescriptor
 
 GCS_ROLES = {Level.READ: "READER", Level.WRITE: "READER", Level.FULL: "OWNER"}
+LEVEL_WORDS = {Level.READ: "read", Level.WRITE: "modify", Level.FULL: "full control"}
 _ROLE_RANK = {"READER": 0, "WRITER": 1, "OWNER": 2}
 ENTITY_PREFIX = {"user": "user-", "group": "group-", "domain": "domain-"}
 MANIFEST_NAME = ".migrator/permissions-job-{job}.jsonl"
@@ -194,7 +197,7 @@ def plan_acl(
         entry = {"sid": grant.principal, "name": who(grant.principal).label,
                  "identity": identity.target, "type": identity.type,
                  "level": grant.level.value, "scope": grant.scope.value,
-                 "words": grant.words(who(grant.principal).label)}  # fmt: skip
+                 "words": grant_words(grant, who(grant.principal).label)}  # fmt: skip
         if target == "gs":
             role = GCS_ROLES[grant.level]
             entry["role"] = role
@@ -213,6 +216,16 @@ def plan_acl(
     if target == "gs" and not is_dir:
         plan.destination = {"acl": acl_entries(entities)}
     return plan
+
+
+def grant_words(grant: Grant, name: str) -> str:
+    """ "EXAMPLE\\Finance: read", "EXAMPLE\\alice: full control, subfolders only"."""
+    parts = [f"{name}: {LEVEL_WORDS[grant.level]}"]
+    if grant.scope is not Scope.THIS_SUBFOLDERS_FILES and grant.scope is not Scope.THIS:
+        parts.append(grant.scope.words)
+    if grant.inherited:
+        parts.append("inherited")
+    return ", ".join(parts)
 
 
 def principals_for(translation, who: Callable[[str], Principal]) -> dict[str, Principal]:
@@ -248,7 +261,7 @@ def _plan_smb(plan, sd, translation, who, identities, sid_of) -> AclPlan:
         plan.grants.append(
             {"sid": mapping.get(grant.principal, grant.principal), "name": name,
              "identity": name, "type": who(grant.principal).kind, "level": grant.level.value,
-             "scope": grant.scope.value, "words": grant.words(name)}
+             "scope": grant.scope.value, "words": grant_words(grant, name)}
         )  # fmt: skip
     written = mapped_descriptor(sd, mapping)
     plan.destination = {"sd": base64.b64encode(sdmod.serialize(written)).decode("ascii")}
