@@ -16,7 +16,7 @@ from jobs.choices import JobState
 from jobs.models import Endpoint, Event, FileItem, MigrationJob
 
 from .conftest import make_viewer, run_to_end, signed_in
-from .test_isolation import all_paths, body_of, ids_of_customer
+from .test_isolation import all_paths, body_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,6 +76,16 @@ def test_endpoint_and_customer_forms_never_render_the_secret(admin_client):
     assert Endpoint.objects.get(pk=endpoint.pk).get_secret() == "endpoint-Secret-77"
 
 
+def job_ids(job: MigrationJob) -> list[int]:
+    """The ids a page about this job's run can be asked with (kept few: staff see every
+    page, and the walk multiplies them by every URL pattern)."""
+    ids = {job.pk, job.customer_id, job.source_id, job.destination_id}
+    ids |= set(job.passes.values_list("pk", flat=True))
+    ids |= set(FileItem.objects.filter(job=job).values_list("pk", flat=True)[:2])
+    ids |= set(Event.objects.filter(job=job).values_list("pk", flat=True)[:2])
+    return sorted(ids)
+
+
 def _smb_job(samba_dc, tmp_path, customer, secret: str, name: str) -> MigrationJob:
     folder = samba_dc.make_folder("data")
     for i in range(3):
@@ -115,10 +125,14 @@ def test_no_secret_in_any_page_log_line_event_or_error_of_a_job_run(
         Endpoint.objects.exclude(secret_encrypted="").values_list("secret_encrypted", flat=True)
     )
     texts: list[tuple[str, str]] = []
-    ints = sorted(set(ids_of_customer(good, viewer)) | set(ids_of_customer(bad, viewer)))
+    ints = sorted(set(job_ids(good)) | set(job_ids(bad)))
     paths = sorted(set(all_paths(ints, good)) | set(all_paths(ints, bad)))
-    for who, client in (("staff", signed_in(staff)), ("viewer", signed_in(viewer))):
-        for path in paths:
+    viewer_paths = [p for p in paths if not p.startswith("/admin/")]  # the admin refuses them
+    for who, client, walked in (
+        ("staff", signed_in(staff), paths),
+        ("viewer", signed_in(viewer), viewer_paths),
+    ):
+        for path in walked:
             response = client.get(path, follow=True)
             assert response.status_code < 500, path
             texts.append((f"{who} {path}", body_of(response)))
