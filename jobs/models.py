@@ -116,6 +116,11 @@ class MigrationJob(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_live(self) -> bool:
+        """Still moving (or paused): pages showing it refresh themselves."""
+        return self.state in ("queued", "scanning", "assessing", "copying", "verifying", "paused")
+
 
 class PathMapping(models.Model):
     """Source folder -> destination prefix; a job has one or more."""

@@ -10,7 +10,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from accounts.selectors import job_get_for, sees_all_customers
-from jobs.choices import STATE_COLOURS, EventLevel, ItemState, Reason
+from jobs import selectors as job_selectors
+from jobs.choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState, Reason
 from jobs.models import Pass, ProgressSample
 
 from . import charts, services, tables
@@ -56,6 +57,7 @@ def job_report(request, pk: int, report: str = "summary"):
         "colour": STATE_COLOURS.get(job.state, "#6b7280"),
         "signoff": SignOff.objects.filter(job=job).select_related("user").first(),
         "can_accept": not staff and job.state in services.ACCEPTABLE,
+        "live_active": job.state in (*JOB_ACTIVE, JobState.PAUSED),
     }
     cursor = request.GET.get("cursor", "")
     if report in tables.MANIFEST_REPORTS:
@@ -165,3 +167,18 @@ def search(request):
         results = list(tables.path_search(passes, query, limit=SEARCH_LIMIT).select_related("job"))
     return render(request, "reports/search.html", {"q": query, "results": results,
                                                    "limit": SEARCH_LIMIT})  # fmt: skip
+
+
+@login_required
+def job_live(request, pk: int):
+    """The progress card, polled by htmx every few seconds while the job runs (a
+    constant handful of queries per poll: the job, its pass, two progress samples)."""
+    job = job_get_for(user=request.user, pk=pk)
+    context = {
+        "job": job,
+        "p": job_selectors.job_progress(job=job),
+        "colour": STATE_COLOURS.get(job.state, "#6b7280"),
+        "active": job.state in (*JOB_ACTIVE, JobState.PAUSED),
+    }
+    template = "reports/_live_row.html" if request.GET.get("compact") else "reports/_live.html"
+    return render(request, template, context)
