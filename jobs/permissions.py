@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from migrator.acl import sd as sdmod
 from migrator.acl.apply import (
+    STORED_FIELDS,
     AclNotApplied,
     AclPlan,
     AclSurvey,
@@ -392,8 +393,7 @@ def batch_copy(
 
 
 _uniform: dict[tuple[int, int], bool] = {}
-PLAN_FIELDS = ("kind", "source_aces", "owner", "protected", "grants", "narrowed", "denied",
-               "unmapped", "refused", "destination")  # fmt: skip
+PLAN_FIELDS = (*STORED_FIELDS, "destination")
 
 
 class _BatchRun:
@@ -507,7 +507,7 @@ class _BatchRun:
             "pk", "key", *PLAN_FIELDS
         )
         for row in rows:
-            plan = AclPlan(target=self.target, **{f: row[f] for f in PLAN_FIELDS})
+            plan = AclPlan.from_stored(row, self.target)
             found[row["key"]] = (row["pk"], plan)
             self.acl.flags[row["pk"]] = (
                 bool(plan.narrowed),
@@ -545,14 +545,13 @@ class _BatchRun:
             )
             rows.append(
                 AclRecord(
-                    job_id=self.job.pk, job_pass_id=self.pass_id, key=key, kind=kind,
-                    source_sd=sdmod.serialize(sd), owner=plan.owner,
-                    protected=plan.protected, source_aces=plan.source_aces,
-                    grants=plan.grants, narrowed=plan.narrowed, denied=plan.denied,
-                    unmapped=plan.unmapped, refused=plan.refused,
-                    destination=plan.destination,
+                    job_id=self.job.pk,
+                    job_pass_id=self.pass_id,
+                    key=key,
+                    source_sd=sdmod.serialize(sd),
+                    **plan.stored(),
                 )
-            )  # fmt: skip
+            )
         # another worker may have made the same record meanwhile: theirs is as good
         AclRecord.objects.bulk_create(rows, ignore_conflicts=True)
 
@@ -691,7 +690,7 @@ class RecordCache:
 
 
 def record_plan(record: AclRecord) -> AclPlan:
-    return AclPlan(target="", **{f: getattr(record, f) for f in PLAN_FIELDS})
+    return AclPlan.from_stored({f: getattr(record, f) for f in PLAN_FIELDS})
 
 
 # --- the assessment -------------------------------------------------------------------------

@@ -49,6 +49,9 @@ LEVEL_WORDS = {Level.READ: "read", Level.WRITE: "modify", Level.FULL: "full cont
 _ROLE_RANK = {"READER": 0, "WRITER": 1, "OWNER": 2}
 ENTITY_PREFIX = {"user": "user-", "group": "group-", "domain": "domain-"}
 MANIFEST_NAME = ".migrator/permissions-job-{job}.jsonl"
+# what an ACL record stores of a plan (with "destination")
+STORED_FIELDS = ("kind", "source_aces", "owner", "protected", "grants", "narrowed", "denied",
+                 "unmapped", "refused")  # fmt: skip
 
 
 class AclNotApplied(StorageError):
@@ -93,7 +96,7 @@ class AclPlan:
     @property
     def applies(self) -> bool:
         """True when the destination gets something written for this item."""
-        return bool(self.destination)
+        return "sd" in self.destination or "acl" in self.destination
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,22 @@ class AclPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AclPlan:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    def stored(self) -> dict[str, Any]:
+        """The fields an ACL record keeps (the owner's identity goes with the destination)."""
+        destination = dict(self.destination)
+        if self.owner_identity:
+            destination["owner"] = self.owner_identity
+        data = {k: getattr(self, k) for k in STORED_FIELDS}
+        data["destination"] = destination
+        return data
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any], target: str = "") -> AclPlan:
+        destination = dict(data.get("destination") or {})
+        owner_identity = destination.pop("owner", "")
+        fields = {k: data[k] for k in STORED_FIELDS if k in data}
+        return cls(target=target, **fields, destination=destination, owner_identity=owner_identity)
 
     def manifest_entry(self, *, path: str, source_path: str) -> dict[str, Any]:
         """One line of the permissions manifest (for platforms that ingest permissions)."""

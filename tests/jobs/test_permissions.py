@@ -1,0 +1,464 @@
+"""Permissions migrated by real jobs, against the Samba AD DC and the GCS emulator: SMB→SMB
+with effective access checked as alice and bob, SMB→GCS object ACLs and the manifest,
+SMB→local manifest only, deny refusal, permissions-only passes, the report, identity CSVs,
+the assessment's SID figures and batched directory lookups."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from urllib.parse import quote
+
+import pytest
+import smbclient
+from smbprotocol.exceptions import SMBOSError
+
+from jobs import permissions
+from migrator.acl import sd
+from migrator.acl.apply import mapped_descriptor, same_descriptor
+from migrator.acl.model import FULL_CONTROL, MODIFY, READ_EXECUTE
+from migrator.storage import Entry, connector_for
+
+from .conftest import REPO, base_env
+
+# --- the share with the ACL cases -----------------------------------------------------------
+
+OICI = sd.OBJECT_INHERIT_ACE | sd.CONTAINER_INHERIT_ACE
+# AUTO_INHERIT_REQ: the server flags what children inherit as INHERITED, as Windows does
+CONTROL = sd.SE_SELF_RELATIVE | sd.SE_DACL_AUTO_INHERITED | sd.SE_DACL_AUTO_INHERIT_REQ
+READ_WRITE = 0x1201BF  # read & execute and write, not delete: no level holds it (narrowed)
+
+# folder: (entries, protected); each folder holds one file made after its ACL (inherited)
+CASES: dict[str, tuple[list[tuple[str, str, int]], bool]] = {
+    "finance": ([("allow", "Finance", READ_EXECUTE), ("allow", "Administrator", FULL_CONTROL)],
+                False),
+    "alice-only": ([("allow", "alice", FULL_CONTROL), ("allow", "Administrator", FULL_CONTROL)],
+                   True),
+    "denied": ([("deny", "bob", FULL_CONTROL), ("allow", "Domain Users", MODIFY),
+                ("allow", "Administrator", FULL_CONTROL)], False),
+    "public": ([("allow", "Domain Users", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
+               False),
+    "engineering": ([("allow", "Engineering", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
+                    False),
+    "orphaned": ([("allow", "deleted", MODIFY), ("allow", "foreign", READ_EXECUTE),
+                  ("allow", "Domain Users", READ_EXECUTE),
+                  ("allow", "Administrator", FULL_CONTROL)], False),
+    "special": ([("allow", "Finance", READ_WRITE), ("allow", "Administrator", FULL_CONTROL)],
+                False),
+}  # fmt: skip
+FILES = {
+    "finance/report.txt": b"Q3: revenue up\n",
+    "alice-only/diary.txt": b"dear diary\n",
+    "denied/secret.txt": b"bob must not read this\n",
+    "public/readme.txt": b"hello everyone\n",
+    "engineering/design.txt": b"blueprints\n",
+    "orphaned/old-report.txt": b"2015\n",
+    "special/notes.txt": b"read and write, not delete\n",
+}
+# who may open each file (the same before and after the migration)
+ACCESS = {
+    "finance/report.txt": {"alice"},
+    "alice-only/diary.txt": {"alice"},
+    "denied/secret.txt": {"alice"},
+    "public/readme.txt": {"alice", "bob"},
+    "engineering/design.txt": {"bob"},
+    "orphaned/old-report.txt": {"alice", "bob"},
+    "special/notes.txt": {"alice"},
+}
+
+
+OWNERS = {"alice-only": "alice"}  # else Administrator: an owner other than the writer
+
+
+def descriptor(sids, entries, protected: bool, owner: str) -> sd.SecurityDescriptor:
+    dacl = tuple(sd.Ace(kind, sids[who], mask, OICI) for kind, who, mask in entries)
+    control = CONTROL | (sd.SE_DACL_PROTECTED if protected else 0)
+    return sd.SecurityDescriptor(sids[owner], sids["Domain Users"], dacl, control=control)
+
+
+@pytest.fixture(scope="module")
+def acl_share(samba_dc) -> str:
+    """A fresh folder in [data] holding the ACL cases; returns its share-relative path."""
+    base = samba_dc.make_folder("data")
+    with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
+        for folder, (entries, protected) in CASES.items():
+            share.mkdir(folder)
+            owner = OWNERS.get(folder, "Administrator")
+            share.write_acl(folder, descriptor(samba_dc.sids, entries, protected, owner))
+        for path, data in FILES.items():  # after the folders' ACLs: they inherit them
+            share.write(path, io.BytesIO(data), Entry(path, "file", len(data), 0))
+    return base
+
+
+def can_open(dc, share: str, path: str, user: str) -> bool:
+    try:
+        with smbclient.open_file(dc.unc(share, path), mode="rb", **dc.smbclient_kwargs(user)) as f:
+            f.read()
+    except (SMBOSError, PermissionError, OSError) as exc:
+        if "denied" in str(exc).lower() or isinstance(exc, PermissionError):
+            return False
+        raise
+    return True
+
+
+def access_of(dc, share: str, base: str) -> dict[str, set[str]]:
+    return {
+        path: {user for user in ("alice", "bob") if can_open(dc, share, f"{base}/{path}", user)}
+        for path in FILES
+    }
+
+
+def directory_url(dc) -> str:
+    bind = quote(f"{dc.admin_user}@{dc.realm}", safe="")
+    return f"ldap://{bind}@{dc.host}:389/{quote(dc.base_dn)}"
+
+
+@dataclass
+class Run:
+    code: int
+    json: dict
+    stdout: str
+    stderr: str
+
+
+def run(cli, dc, *args: str, **env) -> Run:
+    result = cli.run(
+        *args,
+        "--json",
+        MIGRATOR_SMB_PASSWORD=dc.admin_password,
+        MIGRATOR_LDAP_PASSWORD=dc.admin_password,
+        **env,
+    )
+    try:
+        summary = result.json
+    except (ValueError, IndexError):
+        summary = {}
+    return Run(result.code, summary, result.stdout, result.stderr)
+
+
+def report_rows(cli, job_id: int, *args: str) -> list[list[str]]:
+    """`manage.py migrator_report JOB --report permissions` on the CLI's database."""
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "migrator_report", str(job_id), "--report", "permissions",
+         *args],
+        cwd=REPO, env=base_env(cli.db, **cli.env_extra), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return list(csv.reader(io.StringIO(proc.stdout)))
+
+
+def smb_args(dc, source: str, destination: str, *extra: str) -> tuple[str, ...]:
+    return ("--source", dc.smb_url("data", source), "--destination", destination,
+            "--permissions", "--directory", directory_url(dc), *extra)  # fmt: skip
+
+
+ALL_PATHS = sorted([*CASES, *FILES])
+
+
+# --- SMB → SMB ------------------------------------------------------------------------------
+
+
+def test_smb_to_smb_alice_and_bob_keep_the_access_they_had(cli, samba_dc, acl_share):
+    assert access_of(samba_dc, "data", acl_share) == ACCESS  # the cases are what we think
+    target = samba_dc.make_folder("target")
+    args = smb_args(samba_dc, acl_share, samba_dc.smb_url("target", target))
+
+    first = run(cli, samba_dc, *args)
+
+    assert first.code == 0, first.stdout + first.stderr[-3000:]
+    summary = first.json
+    assert (summary["state"], summary["copied"], summary["failed"]) == ("completed", 7, 0)
+    # every file and folder got its descriptor; SMB keeps every entry (nothing narrowed);
+    # the deny on denied/ (and its file) is kept and reported, like the deleted user's SID
+    assert (summary["acl_applied"], summary["acl_narrowed"]) == (14, 0)
+    assert (summary["acl_denied"], summary["acl_unmapped"]) == (2, 2)
+    assert summary["acl_manifest"] == ""  # the descriptors live on the server itself
+    assert access_of(samba_dc, "target", target) == ACCESS
+    with (
+        connector_for(samba_dc.smb_url("data", acl_share), samba_dc.admin_password) as src,
+        connector_for(samba_dc.smb_url("target", target), samba_dc.admin_password) as dst,
+    ):
+        for path in ALL_PATHS:
+            want = mapped_descriptor(src.read_acl(path), {})
+            got = dst.read_acl(path)
+            assert same_descriptor(got, want), path  # owner, group, flags, deny, protection
+        assert dst.read_acl("alice-only").owner == samba_dc.sids["alice"]
+        assert dst.read_acl("alice-only").protected
+        secret = dst.read_acl("denied/secret.txt").dacl
+        assert (secret[0].type, secret[0].sid) == ("deny", samba_dc.sids["bob"])
+        assert secret[0].flags & sd.INHERITED_ACE
+
+    rows = report_rows(cli, summary["job_id"])
+    header, body = rows[0], {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert header[:2] == ["path", "destination_path"]
+    assert sorted(body) == ALL_PATHS
+    assert "EXAMPLE\\bob: deny full control (kept)" in body["denied"]["denied"]
+    assert "EXAMPLE\\Engineering: modify" in body["engineering"]["source_entries"]
+    assert body["alice-only"]["inheritance"] == "broken (protected)"
+    deleted = samba_dc.sids["deleted"]
+    assert f"{deleted} (orphaned): orphaned SID" in body["orphaned"]["unmapped"]
+
+    again = run(cli, samba_dc, *args)  # nothing to copy; every descriptor checked again
+    assert again.code == 0, again.stderr[-3000:]
+    assert (again.json["copied"], again.json["unchanged"], again.json["acl_applied"]) == (0, 7, 14)
+
+
+def test_permissions_only_pass_reapplies_changed_permissions_without_copying(
+    cli, samba_dc, acl_share
+):
+    target = samba_dc.make_folder("target")
+    args = smb_args(samba_dc, acl_share, samba_dc.smb_url("target", target))
+    assert run(cli, samba_dc, *args).code == 0
+    readme = "public/readme.txt"
+    assert can_open(samba_dc, "target", f"{target}/{readme}", "bob")
+
+    # at the source public/readme.txt changes, then bob is denied it
+    with connector_for(samba_dc.smb_url("data", acl_share), samba_dc.admin_password) as src:
+        src.write(readme, io.BytesIO(b"changed\n"), Entry(readme, "file", 8, 0))
+        acl = src.read_acl(readme)
+        deny_bob = sd.Ace("deny", samba_dc.sids["bob"], FULL_CONTROL, 0)
+        src.write_acl(readme, mapped_descriptor(replace(acl, dacl=(deny_bob, *acl.dacl)), {}))
+        try:
+            only = run(cli, samba_dc, *args, "--permissions-only")
+        finally:
+            data = FILES[readme]  # written anew, it inherits its folder's entries again
+            src.write(readme, io.BytesIO(data), Entry(readme, "file", len(data), 0))
+            assert src.read_acl(readme) == acl
+
+    assert only.code == 0, only.stdout + only.stderr[-3000:]
+    assert (only.json["copied"], only.json["unchanged"], only.json["pass"]) == (0, 7, 2)
+    assert only.json["acl_applied"] == 14
+    assert only.json["acl_denied"] == 3  # denied/, denied/secret.txt and now the readme
+    assert not can_open(samba_dc, "target", f"{target}/{readme}", "bob")
+    assert can_open(samba_dc, "target", f"{target}/{readme}", "alice")
+    with smbclient.open_file(
+        samba_dc.unc("target", f"{target}/{readme}"), mode="rb", **samba_dc.smbclient_kwargs()
+    ) as f:
+        assert f.read() == FILES[readme]  # the data was left as it was
+    passes = cli.query("SELECT number, kind FROM jobs_pass ORDER BY number")
+    assert passes == [(1, "copy"), (2, "permissions")]
+
+
+# --- SMB → GCS ------------------------------------------------------------------------------
+
+ADMIN_OWNER = {"entity": "user-administrator@example.test", "role": "OWNER"}
+DOMAIN_USERS = {"entity": "group-domain-users@example.test", "role": "READER"}
+EXPECTED_ACLS = {
+    "finance/report.txt": [{"entity": "group-finance@example.test", "role": "READER"}],
+    "alice-only/diary.txt": [{"entity": "user-alice@example.test", "role": "OWNER"}],
+    "denied/secret.txt": [DOMAIN_USERS],  # modify narrowed to READER; bob's deny reported
+    "public/readme.txt": [DOMAIN_USERS],
+    "engineering/design.txt": [{"entity": "group-engineering@example.test", "role": "READER"}],
+    "orphaned/old-report.txt": [DOMAIN_USERS],  # the deleted and the foreign SID: unmapped
+    "special/notes.txt": [{"entity": "group-finance@example.test", "role": "READER"}],
+}
+MAP_DOMAINS = ("--map-domain", "example.test", "--group-domain", "example.test")
+
+
+def object_acls(gcs_server, bucket: str, prefix: str) -> dict[str, list[dict]]:
+    client = gcs_server.client()
+    found = {}
+    for blob in client.list_blobs(bucket, prefix=prefix):
+        if "/.migrator/" in blob.name:
+            continue
+        b = client.bucket(bucket).blob(blob.name)
+        b.acl.reload()
+        found[blob.name.removeprefix(prefix)] = sorted(b.acl, key=lambda e: e["entity"])
+    return found
+
+
+def manifest_of(text: str) -> dict[str, dict]:
+    lines = [json.loads(line) for line in text.splitlines()]
+    return {entry["path"]: entry for entry in lines}
+
+
+def test_smb_to_gcs_object_acls_manifest_and_report(cli, samba_dc, acl_share, gcs_server):
+    bucket = gcs_server.make_bucket()
+    dest = f"gs://{bucket}/in"
+
+    first = run(cli, samba_dc, *smb_args(samba_dc, acl_share, dest, *MAP_DOMAINS))
+
+    assert first.code == 0, first.stdout + first.stderr[-3000:]
+    s = first.json
+    assert (s["copied"], s["failed"], s["acl_applied"]) == (
+        7,
+        0,
+        7,
+    )  # files: folders are no objects
+    # narrowed: modify on denied/, public/, engineering/ and the special mask, with their files
+    assert (s["acl_narrowed"], s["acl_denied"], s["acl_unmapped"]) == (8, 2, 2)
+    expected = {p: sorted([*acl, ADMIN_OWNER], key=lambda e: e["entity"])
+                for p, acl in EXPECTED_ACLS.items()}  # fmt: skip
+    assert object_acls(gcs_server, bucket, "in/") == expected
+
+    name = f"in/.migrator/permissions-job-{s['job_id']}.jsonl"
+    assert s["acl_manifest"] == f"gs://{bucket}/{name}"
+    text = gcs_server.client().bucket(bucket).blob(name).download_as_text()
+    manifest = manifest_of(text)
+    assert sorted(manifest) == ALL_PATHS  # one object per path, folders too
+    secret = manifest["denied/secret.txt"]
+    assert {"identity": "domain-users@example.test", "type": "group", "level": "write"}.items() <= (
+        secret["grants"][0].items()
+    )
+    assert [d["entry"] for d in secret["denied"]] == ["EXAMPLE\\bob: deny full control, inherited"]
+    assert secret["narrowed"][0]["level"] == "read"
+    deleted, foreign = samba_dc.sids["deleted"], samba_dc.sids["foreign"]
+    unmapped = {u["sid"]: u["kind"] for u in manifest["orphaned"]["unmapped"]}
+    assert unmapped == {deleted: "orphaned", foreign: "foreign"}
+    assert manifest["alice-only"]["protected"] is True
+    assert manifest["alice-only"]["owner"] == "alice@example.test"
+
+    # the report lists every deny, narrowing and unmapped SID, with the items concerned
+    issues = report_rows(cli, s["job_id"], "--list", "issues")
+    assert issues[0] == ["what", "entry", "reason", "items"]
+    listed = {(row[0], row[1]): int(row[3]) for row in issues[1:]}
+    assert listed[("deny", "EXAMPLE\\bob: deny full control")] == 2
+    assert listed[("narrowed", "EXAMPLE\\Domain Users: modify")] == 4  # denied/, public/ + files
+    assert listed[("narrowed", "EXAMPLE\\Engineering: modify")] == 2
+    assert listed[("narrowed", "EXAMPLE\\Finance: read & execute, write")] == 2
+    assert listed[("unmapped", f"{deleted} (orphaned)")] == 2
+    assert listed[("unmapped", f"{foreign} (foreign)")] == 2
+    summary = dict(report_rows(cli, s["job_id"], "--list", "summary")[1:])
+    assert (summary["distinct_acls"], summary["applied"], summary["denied"]) == ("14", "7", "2")
+    rows = report_rows(cli, s["job_id"])
+    by_path = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert "→ finance@example.test (READER)" in by_path["finance/report.txt"]["grants"]
+    assert "not expressible: reported" in by_path["denied/secret.txt"]["denied"]
+
+    again = run(cli, samba_dc, *smb_args(samba_dc, acl_share, dest, *MAP_DOMAINS))
+    assert (again.json["copied"], again.json["unchanged"], again.json["acl_applied"]) == (0, 7, 7)
+    assert object_acls(gcs_server, bucket, "in/") == expected
+
+
+def test_identity_csv_maps_what_the_rules_cannot(cli, samba_dc, acl_share, gcs_server, tmp_path):
+    bucket = gcs_server.make_bucket()
+    mapping = tmp_path / "identities.csv"
+    foreign = samba_dc.sids["foreign"]
+    mapping.write_text(
+        "source,target,type\n"
+        f"{foreign},partner@partner.example,user\n"
+        "EXAMPLE\\Finance,finance-team@example.com,group\n"
+    )
+    args = smb_args(samba_dc, acl_share, f"gs://{bucket}/in", *MAP_DOMAINS,
+                    "--identity-map", str(mapping))  # fmt: skip
+
+    result = run(cli, samba_dc, *args)
+
+    assert result.code == 0, result.stdout + result.stderr[-3000:]
+    acls = object_acls(gcs_server, bucket, "in/")
+    assert {"entity": "user-partner@partner.example", "role": "READER"} in acls[
+        "orphaned/old-report.txt"
+    ]
+    assert {"entity": "group-finance-team@example.com", "role": "READER"} in acls[
+        "finance/report.txt"
+    ]
+    assert result.json["acl_unmapped"] == 2  # the deleted user's SID still maps to nobody
+    overrides = cli.query("SELECT source, target, type, line FROM jobs_identityoverride")
+    assert sorted(overrides, key=lambda o: o[3]) == [
+        (foreign, "partner@partner.example", "user", 2),
+        ("example\\finance", "finance-team@example.com", "group", 3),
+    ]
+
+
+def test_uniform_bucket_level_access_is_reported_once_not_failing_files(
+    cli, samba_dc, acl_share, gcs_server
+):
+    bucket_name = gcs_server.make_bucket()
+    bucket = gcs_server.client().bucket(bucket_name)
+    bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+    bucket.patch()
+
+    result = run(cli, samba_dc, *smb_args(samba_dc, acl_share, f"gs://{bucket_name}/u"))
+
+    assert result.code == 0, result.stdout + result.stderr[-3000:]
+    s = result.json
+    assert (s["copied"], s["failed"], s["acl_applied"]) == (7, 0, 0)
+    assert all(not acl for acl in object_acls(gcs_server, bucket_name, "u/").values())
+    events = cli.query("SELECT level, message FROM jobs_event WHERE message LIKE '%uniform%'")
+    assert events == [("warning", permissions.UNIFORM_ACCESS_MESSAGE)]
+    name = f"u/.migrator/permissions-job-{s['job_id']}.jsonl"
+    assert len(manifest_of(bucket.blob(name).download_as_text())) == 14
+
+
+# --- SMB → local ----------------------------------------------------------------------------
+
+
+def test_smb_to_local_writes_the_manifest_only(cli, samba_dc, acl_share, tmp_path):
+    dst = tmp_path / "dst"
+
+    result = run(cli, samba_dc, *smb_args(samba_dc, acl_share, dst.as_uri(), *MAP_DOMAINS))
+
+    assert result.code == 0, result.stdout + result.stderr[-3000:]
+    s = result.json
+    assert (s["copied"], s["acl_applied"], s["acl_denied"]) == (7, 0, 2)
+    path = dst / ".migrator" / f"permissions-job-{s['job_id']}.jsonl"
+    assert s["acl_manifest"] == f"{dst.as_uri()}/.migrator/permissions-job-{s['job_id']}.jsonl"
+    manifest = manifest_of(path.read_text())
+    assert sorted(manifest) == ALL_PATHS
+    # a destination that reproduces inheritance: explicit entries, with where they apply;
+    # files holding inherited entries only carry none of their own
+    finance = {g["identity"]: g for g in manifest["finance"]["grants"]}
+    assert finance["finance@example.test"]["scope"] == "this_subfolders_files"
+    assert manifest["finance/report.txt"]["grants"] == []
+    assert manifest["alice-only"]["protected"] is True
+
+
+def test_deny_policy_refuse_fails_what_a_deny_applies_to(cli, samba_dc, acl_share, tmp_path):
+    dst = tmp_path / "dst"
+    args = smb_args(samba_dc, acl_share, dst.as_uri(), "--deny-policy", "refuse")
+
+    result = run(cli, samba_dc, *args)
+
+    assert result.code == 1, result.stdout + result.stderr[-3000:]  # completed with errors
+    s = result.json
+    assert s["failed_by_reason"] == {"deny_ace": 1}
+    assert s["folders_failed"] == 1
+    assert s["acl_denied"] == 2
+    failed = cli.query(
+        "SELECT source_path, reason, message FROM jobs_fileitem WHERE state = 'failed' "
+        "ORDER BY source_path"
+    )
+    assert [(p, r) for p, r, _ in failed] == [
+        ("denied", "deny_ace"),
+        ("denied/secret.txt", "deny_ace"),
+    ]
+    assert "EXAMPLE\\bob: deny full control" in failed[1][2]
+    assert not (dst / "denied" / "secret.txt").exists()
+    assert (dst / "public" / "readme.txt").read_bytes() == FILES["public/readme.txt"]
+    rows = report_rows(cli, s["job_id"])
+    by_path = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert by_path["denied/secret.txt"]["grants"].startswith("refused")
+
+
+# --- identity CSV validation ----------------------------------------------------------------
+
+BAD_CSV = (
+    "source,target,type\n"
+    "EXAMPLE\\alice,alice@example.com,user\n"
+    "EXAMPLE\\bob,not-an-email,user\n"
+    "EXAMPLE\\alice,other@example.com,user\n"
+    "S-1-5-21-1,x@example.com,robot\n"
+)
+
+
+def test_cli_identity_csv_with_problems_stops_before_anything_starts(cli, samba_dc, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD_CSV)
+    args = ("--source", samba_dc.smb_url("data", "public"), "--destination",
+            (tmp_path / "dst").as_uri(), "--identity-map", str(bad))  # fmt: skip
+
+    result = run(cli, samba_dc, *args)
+
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1
+    for line in ("line 3: target 'not-an-email' is not an email address",
+                 r"line 4: source 'EXAMPLE\\alice' is mapped twice (first on line 2)",
+                 "line 5: type 'robot' is not one of user, group, domain"):  # fmt: skip
+        assert line in result.stderr
+    assert cli.query("SELECT COUNT(*) FROM jobs_migrationjob") == [(0,)]
+    assert not (tmp_path / "dst").exists()
