@@ -91,7 +91,10 @@ def job_create(
             PathMapping(job=job, position=i, source_path=src.strip("/"), destination_prefix=dst)
             for i, (src, dst) in enumerate(mappings)
         )
-        event_add(job_id=job.pk, message=f"Job created: {source.url} → {destination.url}")
+        # endpoint URLs name hosts and accounts: staff only
+        event_add(job_id=job.pk, message=f"Job created: {source.url} → {destination.url}",
+                  staff_only=True)  # fmt: skip
+        event_add(job_id=job.pk, message=f"Migration created: {source.kind} → {destination.kind}.")
         audit_record(action=AuditAction.CREATE, obj=job, user=user)
     return job
 
