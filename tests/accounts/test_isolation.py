@@ -118,6 +118,10 @@ def candidate_values(converter: str, body: str, ints: list[int]) -> list[str]:
         return numbers
     if converter == "uuid":
         return ["00000000-0000-0000-0000-000000000000"]
+    if converter == "slug":  # report names: every report of every job is walked
+        from reports.tables import REPORTS
+
+        return [*REPORTS, "x"]
     return [*numbers, "x"]  # never a marker: pages may echo the path back
 
 
