@@ -15,15 +15,29 @@ from urllib.parse import quote
 
 import pytest
 import smbclient
+from django.urls import reverse
 from smbprotocol.exceptions import SMBOSError
 
-from jobs import permissions
+from accounts.models import Customer
+from jobs import permissions, services
+from jobs.choices import JobState
+from jobs.models import (
+    AclRecord,
+    DirectoryIdentity,
+    Event,
+    FileItem,
+    IdentityOverride,
+    MigrationJob,
+    Pass,
+)
 from migrator.acl import sd
 from migrator.acl.apply import mapped_descriptor, same_descriptor
+from migrator.acl.mapping import MappingCSVError
 from migrator.acl.model import FULL_CONTROL, MODIFY, READ_EXECUTE
 from migrator.storage import Entry, connector_for
 
 from .conftest import REPO, base_env
+from .test_execution import Steps
 
 # --- the share with the ACL cases -----------------------------------------------------------
 
@@ -462,3 +476,204 @@ def test_cli_identity_csv_with_problems_stops_before_anything_starts(cli, samba_
         assert line in result.stderr
     assert cli.query("SELECT COUNT(*) FROM jobs_migrationjob") == [(0,)]
     assert not (tmp_path / "dst").exists()
+
+
+# --- in-process: the customer's directory, batching, assessment, report, admin --------------
+
+RULES = {"enabled": True, "domain": "example.test", "group_domain": "example.test"}
+
+
+def customer_with_ad(dc, name: str = "Example Corp") -> Customer:
+    customer = Customer(
+        name=name,
+        directory_kind="ad",
+        directory_uri=dc.ldap_uri,
+        directory_bind_dn=f"CN=Administrator,CN=Users,{dc.base_dn}",
+        directory_user_search_base=dc.base_dn,
+        directory_domains=f"{dc.realm.lower()}, {dc.domain}",
+    )
+    customer.set_directory_bind_password(dc.admin_password)
+    customer.save()
+    return customer
+
+
+def smb_job(dc, source: str, destination: str, options: dict) -> MigrationJob:
+    customer = customer_with_ad(dc)
+    src = services.endpoint_create(
+        name="share", url=dc.smb_url("data", source), customer=customer, secret=dc.admin_password
+    )
+    dst = services.endpoint_create(name="dest", url=destination, customer=customer)
+    return services.job_create(
+        customer=customer, name="share", source=src, destination=dst, options=options
+    )
+
+
+def run_job(job: MigrationJob) -> MigrationJob:
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run()
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_files_few_acls_cost_a_few_directory_searches(samba_dc, tmp_path, settings):
+    settings.MIGRATOR_BATCH_FILES = 20
+    base = samba_dc.make_folder("data")
+    sids = samba_dc.sids
+    with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
+        for folder in ("finance", "engineering", "orphaned"):
+            entries, protected = CASES[folder]
+            share.mkdir(folder)
+            share.write_acl(folder, descriptor(sids, entries, protected, "Administrator"))
+            for i in range(30):
+                path = f"{folder}/f{i:02}.txt"
+                share.write(path, io.BytesIO(b"x"), Entry(path, "file", 1, 0))
+    job = smb_job(samba_dc, base, (tmp_path / "dst").as_uri(), {"permissions": RULES})
+
+    job = run_job(job)
+
+    assert job.state == JobState.COMPLETED
+    p = Pass.objects.get(job=job)
+    assert (p.seen, p.batches_total) == (90, 5)
+    assert FileItem.objects.filter(job_pass=p, acl__isnull=False).count() == 93
+    # 3 folders and their files: 6 distinct descriptors, translated once each
+    assert AclRecord.objects.filter(job_pass=p).count() == 6
+    assert sum(AclRecord.objects.filter(job_pass=p).values_list("items", flat=True)) == 93
+    directory = permissions._directories[(job.pk, p.pk)]
+    assert directory.uri == samba_dc.ldap_uri  # the customer's directory
+    # the domain's names (3 searches), then one batched search per batch meeting new SIDs
+    assert directory.searches <= 6
+    # a manifest for a destination that inherits: orphaned/'s own entries name the deleted
+    # user and the foreign SID; its files only inherit them
+    assert p.acl_unmapped == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_assessment_counts_sids_orphaned_and_unmapped(samba_dc, acl_share, tmp_path):
+    options = {"assess_only": True, "permissions": RULES}
+    job = smb_job(samba_dc, acl_share, (tmp_path / "dst").as_uri(), options)
+
+    job = run_job(job)
+
+    assert job.state == JobState.ASSESSED
+    figures = Pass.objects.get(job=job).assessment["permissions"]
+    assert (figures["items"], figures["distinct_acls"], figures["unreadable"]) == (14, 14, 0)
+    # Administrator, Domain Users, BUILTIN\Administrators (owner of files), alice, bob,
+    # Finance, Engineering, the deleted user's and the foreign SID
+    assert figures["distinct_sids"] == 9
+    assert (figures["orphaned"], figures["unmapped"]) == (1, 2)
+    assert figures["orphaned_sids"][0][0] == samba_dc.sids["deleted"]
+    assert {sid for _, sid, _ in figures["unmapped_identities"]} == {
+        samba_dc.sids["deleted"],
+        samba_dc.sids["foreign"],
+    }
+    assert (figures["with_deny"], figures["protected_folders"]) == (2, 1)
+    assert "directory_error" not in figures
+    assert not list((tmp_path / "dst").glob("*"))  # an assessment copies nothing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_report_page_and_csv_list_every_deny_narrowing_and_unmapped_sid(
+    samba_dc, acl_share, gcs_server, admin_client, django_assert_max_num_queries
+):
+    bucket = gcs_server.make_bucket()
+    job = run_job(smb_job(samba_dc, acl_share, f"gs://{bucket}/r", {"permissions": RULES}))
+    assert job.state == JobState.COMPLETED
+
+    url = reverse("reports:job_report", args=[job.pk, "permissions"])
+    with django_assert_max_num_queries(25):
+        page = admin_client.get(url)
+    text = page.content.decode()
+    assert page.status_code == 200
+    for words in ("EXAMPLE\\bob: deny full control", "EXAMPLE\\Domain Users: modify",
+                  "EXAMPLE\\Finance: read &amp; execute, write",
+                  f"{samba_dc.sids['deleted']} (orphaned)",
+                  f"{samba_dc.sids['foreign']} (foreign)"):  # fmt: skip
+        assert words in text
+    assert "Distinct ACLs <b>14</b>" in text
+    issues = admin_client.get(url, {"issues": "1"}).content.decode()
+    assert "finance/report.txt" not in issues and "denied/secret.txt" in issues
+
+    csv_rows = list(csv.reader(io.StringIO(b"".join(
+        admin_client.get(url, {"format": "csv"}).streaming_content).decode())))  # fmt: skip
+    assert csv_rows[0][0] == "path" and len(csv_rows) == 15
+    events = Event.objects.filter(job=job, message__startswith="Permissions manifest written")
+    assert events.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_identity_csv_import_is_all_or_nothing(tmp_path):
+    from .test_execution import new_job
+
+    job = new_job((tmp_path / "s").as_uri(), (tmp_path / "d").as_uri())
+    permissions.identity_overrides_import(
+        job=job, data="source,target,type\nEXAMPLE\\alice,alice@example.com,user\n"
+    )
+    with pytest.raises(MappingCSVError) as caught:
+        permissions.identity_overrides_import(job=job, data=BAD_CSV)
+    assert [p.line for p in caught.value.problems] == [3, 4, 5]
+    assert list(IdentityOverride.objects.values_list("source", "target")) == [
+        ("example\\alice", "alice@example.com")
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_identity_csv_upload_shows_problems_by_line(tmp_path, admin_client):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from .test_execution import new_job
+
+    job = new_job((tmp_path / "s").as_uri(), (tmp_path / "d").as_uri())
+    url = reverse("admin:jobs_migrationjob_identity_csv", args=[job.pk])
+    bad = admin_client.post(url, {"csv_file": SimpleUploadedFile("m.csv", BAD_CSV.encode())})
+    assert bad.status_code == 200
+    assert "line 3: target &#x27;not-an-email&#x27; is not an email address" in bad.content.decode()
+    assert not IdentityOverride.objects.exists()
+    good = "source,target,type\nS-1-5-21-1-2-3-1201,partner@partner.example,user\n"
+    ok = admin_client.post(url, {"csv_file": SimpleUploadedFile("m.csv", good.encode())})
+    assert ok.status_code == 302
+    assert IdentityOverride.objects.get(job=job).target == "partner@partner.example"
+    page = admin_client.get(reverse("admin:jobs_migrationjob_change", args=[job.pk]))
+    assert "partner@partner.example" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ad_users_export_to_the_identity_table_csv_and_scim(samba_dc, admin_client):
+    customer = customer_with_ad(samba_dc)
+    refresh = reverse("admin:jobs_directoryidentity_refresh")
+    assert admin_client.post(refresh, {"customer": customer.pk}).status_code == 302
+
+    users = {i.account: i for i in DirectoryIdentity.objects.filter(customer=customer, kind="user")}
+    assert {"alice", "bob", "carol"} <= set(users)
+    assert users["alice"].upn == "alice@example.test" and users["alice"].enabled
+    assert users["carol"].enabled is False
+    assert "Engineering" in users["bob"].nested_groups  # through Platform
+    groups = {i.account for i in DirectoryIdentity.objects.filter(customer=customer, kind="group")}
+    assert {"Finance", "Engineering", "Platform", "Partners"} <= groups
+
+    listing = admin_client.get(
+        reverse("admin:jobs_directoryidentity_changelist"), {"customer__id__exact": customer.pk}
+    )
+    assert "alice@example.test" in listing.content.decode()
+    body = b"".join(
+        admin_client.get(reverse("admin:jobs_directoryidentity_csv"),
+                         {"customer": customer.pk}).streaming_content
+    ).decode()  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(body)))
+    alice = next(r for r in rows if r["account"] == "alice")
+    assert (alice["sid"], alice["kind"]) == (samba_dc.sids["alice"], "user")
+    scim = json.loads(b"".join(
+        admin_client.get(reverse("admin:jobs_directoryidentity_scim"),
+                         {"customer": customer.pk}).streaming_content))  # fmt: skip
+    assert scim["totalResults"] == len(scim["Resources"]) == len(rows)
+    resources = {r["externalId"]: r for r in scim["Resources"]}
+    assert resources[samba_dc.sids["alice"]]["userName"] == "alice@example.test"
+    assert resources[samba_dc.sids["carol"]]["active"] is False
+    finance = resources[samba_dc.sids["Finance"]]
+    assert finance["schemas"] == ["urn:ietf:params:scim:schemas:core:2.0:Group"]
+    assert samba_dc.sids["alice"] in {m["value"] for m in finance["members"]}
+
+    # read again: the same rows, none doubled
+    assert admin_client.post(refresh, {"customer": customer.pk}).status_code == 302
+    assert DirectoryIdentity.objects.filter(customer=customer).count() == len(rows)
