@@ -9,6 +9,10 @@ RUN_DEBS := python3-venv libldap2-dev libsasl2-dev gcc
 TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind ldap-utils \
 	acl attr slapd chromium postgresql redis-server rclone
 
+# the job-execution tests, run a second time on PostgreSQL + Redis
+PG_TESTS := tests/jobs/test_execution.py tests/jobs/test_worker_kill.py tests/jobs/test_cli.py \
+	tests/jobs/test_gcs_jobs.py tests/jobs/test_admin.py
+
 .PHONY: run test lint format system-run system-test venv demo worker web clean bench
 
 define apt_install
@@ -56,7 +60,7 @@ test: system-test venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@echo "--- the job-execution tests again on PostgreSQL + Redis ---"
-	$(PY) -m tests.servers.stack -- $(PY) -m pytest tests/jobs $(PYTEST_ARGS)
+	$(PY) -m tests.servers.stack -- $(PY) -m pytest $(PG_TESTS) $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/copy_bench.py
