@@ -109,6 +109,9 @@ class Planner:
         self.filters = filters_for(job)
         self.names: dict[int, NamePlanner] = {}
         self.assessment = assessment
+        # read once: this runs for every entry, and model attributes are not free
+        self.job_id, self.pass_id = job.pk, job_pass.pk
+        self.assess = job_pass.kind == PassKind.ASSESS
 
     def plan(self, mapping: PathMapping, item: Entry | ScanError) -> Row:
         names = self.names.get(mapping.position)
@@ -119,27 +122,32 @@ class Planner:
         planned = names.plan(rel, item)
         if self.assessment is not None:
             self.assessment.add(item.path, item, planned)
-        row = Row(
-            job_id=self.job.pk,
-            job_pass_id=self.job_pass.pk,
+        state, reason = planned.state, planned.reason
+        if self.assess and state == ItemState.PENDING:
+            state, reason = ItemState.EXCLUDED, "assessment_only"  # an assessment copies nothing
+        size = mtime_ns = 0
+        md5 = crc32c = ""
+        if isinstance(item, Entry):
+            size, mtime_ns = item.size, item.mtime_ns
+            if item.hashes:
+                md5, crc32c = item.hash("md5") or "", item.hash("crc32c") or ""
+        return Row(
+            job_id=self.job_id,
+            job_pass_id=self.pass_id,
             source_path=item.path.replace("\x00", "\\x00"),  # no database text holds NUL
             kind=ItemKind.DIR if item.kind == "dir" else ItemKind.FILE,
             dest_path=planned.dest_path,
             dest_key=planned.dest_key,
-            state=planned.state,
-            reason=planned.reason,
+            state=state,
+            reason=reason,
             message=planned.message,
             renamed_from=planned.renamed_from,
             rules=",".join(planned.rules),
+            size=size,
+            mtime_ns=mtime_ns,
+            md5=md5,
+            crc32c=crc32c,
         )
-        if isinstance(item, Entry):
-            row.size, row.mtime_ns = item.size, item.mtime_ns
-            row.md5 = item.hash("md5") or ""
-            row.crc32c = item.hash("crc32c") or ""
-        if self.job_pass.kind == PassKind.ASSESS and row.state == ItemState.PENDING:
-            row.state = ItemState.EXCLUDED  # an assessment copies nothing: nothing pends
-            row.reason = "assessment_only"
-        return row
 
 
 def _relative(path: str, base: str) -> str:
@@ -290,23 +298,34 @@ def _scan_flush(
             return False
         insert_rows(rows)
         created = rows
-        files = [r for r in created if r.kind == ItemKind.FILE]
-        dirs = [r for r in created if r.kind == ItemKind.DIR]
-        by_state = Counter(r.state for r in files)
+        # one pass over the chunk for every counter
+        by_state: Counter[str] = Counter()
+        folders = folders_failed = bytes_seen = bytes_done = 0
+        pending: list[Row] = []
+        file_kind, pending_state, failed_state = ItemKind.FILE, ItemState.PENDING, ItemState.FAILED
+        for r in created:
+            if r.state == pending_state:
+                pending.append(r)
+            if r.kind == file_kind:
+                by_state[r.state] += 1
+                bytes_seen += r.size
+                if r.state != pending_state:
+                    bytes_done += r.size
+            else:
+                folders += 1
+                folders_failed += r.state == failed_state
         updates = {
-            "seen": F("seen") + len(files),
+            "seen": F("seen") + sum(by_state.values()),
             "pending": F("pending") + by_state[ItemState.PENDING],
             "excluded": F("excluded") + by_state[ItemState.EXCLUDED],
             "failed": F("failed") + by_state[ItemState.FAILED],
-            "bytes_seen": F("bytes_seen") + sum(r.size for r in files),
-            "bytes_done": F("bytes_done")
-            + sum(r.size for r in files if r.state != ItemState.PENDING),
-            "folders_seen": F("folders_seen") + len(dirs),
-            "folders_failed": F("folders_failed")
-            + sum(1 for r in dirs if r.state == ItemState.FAILED),
+            "bytes_seen": F("bytes_seen") + bytes_seen,
+            "bytes_done": F("bytes_done") + bytes_done,
+            "folders_seen": F("folders_seen") + folders,
+            "folders_failed": F("folders_failed") + folders_failed,
             "scan_lease_expires": now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS),
         }
-        batches = _make_batches(job_pass, [r for r in created if r.state == ItemState.PENDING])
+        batches = _make_batches(job_pass, pending)
         if batches:
             updates["batches_total"] = F("batches_total") + len(batches)
         if cursor is not None:
@@ -394,11 +413,9 @@ def _make_batches(job_pass: Pass, pending: Sequence[Row | FileItem]) -> list[Bat
             )
         )
 
+    max_files, max_bytes = settings.MIGRATOR_BATCH_FILES, settings.MIGRATOR_BATCH_BYTES
     for row in pending:
-        if group and (
-            len(group) >= settings.MIGRATOR_BATCH_FILES
-            or size + row.size > settings.MIGRATOR_BATCH_BYTES
-        ):
+        if group and (len(group) >= max_files or size + row.size > max_bytes):
             close()
             group, size = [], 0
         group.append(row)
