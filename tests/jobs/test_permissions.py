@@ -5,11 +5,13 @@ the assessment's SID figures and batched directory lookups."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
@@ -108,15 +110,42 @@ def acl_share(samba_dc) -> str:
     return base
 
 
-def can_open(dc, share: str, path: str, user: str) -> bool:
+@contextlib.contextmanager
+def session_as(dc, user: str) -> Iterator[dict]:
+    """smbclient keyword arguments for a connection of `user`'s own, closed afterwards (a
+    DC shared with other test sessions may restart: cached connections would be stale)."""
+    cache: dict = {}
+    smbclient.register_session(
+        dc.host,
+        username=f"{dc.domain}\\{user}",
+        password=dc.password_for(user),
+        port=dc.port,
+        auth_protocol="ntlm",
+        connection_cache=cache,
+    )
     try:
-        with smbclient.open_file(dc.unc(share, path), mode="rb", **dc.smbclient_kwargs(user)) as f:
-            f.read()
-    except (SMBOSError, PermissionError, OSError) as exc:
-        if "denied" in str(exc).lower() or isinstance(exc, PermissionError):
-            return False
-        raise
+        yield {"port": dc.port, "connection_cache": cache}
+    finally:
+        smbclient.reset_connection_cache(connection_cache=cache)
+
+
+def can_open(dc, share: str, path: str, user: str) -> bool:
+    with session_as(dc, user) as kwargs:
+        try:
+            with smbclient.open_file(dc.unc(share, path), mode="rb", **kwargs) as f:
+                f.read()
+        except (SMBOSError, PermissionError) as exc:
+            if "denied" in str(exc).lower() or isinstance(exc, PermissionError):
+                return False
+            raise
     return True
+
+
+def read_as_admin(dc, share: str, path: str) -> bytes:
+    with session_as(dc, dc.admin_user) as kwargs:
+        f = smbclient.open_file(dc.unc(share, path), mode="rb", **kwargs)
+        with f:
+            return f.read()
 
 
 def access_of(dc, share: str, base: str) -> dict[str, set[str]]:
@@ -250,10 +279,8 @@ def test_permissions_only_pass_reapplies_changed_permissions_without_copying(
     assert only.json["acl_denied"] == 3  # denied/, denied/secret.txt and now the readme
     assert not can_open(samba_dc, "target", f"{target}/{readme}", "bob")
     assert can_open(samba_dc, "target", f"{target}/{readme}", "alice")
-    with smbclient.open_file(
-        samba_dc.unc("target", f"{target}/{readme}"), mode="rb", **samba_dc.smbclient_kwargs()
-    ) as f:
-        assert f.read() == FILES[readme]  # the data was left as it was
+    # the data was left as it was
+    assert read_as_admin(samba_dc, "target", f"{target}/{readme}") == FILES[readme]
     passes = cli.query("SELECT number, kind FROM jobs_pass ORDER BY number")
     assert passes == [(1, "copy"), (2, "permissions")]
 
