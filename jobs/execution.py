@@ -233,7 +233,7 @@ def pass_scan(*, pass_id: int) -> None:
             figures["estimate"] = _estimate(job, source, figures, assessment.samples)
         finally:
             source.close()
-        permissions.assessment_add(job=job, job_pass=job_pass, figures=figures)  # SID figures
+        permissions.assessment_add(job=job, job_pass=job_pass, figures=figures, token=token)
     _scan_flush(job_pass, token, [], None, final=True, assessment=figures)
     pass_maybe_finish(pass_id=pass_id)
 

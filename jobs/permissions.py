@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -287,6 +288,70 @@ def _pool(
     return results
 
 
+def _stream_pool(
+    items: Iterable,
+    opener: Callable[[], Connector],
+    work: Callable[[Connector, Any], Any],
+    threads: int,
+) -> Iterator[tuple[Any, Any]]:
+    """(item, work(connector, item)) as they come, for a stream of items too long to hold
+    (a database iterator, read in this thread): a few threads with a connector each take
+    items from a bounded queue; results are handed on as the items are fed."""
+    todo: queue.Queue = queue.Queue(maxsize=threads * 64)
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    stop = object()
+    cannot_open: list[BaseException] = []
+    broke: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            conn = opener()
+        except BaseException as exc:  # the others carry on; all failing is an error
+            cannot_open.append(exc)
+            return
+        try:
+            while (item := todo.get()) is not stop:
+                done.put((item, work(conn, item)))
+        except BaseException as exc:
+            broke.append(exc)
+        finally:
+            conn.close()
+
+    pool = [threading.Thread(target=run, daemon=True) for _ in range(max(1, threads))]
+    for t in pool:
+        t.start()
+
+    def alive() -> bool:
+        return len(cannot_open) + len(broke) < len(pool)
+
+    try:
+        for item in items:
+            while True:
+                while not done.empty():
+                    yield done.get()
+                if not alive():
+                    raise (broke or cannot_open)[0]
+                try:
+                    todo.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        for t in pool:
+            while t.is_alive():
+                try:
+                    todo.put(stop, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+        for t in pool:
+            t.join()
+    while not done.empty():
+        yield done.get()
+    if broke:
+        raise broke[0]
+
+
 def _retrying(options: CopyOptions, op: Callable[[], Any]) -> Any:
     """op(), retried with backoff while it raises a transient StorageError."""
     attempt = 0
@@ -306,11 +371,21 @@ def acl_key(sd: sdmod.SecurityDescriptor, kind: str) -> str:
 
 
 def _source_has_acls(endpoint: Endpoint) -> bool:
-    conn = open_endpoint(endpoint)
+    """What the connector class of the endpoint's scheme declares (none is opened)."""
+    import importlib
+    import inspect
+
+    from migrator.storage import SCHEMES, kind_of
+
     try:
-        return bool(conn.capabilities.acl)
-    finally:
-        conn.close()
+        kind = kind_of(endpoint.url)
+    except ValueError:
+        return False
+    module = importlib.import_module(SCHEMES[kind].split(":")[0])
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, Connector) and cls.scheme == kind:
+            return bool(cls.capabilities.acl)
+    return False
 
 
 # --- the batch ----------------------------------------------------------------------------
@@ -696,9 +771,11 @@ def record_plan(record: AclRecord) -> AclPlan:
 # --- the assessment -------------------------------------------------------------------------
 
 
-def assessment_add(*, job: MigrationJob, job_pass: Pass, figures: dict) -> None:
-    """Add the SID figures to an assessment: every item's descriptor read, the distinct
-    SIDs resolved in a few batched directory calls, mapped by the job's rules."""
+def assessment_add(*, job: MigrationJob, job_pass: Pass, figures: dict, token: str = "") -> None:
+    """Add the SID figures to an assessment: every item's descriptor read (a few threads
+    with a connection each, rows streamed from the manifest), the distinct SIDs resolved
+    in a few batched directory calls, mapped by the job's rules. The scan's lease (held
+    by `token`) is renewed meanwhile: it must outlive a long read."""
     opts = options_of(job)
     if opts is None:
         return
@@ -712,7 +789,6 @@ def assessment_add(*, job: MigrationJob, job_pass: Pass, figures: dict) -> None:
         .values_list("source_path", "kind")
         .iterator(chunk_size=2000)
     )
-    chunk: list[tuple[str, str]] = []
 
     def read(conn: Connector, item: tuple[str, str]):
         try:
@@ -720,21 +796,20 @@ def assessment_add(*, job: MigrationJob, job_pass: Pass, figures: dict) -> None:
         except StorageError as exc:
             return exc
 
-    def flush() -> None:
-        for (path, kind), result in _pool(
-            chunk, lambda: open_endpoint(job.source), read, settings.MIGRATOR_COPY_THREADS
-        ):
-            if isinstance(result, sdmod.SecurityDescriptor):
-                survey.add(path, result, kind)
-            else:
-                survey.failed(path, str(result))
-        chunk.clear()
-
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= 2000:
-            flush()
-    flush()
+    last = time.monotonic()
+    for (path, kind), result in _stream_pool(
+        rows, lambda: open_endpoint(job.source), read, settings.MIGRATOR_COPY_THREADS
+    ):
+        if isinstance(result, sdmod.SecurityDescriptor):
+            survey.add(path, result, kind)
+        else:
+            survey.failed(path, str(result))
+        if token and time.monotonic() - last > 30:
+            expires = timezone.now() + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+            Pass.objects.filter(pk=job_pass.pk, scan_lease_owner=token).update(
+                scan_lease_expires=expires
+            )
+            last = time.monotonic()
     directory = directory_for(job, job_pass.pk)
     try:
         principals = directory.resolve(survey.sids())
