@@ -76,8 +76,14 @@ def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[d
             cmd = [sys.executable, "manage.py", "migrator_run", "--source", src.as_uri(),
                    "--destination", dst.as_uri(), "--json"]  # fmt: skip
         seconds, rss, out = timed(cmd, env)
-        row = {"set": name, "tool": tool, "seconds": round(seconds, 2), "rss_mb": rss // 1024,
-               "files_s": round(files / seconds), "mb_s": round(nbytes / 1e6 / seconds, 1)}  # fmt: skip
+        row = {
+            "set": name,
+            "tool": tool,
+            "seconds": round(seconds, 2),
+            "rss_mb": rss // 1024,
+            "files_s": round(files / seconds),
+            "mb_s": round(nbytes / 1e6 / seconds, 1),
+        }
         if tool == "migrator":
             summary = json.loads(out.strip().splitlines()[-1])
             assert summary["copied"] == files and summary["state"] == "completed", summary
@@ -107,10 +113,13 @@ def main() -> None:
     print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d')}")
     for name in ("small", "large"):
         m, r, c = by[(name, "migrator")], by[(name, "rclone")], by[(name, "cp")]
-        print(f"{name}: migrator {m['files_s']} files/s {m['mb_s']} MB/s rss {m['rss_mb']} MB | "
-              f"rclone {r['files_s']} files/s {r['mb_s']} MB/s | cp {c['files_s']} files/s "
-              f"{c['mb_s']} MB/s | migrator/rclone {m['seconds'] and r['seconds'] / m['seconds']:.2f}x "
-              f"migrator/cp {c['seconds'] / m['seconds']:.2f}x")  # fmt: skip
+        vs_rclone = r["seconds"] / m["seconds"] if m["seconds"] else 0.0
+        vs_cp = c["seconds"] / m["seconds"] if m["seconds"] else 0.0
+        print(
+            f"{name}: migrator {m['files_s']} files/s {m['mb_s']} MB/s rss {m['rss_mb']} MB | "
+            f"rclone {r['files_s']} files/s {r['mb_s']} MB/s | cp {c['files_s']} files/s "
+            f"{c['mb_s']} MB/s | migrator/rclone {vs_rclone:.2f}x migrator/cp {vs_cp:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from jobs import services
-from jobs.choices import JobState
 from jobs.models import FileItem, MigrationJob, Pass
 from migrator.sanitize import Sanitizer
 from migrator.storage import connector_for
