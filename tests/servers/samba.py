@@ -77,6 +77,13 @@ USERS = {"alice": "Alice-Passw0rd!", "bob": "Bob-Passw0rd!", "carol": "Carol-Pas
 DISABLED = ("carol",)
 GROUPS = {"Finance": ["alice"], "Platform": ["bob"], "Engineering": ["Platform"]}
 SHARES = ("data", "target")
+# For bench/smb_bench.py: reads and writes served synchronously. Samba answers a READ it
+# serves asynchronously with an unsigned interim response first, which rclone 1.60's smb
+# client refuses ("signing required") on every large file; a benchmark needs both tools.
+BENCH_SHARE = "bench"
+# A share that requires SMB 3 encryption: the connector then keeps smbprotocol's own
+# message path (it encrypts), instead of its lean signed-only one.
+SEALED_SHARE = "sealed"
 
 # Folder ACLs of [data] as SDDL with hex masks ({alice}, … are filled with SIDs). LA is
 # the domain's Administrator, DU Domain Users; AI (auto-inherited, as Windows writes it)
@@ -404,6 +411,14 @@ def _write_conf(port: int) -> None:
     conf = base.replace("[global]\n", "[global]\n" + extra, 1)
     for share in SHARES:
         conf += f"\n[{share}]\n\tpath = {RUN / 'shares' / share}\n\tread only = no\n"
+    conf += (
+        f"\n[{BENCH_SHARE}]\n\tpath = {RUN / 'shares' / BENCH_SHARE}\n\tread only = no\n"
+        "\taio read size = 0\n\taio write size = 0\n"
+        f"\n[{SEALED_SHARE}]\n\tpath = {RUN / 'shares' / SEALED_SHARE}\n\tread only = no\n"
+        "\tsmb encrypt = required\n"
+    )
+    for extra in (BENCH_SHARE, SEALED_SHARE):
+        (RUN / "shares" / extra).mkdir(parents=True, exist_ok=True)
     CONF.write_text(conf)
 
 
@@ -618,6 +633,17 @@ def _populate_acl_cases(dc: SambaDC) -> None:
     marker.write_text("")
 
 
+def ensure_extra_shares(port: int) -> None:
+    """A DC started by an older version of this file (a session still running) may lack
+    the [bench] and [sealed] shares: write them into its smb.conf and have smbd reload."""
+    text = CONF.read_text()
+    if f"[{BENCH_SHARE}]" in text and f"[{SEALED_SHARE}]" in text:
+        return
+    _write_conf(port)
+    _run("smbcontrol", "-s", str(CONF), "smbd", "reload-config")
+    time.sleep(1)  # smbd re-reads its configuration asynchronously
+
+
 def _port_in_conf() -> int:
     for line in CONF.read_text().splitlines():
         key, _, value = line.strip().partition("=")
@@ -641,7 +667,7 @@ def _make_dc(pid: int, port: int) -> SambaDC:
         ldap_uri=f"ldap://{HOST}:{LDAP_PORT}",
         directory=RUN,
         pid=pid,
-        shares={share: RUN / "shares" / share for share in SHARES},
+        shares={s: RUN / "shares" / s for s in (*SHARES, BENCH_SHARE, SEALED_SHARE)},
     )
 
 
@@ -690,6 +716,7 @@ def running_dc() -> Iterator[SambaDC]:
         else:
             TIMINGS["provision"] = "shared with another session"
         port = _port_in_conf()
+        ensure_extra_shares(port)
         dc = _make_dc(pid, port)
         t0 = time.monotonic()
         _populate(dc)
