@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from urllib.parse import quote
@@ -96,10 +97,18 @@ def descriptor(sids, entries, protected: bool, owner: str) -> sd.SecurityDescrip
     return sd.SecurityDescriptor(sids[owner], sids["Domain Users"], dacl, control=control)
 
 
+def new_folder(dc, share: str) -> str:
+    """A fresh folder in `share` over a connection of its own (see session_as)."""
+    name = f"p-{uuid.uuid4().hex[:12]}"
+    with connector_for(dc.smb_url(share), dc.admin_password) as conn:
+        conn.mkdir(name)
+    return name
+
+
 @pytest.fixture(scope="module")
 def acl_share(samba_dc) -> str:
     """A fresh folder in [data] holding the ACL cases; returns its share-relative path."""
-    base = samba_dc.make_folder("data")
+    base = new_folder(samba_dc, "data")
     with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
         for folder, (entries, protected) in CASES.items():
             share.mkdir(folder)
@@ -208,7 +217,7 @@ ALL_PATHS = sorted([*CASES, *FILES])
 
 def test_smb_to_smb_alice_and_bob_keep_the_access_they_had(cli, samba_dc, acl_share):
     assert access_of(samba_dc, "data", acl_share) == ACCESS  # the cases are what we think
-    target = samba_dc.make_folder("target")
+    target = new_folder(samba_dc, "target")
     args = smb_args(samba_dc, acl_share, samba_dc.smb_url("target", target))
 
     first = run(cli, samba_dc, *args)
@@ -254,7 +263,7 @@ def test_smb_to_smb_alice_and_bob_keep_the_access_they_had(cli, samba_dc, acl_sh
 def test_permissions_only_pass_reapplies_changed_permissions_without_copying(
     cli, samba_dc, acl_share
 ):
-    target = samba_dc.make_folder("target")
+    target = new_folder(samba_dc, "target")
     args = smb_args(samba_dc, acl_share, samba_dc.smb_url("target", target))
     assert run(cli, samba_dc, *args).code == 0
     readme = "public/readme.txt"
@@ -546,7 +555,7 @@ def run_job(job: MigrationJob) -> MigrationJob:
 @pytest.mark.django_db(transaction=True)
 def test_many_files_few_acls_cost_a_few_directory_searches(samba_dc, tmp_path, settings):
     settings.MIGRATOR_BATCH_FILES = 20
-    base = samba_dc.make_folder("data")
+    base = new_folder(samba_dc, "data")
     sids = samba_dc.sids
     with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
         for folder in ("finance", "engineering", "orphaned"):
