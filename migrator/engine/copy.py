@@ -245,43 +245,65 @@ def copy_batch(
 ) -> list[Outcome]:
     """Copy the tasks with a pool of threads; `source()`/`destination()` open a connector
     for each thread, closed when the thread is done. Items not reached because
-    `options.should_stop()` turned true are left out of the result (they stay pending)."""
+    `options.should_stop()` turned true are left out of the result (they stay pending).
+
+    Threads take runs of consecutive tasks (neighbours in one folder), not one task at
+    a time, and keep their outcomes until they finish: each hand-off between threads
+    costs more than copying a small file. When both connectors declare `copy_threads`
+    (their work is CPU in this machine's kernel, not waiting on a network), no more
+    threads than that are used: more only contend for the GIL and the folder locks."""
     if not tasks:
         return []
     limiter = RateLimiter(options.bwlimit)
-    todo: queue.SimpleQueue[CopyTask] = queue.SimpleQueue()
-    for task in tasks:
-        todo.put(task)
+    first: list[Connector] = []
+    try:  # the first thread's connectors, opened here: they say how many threads pay off
+        first.append(source())
+        first.append(destination())
+    except BaseException:
+        for conn in first:
+            conn.close()
+        raise
+    threads = max(1, min(options.threads, len(tasks), (os.cpu_count() or 2) * 8))
+    hints = [getattr(conn, "copy_threads", None) for conn in first]
+    if all(hints):
+        threads = min(threads, max(hints))
+    run = max(1, min(64, len(tasks) // (threads * 4)))
+    todo: queue.SimpleQueue[Sequence[CopyTask]] = queue.SimpleQueue()
+    for start in range(0, len(tasks), run):
+        todo.put(tasks[start : start + run])
     results: list[Outcome] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
-    def work() -> None:
-        opened: list[Connector] = []
+    def work(opened: list[Connector]) -> None:
+        done: list[Outcome] = []
         try:
-            src = source()
-            opened.append(src)
-            dst = destination()
-            opened.append(dst)
-            while not options.should_stop():
+            if not opened:
+                opened.append(source())
+                opened.append(destination())
+            src, dst = opened
+            while True:
                 try:
-                    task = todo.get_nowait()
+                    tasks_run = todo.get_nowait()
                 except queue.Empty:
                     return
-                outcome = copy_one(task, src, dst, options, limiter)
-                with lock:
-                    results.append(outcome)
+                for task in tasks_run:
+                    if options.should_stop():
+                        return
+                    done.append(copy_one(task, src, dst, options, limiter))
         except BaseException as exc:  # a connector that cannot even open: surface it
             errors.append(exc)
         finally:
+            with lock:
+                results.extend(done)
             for conn in opened:
                 conn.close()
 
-    threads = max(1, min(options.threads, len(tasks), (os.cpu_count() or 2) * 8))
     if threads == 1:
-        work()
+        work(first)
     else:
-        pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+        pool = [threading.Thread(target=work, args=(first if i == 0 else [],), daemon=True)
+                for i in range(threads)]  # fmt: skip
         for t in pool:
             t.start()
         for t in pool:

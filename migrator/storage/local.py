@@ -45,9 +45,9 @@ def check_relative(path: str) -> str:
         return ""
     if "\x00" in path or path.startswith(("/", "\\")):
         raise InvalidPath(path, "absolute path or NUL in name")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidPath(path, "path would escape the destination root")
+    wrapped = f"/{path}/"  # a part "", "." or "..", found without splitting
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
+        raise InvalidPath(path, "path would escape the destination root")
     return path
 
 
@@ -64,6 +64,9 @@ def _wrap(exc: OSError, path: str) -> StorageError:
 class LocalConnector(Connector):
     scheme = "file"
     capabilities = Capabilities(hashes=frozenset(), mtime_precision_ns=1, acl=False)
+    # threads worth running when both ends of a copy are local: the work is CPU in the
+    # kernel, and 8 threads on 2 cores measured 2.5x the system time of 2 (folder locks)
+    copy_threads = os.cpu_count() or 2
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -148,10 +151,10 @@ class LocalConnector(Connector):
             try:
                 while chunk := stream.read(CHUNK):
                     size += os.write(fd, chunk)
+                if entry.mtime_ns:  # by descriptor: no second path lookup
+                    os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             finally:
                 os.close(fd)
-            if entry.mtime_ns:
-                os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
             os.replace(tmp, full)
         except BaseException as exc:
             try:
