@@ -15,6 +15,8 @@ from jobs.models import FileItem
 from tests.jobs.factories import PassFactory
 
 MILLION = 1_000_000
+# making a million rows with bulk_create takes minutes on a busy 2-core machine
+pytestmark = pytest.mark.timeout(1500)
 HOSTILE = '=cmd|"/c calc"!A1, "quoted"\nnew line.txt'
 
 
