@@ -71,6 +71,7 @@ if logging.getLogger("smbprotocol").level == logging.NOTSET:
 CHUNK = 1 << 20  # bytes per READ/WRITE: 16 credits
 PIPELINE = 4  # READs/WRITEs in flight per large file
 LIST_BUFFER = 1 << 16  # one credit of directory entries (~600 names) per QUERY_DIRECTORY
+LIST_RETRY_SECONDS = 30.0  # a scan waits this long for a server that went away
 EXTRA_CREDITS = 192  # asked for once per connection, so pipelines never wait on credits
 
 # MS-SMB2 / MS-FSCC constants
@@ -763,6 +764,7 @@ class SMBConnector(Connector):
         self.user, self.domain = user, domain
         self._password = password
         self.timeout = timeout
+        self.list_retry_seconds = LIST_RETRY_SECONDS
         self._local = threading.local()
         self._links: set[_Link] = set()
         self._lock = threading.Lock()
@@ -960,13 +962,25 @@ class SMBConnector(Connector):
 
     def _list(self, rel: str) -> list[Entry | ScanError]:
         """One folder's children, sorted by code point; an unreadable folder becomes a
-        ScanError. Connection failures are raised: they are not about this folder."""
-        try:
-            raw = self._run(rel, lambda link: self._list_raw(link, rel))
-        except (ConnectFailed, Transient):
-            raise
-        except StorageError as exc:
-            return [ScanError(rel, exc)]
+        ScanError. A listing is safe to repeat, and a scan has no other retry short of its
+        lease lapsing, so a server away for a while (restarting) is waited for with
+        backoff for up to LIST_RETRY_SECONDS; then the Transient is raised: it is not
+        about this folder."""
+        waited, pause = 0.0, 0.25
+        while True:
+            try:
+                raw = self._run(rel, lambda link: self._list_raw(link, rel))
+                break
+            except ConnectFailed:
+                raise
+            except Transient:
+                if waited >= self.list_retry_seconds:
+                    raise
+                time.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 4.0)
+            except StorageError as exc:
+                return [ScanError(rel, exc)]
         out: list[Entry | ScanError] = []
         for name, size, mtime, attributes in sorted(raw):
             if name in (".", "..") or is_temp(name):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import os
 import socket
+import threading
+import time
 
 import pytest
 
@@ -122,3 +124,38 @@ def test_pool_is_per_account(samba_dc, url):
     finally:
         alice.close()
     _POOL.flush(alice._pool_key)
+
+
+def test_a_scan_waits_for_a_restarting_server_and_goes_on(samba_dc):
+    """A listing is safe to repeat: the walk picks up where it was once the DC is back."""
+    from tests.servers.samba import restart_dc
+
+    name = samba_dc.make_folder("target")  # [target]: made directly on its disk
+    disk = samba_dc.disk_path("target", name)
+    for i in range(6):
+        (disk / f"d{i}").mkdir()
+        (disk / f"d{i}" / "x.txt").write_bytes(b"x")
+    connector = connector_for(samba_dc.smb_url("target", name), samba_dc.admin_password)
+    try:
+        walk = connector.scan("")
+        seen = [next(walk).path, next(walk).path]  # d0 listed, d0/x.txt next
+        restart = threading.Thread(target=restart_dc, args=(samba_dc, 2.0))
+        restart.start()
+        deadline = time.monotonic() + 30
+        while _listening(samba_dc.host, samba_dc.port):  # the DC is down now
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.monotonic()
+        seen += [item.path for item in walk]
+        waited = time.monotonic() - started
+        restart.join()
+    finally:
+        connector.close()
+    assert waited >= 2.0  # it did wait for the server, which was away that long
+    assert seen == [p for i in range(6) for p in (f"d{i}", f"d{i}/x.txt")]
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
