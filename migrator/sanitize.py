@@ -438,14 +438,15 @@ class Sanitizer:
         self._devices = {_ascii_lower(d) for d in self.profile.reserved_names}
         self._reserved_paths = [tuple(r.strip("/").split("/")) for r in self.profile.reserved_paths]
         self._cache: dict[str, tuple[str, tuple[str, ...]]] = {}
-        # Printable ASCII the profile allows anywhere: most names are made only of it, and
-        # for them `_plain` decides "unchanged" without the character loops of a full pass.
-        allowed = [
-            chr(c)
-            for c in range(0x20, 0x7F)
-            if chr(c) not in self.profile.forbidden_chars and chr(c) not in ALWAYS_FORBIDDEN
-        ]
-        self._plain_chars = re.compile("[" + re.escape("".join(allowed)) + "]+").fullmatch
+        # Most names are printable ASCII the profile allows anywhere: for them `_plain`
+        # decides "unchanged" without the character loops of a full pass.
+        refused = sorted(
+            c for c in map(chr, range(0x20, 0x7F))
+            if c in self.profile.forbidden_chars or c in ALWAYS_FORBIDDEN
+        )  # fmt: skip
+        self._refused_printable = (
+            re.compile("[" + re.escape("".join(refused)) + "]").search if refused else None
+        )
         limits = [n for n in (self.profile.max_component_bytes, self.profile.max_component_chars)
                   if n is not None]  # fmt: skip
         self._plain_max = min(limits) if limits else None
@@ -505,7 +506,10 @@ class Sanitizer:
         """True when `name` is printable ASCII that no rule of the profile changes, so
         `_sanitize_component` would return it as it is (a property test holds both to
         the same answer). Anything else takes the full path."""
-        if not self._plain_chars(name) or name in (".", ".."):
+        # isascii() and isprintable(): exactly the characters U+0020-U+007E
+        if not (name and name.isascii() and name.isprintable()) or name in (".", ".."):
+            return False
+        if self._refused_printable is not None and self._refused_printable(name):
             return False
         p = self.profile
         first, last = name[0], name[-1]

@@ -44,7 +44,7 @@ def test_plain_takes_the_common_names():
     san = Sanitizer.for_destination("smb")
     for name in ("report 2024.docx", "f000123.dat", "a-b_c (1).txt"):
         assert san._plain(name)
-    for name in ("CON.txt", "end.", "a:b", "é.txt"):
+    for name in ("", ".", "CON.txt", "end.", "a:b", "é.txt", "a\x7fb"):
         assert not san._plain(name)
 
 
