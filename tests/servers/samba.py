@@ -161,12 +161,16 @@ class SambaDC:
 
     def smbclient_kwargs(self, user: str | None = None) -> dict:
         """Keyword arguments for `smbclient.*` calls as `user` (Administrator by default),
-        on a connection cache of this fixture's own."""
+        on a connection cache of this fixture's own. A cached connection the server has
+        dropped (the DC restarted, maybe by another session sharing it) is replaced."""
+        import smbclient
+
         user = user or self.admin_user
         cache = self._smb.setdefault(user, {})
+        if cache and not all(_usable(conn) for conn in cache.values()):
+            self._reset(user)
+            cache = self._smb.setdefault(user, {})
         if not cache:
-            import smbclient
-
             smbclient.register_session(
                 self.host,
                 username=f"{self.domain}\\{user}",
@@ -177,13 +181,29 @@ class SambaDC:
             )
         return {"port": self.port, "connection_cache": cache}
 
+    def _reset(self, user: str) -> None:
+        import smbclient
+
+        cache = self._smb.pop(user, {})
+        with contextlib.suppress(Exception):
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+
+    def _as_admin(self, action):
+        """action(smbclient kwargs), once more on a new connection if the first one was
+        dead (a restart between our check and the call)."""
+        try:
+            return action(self.smbclient_kwargs())
+        except Exception:  # noqa: BLE001 - smbprotocol fails a dead session many ways
+            self._reset(self.admin_user)
+            return action(self.smbclient_kwargs())
+
     def make_folder(self, share: str = "data", path: str | None = None) -> str:
         """Create a folder over SMB as Administrator (a fresh unique one by default) and
         return its share-relative path."""
         import smbclient
 
         path = path or f"t-{uuid.uuid4().hex[:12]}"
-        smbclient.makedirs(self.unc(share, path), exist_ok=True, **self.smbclient_kwargs())
+        self._as_admin(lambda kw: smbclient.makedirs(self.unc(share, path), exist_ok=True, **kw))
         return path
 
     def fresh_folder(self, share: str = "data", user: str | None = None) -> str:
@@ -197,11 +217,14 @@ class SambaDC:
 
         if "/" in path.strip("/"):
             self.make_folder(share, path.strip("/").rsplit("/", 1)[0])
-        kwargs = self.smbclient_kwargs()
-        with smbclient.open_file(
-            self.unc(share, path), mode="wb", file_attributes=attributes or None, **kwargs
-        ) as f:
-            f.write(data)
+
+        def write(kwargs: dict) -> None:
+            with smbclient.open_file(
+                self.unc(share, path), mode="wb", file_attributes=attributes or None, **kwargs
+            ) as f:
+                f.write(data)
+
+        self._as_admin(write)
 
     def set_acl(self, share: str, path: str, sddl: str) -> None:
         """Set the NT ACL of a file or folder as the server's administrator would
@@ -233,6 +256,12 @@ class SambaDC:
             with contextlib.suppress(Exception):
                 smbclient.reset_connection_cache(connection_cache=cache)
         self._smb.clear()
+
+
+def _usable(conn) -> bool:
+    """An smbprotocol Connection still connected, whose receive worker has not died."""
+    transport = getattr(conn, "transport", None)
+    return bool(transport is not None and transport.connected and conn._t_exc is None)
 
 
 # --- processes and locks ------------------------------------------------------------------
