@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 SCAN_FLUSH_ROWS = 20000  # rows per transaction: each costs ~7 round trips and a commit
+SCAN_FLUSH_SECONDS = 0.5  # ...or fewer, from a slow source: copying starts without waiting
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
 
@@ -205,15 +206,19 @@ def pass_scan(*, pass_id: int) -> None:
                 continue
             rows: list[Row] = []
             last = ""
+            due = time.monotonic() + SCAN_FLUSH_SECONDS
             for item in source.scan(mapping.source_path.strip("/")):
                 row = planner.plan(mapping, item)  # also for skipped ones: folders, names
                 if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
                     continue
                 rows.append(row)
                 last = item.path.replace("\x00", "")
-                if len(rows) >= SCAN_FLUSH_ROWS:
+                if len(rows) >= SCAN_FLUSH_ROWS or (
+                    len(rows) % 500 == 0 and time.monotonic() >= due
+                ):
                     yield rows, f"{mapping.position}/{last}"
                     rows = []
+                    due = time.monotonic() + SCAN_FLUSH_SECONDS
             yield rows, f"{mapping.position}/{last}"
 
     try:
