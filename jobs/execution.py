@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 SCAN_FLUSH_ROWS = 20000  # rows per transaction: each costs ~7 round trips and a commit
-SCAN_FLUSH_SECONDS = 0.5  # ...or fewer, from a slow source: copying starts without waiting
+SCAN_FLUSH_SECONDS = 1.0  # ...or fewer, from a slow source: copying starts without waiting
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
 
