@@ -42,8 +42,8 @@ def build(root: Path, small: int, folders: int, large: int, large_mb: int) -> No
     marker.touch()
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) of the process tree, stdout."""
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
+    """Wall seconds, peak RSS (KiB), CPU seconds (user + system), stdout."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
@@ -51,7 +51,7 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
     elapsed = time.monotonic() - start
     if os.waitstatus_to_exitcode(status) not in (0,):
         raise SystemExit(f"{cmd[0]} failed: {out[-2000:]}")
-    return elapsed, usage.ru_maxrss, out
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, out
 
 
 def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[dict]:
@@ -75,11 +75,14 @@ def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[d
                            check=True)  # fmt: skip
             cmd = [sys.executable, "manage.py", "migrator_run", "--source", src.as_uri(),
                    "--destination", dst.as_uri(), "--json"]  # fmt: skip
-        seconds, rss, out = timed(cmd, env)
+        load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+        seconds, rss, cpu, out = timed(cmd, env)
         row = {
             "set": name,
             "tool": tool,
             "seconds": round(seconds, 2),
+            "cpu_s": round(cpu, 2),
+            "load": round(load, 1),
             "rss_mb": rss // 1024,
             "files_s": round(files / seconds),
             "mb_s": round(nbytes / 1e6 / seconds, 1),

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,15 +50,19 @@ def child(files: int) -> None:
     services.job_start(job=job)
     services.customer_dispatch(customer_id=customer.pk)
     job_pass = Pass.objects.get(job=job)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
     start = time.monotonic()
     execution.pass_scan(pass_id=job_pass.pk)
     seconds = time.monotonic() - start
     job_pass.refresh_from_db()
     entries = job_pass.seen + job_pass.folders_seen
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "files": job_pass.seen, "entries": entries, "seconds": round(seconds, 2),
         "entries_s": round(entries / seconds), "batches": job_pass.batches_total,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "rss_mb": usage.ru_maxrss // 1024,
+        "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu_before, 2),  # this process only
     }))  # fmt: skip
 
 
@@ -71,21 +76,27 @@ def main() -> None:
         child(args.files)
         return
     env = {**os.environ, "MIGRATOR_DEV": "1"}
+    folder = None
     if args.db == "sqlite":
-        db = Path(tempfile.mkdtemp(prefix="scan-bench-")) / "db.sqlite3"
-        env["DATABASE_URL"] = f"sqlite:///{db}"
+        folder = tempfile.mkdtemp(prefix="scan-bench-")
+        env["DATABASE_URL"] = f"sqlite:///{Path(folder) / 'db.sqlite3'}"
     else:
         subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists",
                         "migrator_bench"], check=True)  # fmt: skip
         subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", "migrator_bench"],
                        check=True)  # fmt: skip
         env["DATABASE_URL"] = PG_URL
-    out = subprocess.run([sys.executable, __file__, "--child", "--files", str(args.files)],
-                         env=env, capture_output=True, text=True)  # fmt: skip
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", "--files", str(args.files)],
+                             env=env, capture_output=True, text=True)  # fmt: skip
+    finally:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["db"] = args.db
+    result.update(db=args.db, load=round(load, 1))
     print(json.dumps(result))
 
 
