@@ -25,6 +25,7 @@ import hashlib
 import io
 import logging
 import select
+import socket
 import struct
 import threading
 import time
@@ -462,6 +463,7 @@ FLAG_RESPONSE, FLAG_ASYNC, FLAG_RELATED, FLAG_SIGNED = 0x1, 0x2, 0x4, 0x8
 FLAG_DFS = 0x10000000
 STATUS_PENDING = 0x103
 CREDIT_FLOOR = 256  # ask for more credits whenever fewer than this are left
+READ_AHEAD = 1 << 16  # bytes a receive asks for beyond the frame it needs
 
 
 def _signer(conn: Connection, key: bytes) -> Callable[[bytes | bytearray, int, bool], bytes]:
@@ -510,9 +512,17 @@ class _LeanLink(_Link):
     CPU a small file cost. Used unless the share or session encrypts."""
 
     __slots__ = ("sock", "tcp", "sign", "next_id", "high", "flags", "multi_credit", "done",
-                 "broken", "in_flight")  # fmt: skip
+                 "broken", "in_flight", "rbuf", "rpos", "timeout")  # fmt: skip
 
-    def __init__(self, conn: Connection, session: Session, tree: TreeConnect, prefix: str, tcp):
+    def __init__(
+        self,
+        conn: Connection,
+        session: Session,
+        tree: TreeConnect,
+        prefix: str,
+        tcp,
+        timeout: float,
+    ) -> None:
         super().__init__(conn, session, tree, prefix)
         self.tcp = tcp
         self.sock = tcp._sock
@@ -526,6 +536,9 @@ class _LeanLink(_Link):
         self.done: dict[int, tuple[int, memoryview]] = {}  # responses read, not yet claimed
         self.broken = False
         self.in_flight = 0  # requests sent whose final response is not read yet
+        self.rbuf, self.rpos = bytearray(), 0  # bytes read ahead of the current frame
+        self.timeout = -1.0
+        self._set_timeout(timeout)
 
     @property
     def alive(self) -> bool:
@@ -590,28 +603,62 @@ class _LeanLink(_Link):
             return _Failed(status)
         return body
 
-    def _recv_exact(self, size: int, timeout: float) -> bytearray:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
+    def _set_timeout(self, timeout: float) -> None:
+        """A blocking socket with kernel send/receive timeouts: one syscall per recv, where
+        a Python socket timeout adds a poll() to each and two fcntl()s to each change."""
+        if timeout == self.timeout:
+            return
+        seconds = max(timeout, 0.001)
+        timeval = struct.pack("ll", int(seconds), int((seconds % 1) * 1_000_000))
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self.timeout = timeout
+
+    def _take(self, size: int, timeout: float) -> bytearray:
+        """The next `size` bytes of the stream. Reads ahead into a buffer, so a small
+        response (length and frame) usually costs one recv; a large one is read straight
+        into its own buffer."""
+        self._set_timeout(timeout)
+        buffered = len(self.rbuf) - self.rpos
+        if buffered >= size:
+            out = self.rbuf[self.rpos : self.rpos + size]
+            self.rpos += size
+            return out
+        out = bytearray(size)
+        out[:buffered] = memoryview(self.rbuf)[self.rpos :]
+        self.rbuf, self.rpos = bytearray(), 0
+        got = buffered
+        view = memoryview(out)
         try:
-            self.sock.settimeout(timeout)
             while got < size:
-                n = self.sock.recv_into(view[got:])
-                if not n:
+                if size - got >= READ_AHEAD:
+                    n = self.sock.recv_into(view[got:])
+                    if not n:
+                        raise _LinkLost("the server closed the connection")
+                    got += n
+                    continue
+                chunk = self.sock.recv(READ_AHEAD)
+                if not chunk:
                     raise _LinkLost("the server closed the connection")
-                got += n
-        except OSError as exc:  # reset, timed out, closed under us
+                use = min(len(chunk), size - got)
+                out[got : got + use] = chunk[:use]
+                got += use
+                if use < len(chunk):
+                    self.rbuf, self.rpos = bytearray(chunk[use:]), 0
+        except OSError as exc:  # reset, timed out (EAGAIN), closed under us
             raise _LinkLost(f"receive failed: {exc}") from exc
-        return buf
+        finally:
+            view.release()
+        return out
 
     def _read_frame(self, timeout: float) -> None:
         """Read one Direct TCP frame and file each response in it under its message id."""
         try:
-            size = int.from_bytes(self._recv_exact(4, timeout), "big")
+            size = int.from_bytes(self._take(4, timeout), "big")
             if size > 0xFFFFFF:
                 raise _LinkLost(f"frame of {size} bytes")
-            buf = self._recv_exact(size, timeout)
+            buf = self._take(size, timeout)
             frame = memoryview(buf)
             if frame[:4] != _PROTOCOL:
                 raise _LinkLost("not an SMB2 response (an encrypted one?)")
@@ -847,7 +894,7 @@ class SMBConnector(Connector):
             raise Transient("", f"connection to {where} failed: {exc}") from exc
         prefix = rf"{self.host}\{self.share}" + "\\" if tree.is_dfs_share else ""
         if lean:
-            return _LeanLink(conn, session, tree, prefix, tcp)
+            return _LeanLink(conn, session, tree, prefix, tcp, self.timeout)
         return _Link(conn, session, tree, prefix)
 
     @property
