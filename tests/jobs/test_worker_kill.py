@@ -84,6 +84,13 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(cli, tmp_path):
             job_id,
         )
 
+    def holding_a_lease() -> int | None:
+        """The index of a cluster whose worker holds a lease right now."""
+        for index, proc in enumerate(clusters):
+            if victim_holds_a_lease(proc):
+                return index + 1  # truthy even for the first cluster
+        return None
+
     def victim_holds_a_lease(victim: subprocess.Popen) -> bool:
         owners = cli.query("SELECT lease_owner FROM jobs_batch WHERE state = 'leased'")
         for (owner,) in owners:
@@ -96,14 +103,15 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(cli, tmp_path):
         return False
 
     clusters = [start_cluster(env, log) for _ in range(CLUSTERS)]
-    victim = clusters[0]
     try:
         wait_until(lambda: (c := counters()) and c[0][1] >= 40, 60, "the first copies")
-        wait_until(lambda: victim_holds_a_lease(victim), 60, "a lease held by the victim")
+        # the victim: a cluster caught holding a lease, so the kill lands mid-batch
+        index = wait_until(holding_a_lease, 60, "a lease held by a cluster") - 1
+        victim = clusters[index]
         kill_group(victim)
         seen, copied, *_rest, pending = counters()[0]
         assert 0 < copied < seen and pending > 0
-        clusters[0] = start_cluster(env, log)  # a new one takes the victim's place
+        clusters[index] = start_cluster(env, log)  # a new one takes the victim's place
         state = wait_until(
             lambda: (
                 (s := cli.query("SELECT state FROM jobs_migrationjob WHERE id=?", job_id))
