@@ -120,6 +120,7 @@ def run_once(tool: str, set_name: str, dc, work: Path, env_base: dict) -> dict:
         "mb_s": round(nbytes / 1e6 / seconds, 1),
         "rss_mb": rss_kib // 1024,
         "cpu_s": round(cpu, 1),
+        "load": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy it was
     }
     if tool == "migrator":
         summary = json.loads(out.strip().splitlines()[-1])
@@ -156,18 +157,26 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d %H:%M')}")
+    print("\n| set | run | migrator s | files/s | MB/s | RSS MB | CPU s "
+          "| rclone s | files/s | MB/s | RSS MB | CPU s | ratio | load |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for set_name in sets:
-        for i in range(args.repeat):
-            r, m = (
-                [x for x in rows if x["set"] == set_name and x["tool"] == t][i]
-                for t in ("rclone", "migrator")
+        by_tool = {t: [x for x in rows if x["set"] == set_name and x["tool"] == t]
+                   for t in ("migrator", "rclone")}  # fmt: skip
+        runs = [*range(args.repeat), "best"]
+        for i in runs:
+            m, r = (
+                min(by_tool[t], key=lambda x: x["seconds"]) if i == "best" else by_tool[t][i]
+                for t in ("migrator", "rclone")
             )
-            print(
-                f"{set_name} run {i + 1}: migrator {m['seconds']}s {m['files_s']} files/s "
-                f"{m['mb_s']} MB/s rss {m['rss_mb']} MB cpu {m['cpu_s']}s | rclone "
-                f"{r['seconds']}s {r['files_s']} files/s {r['mb_s']} MB/s rss {r['rss_mb']} MB "
-                f"cpu {r['cpu_s']}s | migrator/rclone {r['seconds'] / m['seconds']:.2f}x"
-            )
+            cells = [set_name, i if i == "best" else i + 1]
+            for x in (m, r):
+                cells += [x["seconds"], x["files_s"], x["mb_s"], x["rss_mb"], x["cpu_s"]]
+            cells.append(f"{r['seconds'] / m['seconds']:.2f}x")
+            cells.append(f"{r['load']}/{m['load']}")
+            print("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\nratio: rclone's seconds / migrator's (above 1: migrator faster); "
+          "best: the fastest run of each tool")  # fmt: skip
 
 
 if __name__ == "__main__":
