@@ -896,7 +896,11 @@ class Filters:
         return {
             "include": compile_all(self.include),
             "exclude": compile_all(self.exclude),
-            "junk": [(glob_regex(p.strip("/"), case_sensitive=False), False) for p in self.junk],
+            # junk globs only ever meet a name (no "/"): compiled anchored, without the
+            # "(?:[^/]+/)*" any-folder prefix that could only match nothing there
+            "junk": [
+                (glob_regex("/" + p.strip("/"), case_sensitive=False), False) for p in self.junk
+            ],
         }
 
     @cached_property

@@ -84,3 +84,16 @@ def test_one_alternation_matches_like_each_pattern(include, exclude, case_sensit
     for which, compiled in filters._compiled.items():
         each = any((is_dir or not dir_only) and rx.match(path) for rx, dir_only in compiled)
         assert filters._matches(which, path, is_dir) == bool(each)
+
+
+@FAST
+@given(
+    junk=st.lists(st.sampled_from([*PATTERNS, "Thumbs.db", "~$*", "**", "a/b", "/x*"]), max_size=4),
+    name=st.sampled_from(["Thumbs.db", "thumbs.DB", "~$d.docx", "x.tmp", "X1", "a", "old", "b"]),
+)
+def test_junk_compiled_for_names_matches_the_any_folder_glob(junk, name):
+    from migrator.sanitize import glob_regex
+
+    filters = Filters(junk=junk)
+    each = any(glob_regex(p.strip("/"), case_sensitive=False).match(name) for p in junk)
+    assert filters._matches("junk", name, False) == bool(each)
