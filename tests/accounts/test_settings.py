@@ -22,6 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "MIGRATOR_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    # the browser fixture lets this test process call the ORM under Playwright's loop;
+    # a production process never inherits that
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         MIGRATOR_DEV="0",
         DJANGO_SETTINGS_MODULE="migrator.settings",
