@@ -53,6 +53,7 @@ SCAN_FLUSH_ROWS = 20000  # rows per transaction: each costs ~7 round trips and a
 SCAN_FLUSH_SECONDS = 1.0  # ...or fewer, from a slow source: copying starts without waiting
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
+SCAN_RESUME_SECONDS = 10  # after a source error mid-scan, the reaper hands it out again
 
 
 def _token() -> str:
@@ -229,8 +230,17 @@ def pass_scan(*, pass_id: int) -> None:
         for rows, cursor in prefetch(chunks(), depth=2):
             if not _scan_flush(job_pass, token, rows, cursor):
                 return
-    except StorageError as exc:  # the source went away mid-scan: the lease lapses, we resume
-        event_add(job_id=job.pk, level=EventLevel.WARNING, message=f"Scan interrupted: {exc}")
+    except StorageError as exc:  # the source went away mid-scan: resume after the cursor soon,
+        # not when the lease would lapse (the task timeout and more)
+        Pass.objects.filter(pk=pass_id, scan_lease_owner=token).update(
+            scan_lease_expires=timezone.now() + timedelta(seconds=SCAN_RESUME_SECONDS)
+        )
+        event_add(
+            job_id=job.pk,
+            level=EventLevel.WARNING,
+            message=f"Scan interrupted: {exc}. It resumes where it stopped in "
+            f"{SCAN_RESUME_SECONDS} s.",
+        )
         raise
     finally:
         if assessment is None:
@@ -687,12 +697,7 @@ def pass_maybe_finish(*, pass_id: int) -> None:
         if permissions.manifest_due(p):  # the permissions manifest is written first
             enqueue("jobs.tasks.permissions_manifest", pass_id)
             return
-        truth = dict(
-            FileItem.objects.filter(job_pass_id=pass_id, kind=ItemKind.FILE)
-            .values_list("state")
-            .annotate(n=Count("id"))
-            .values_list("state", "n")
-        )
+        truth = manifest_truth(pass_id)
         counted = {
             "copied": p.copied,
             "unchanged": p.unchanged,
@@ -738,6 +743,16 @@ def pass_maybe_finish(*, pass_id: int) -> None:
                 pk=p.job_id
             )
             enqueue("jobs.tasks.customer_dispatch", customer_id)
+
+
+def manifest_truth(pass_id: int) -> dict[str, int]:
+    """Files of the pass by state, counted from the manifest itself."""
+    return dict(
+        FileItem.objects.filter(job_pass_id=pass_id, kind=ItemKind.FILE)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
 
 
 _last_reap = 0.0

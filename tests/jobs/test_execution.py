@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import time
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import Customer
 from jobs import services
@@ -188,3 +190,50 @@ def test_per_customer_limit_queues_the_rest_in_order(tmp_path):
         assert states == ["scanning", "queued", "queued"]
         steps.run()
     assert [MigrationJob.objects.get(pk=j.pk).state for j in jobs] == ["completed"] * 3
+
+
+def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatch):
+    """The source fails after some entries: the scan gives its lease back for a short
+    pause (not the task timeout), says so, and the next scan goes on after the last
+    committed entry: every file once."""
+    from jobs import execution
+    from migrator.storage import Transient
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    expected = make_tree(src, files=8)
+    scan = LocalConnector.scan
+    calls = []
+
+    def failing_scan(self, prefix=""):
+        calls.append(prefix)
+        for n, entry in enumerate(scan(self, prefix)):
+            if len(calls) == 1 and n == 4:
+                raise Transient(entry.path, "connection reset by peer")
+            yield entry
+
+    monkeypatch.setattr(LocalConnector, "scan", failing_scan)
+    monkeypatch.setattr(execution, "SCAN_FLUSH_ROWS", 2)  # entries before the failure committed
+    monkeypatch.setattr(execution, "SCAN_RESUME_SECONDS", 1)
+    job = new_job(src.as_uri(), dst.as_uri())
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+        with pytest.raises(Transient):
+            steps.run("scan_pass")
+        p = Pass.objects.get(job=job)
+        assert not p.scan_finished and p.scan_cursor
+        lease_left = (p.scan_lease_expires - timezone.now()).total_seconds()
+        assert 0 < lease_left <= execution.SCAN_RESUME_SECONDS
+        warning = Event.objects.get(job=job, level="warning", message__startswith="Scan inter")
+        assert "connection reset by peer" in warning.message and "resumes" in warning.message
+        assert execution.leases_reap()["scans"] == 0  # not before the pause is over
+        time.sleep(lease_left + 0.1)
+        assert execution.leases_reap()["scans"] == 1
+        steps.run()
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED
+    assert len(calls) == 2
+    p.refresh_from_db()
+    assert (p.seen, p.copied, p.failed, p.pending) == (8, 8, 0, 0)
+    assert FileItem.objects.filter(job_pass=p, kind="file").count() == 8  # none twice
+    assert tree_of(dst) == expected
