@@ -5,6 +5,12 @@ Run by hand, never in CI; results go to bench/RESULTS.md.
 
     python bench/scan_bench.py --files 1000000 --db sqlite
     python bench/scan_bench.py --files 1000000 --db postgres   # needs a local PostgreSQL
+    python bench/scan_bench.py --files 1000000 --db postgres --explain
+
+--explain then runs the hot paths over that manifest (copy batches at its start, middle
+and end, the lease reaper, the accounting check, admin and report pages) and prints
+every distinct query they sent with its calls, time and plan (EXPLAIN ANALYZE on
+PostgreSQL, EXPLAIN QUERY PLAN on SQLite).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/migrator_bench")
 
 
-def child(files: int) -> None:
+def child(files: int, explain: bool = False) -> None:
     import django
 
     sys.path.insert(0, str(REPO))
@@ -38,8 +44,7 @@ def child(files: int) -> None:
     from jobs.dispatch import set_inline
     from jobs.models import Pass
 
-    queued: list = []
-    set_inline(lambda func, args: queued.append(func))  # scan only: copies are not run
+    set_inline(lambda func, args: None)  # scan only: copies are run by --explain alone
     customer, _ = Customer.objects.get_or_create(name="bench")
     source = services.endpoint_create(
         name="synthetic", url=f"synthetic://?files={files}&folders={max(1, files // 1000)}&depth=2"
@@ -64,16 +69,95 @@ def child(files: int) -> None:
         "rss_mb": usage.ru_maxrss // 1024,
         "cpu_s": round(usage.ru_utime + usage.ru_stime - cpu_before, 2),  # this process only
     }))  # fmt: skip
+    if explain:
+        explain_hot_queries(job, job_pass)
+
+
+def explain_hot_queries(job, job_pass) -> None:
+    """Every distinct query of the hot paths over this manifest, with its plan."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+    from django.test import Client
+    from django.urls import reverse
+
+    from jobs import execution
+    from jobs.models import Batch
+
+    seen: dict[str, list] = {}  # sql -> [calls, seconds, slowest, example params, where]
+    where = ""
+
+    def record(execute, sql, params, many, context):
+        if many:
+            params = list(params)
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            spent = time.perf_counter() - start
+            entry = seen.setdefault(sql, [0, 0.0, 0.0, params[0] if many else params, where])
+            entry[0] += len(params) if many else 1
+            entry[1] += spent
+            entry[2] = max(entry[2], spent)
+
+    batches = list(
+        Batch.objects.filter(job_pass=job_pass).order_by("pk").values_list("pk", flat=True)
+    )
+    user = get_user_model().objects.create_superuser("bench", "bench@example.test", "x" * 20)
+    client = Client()
+    client.force_login(user)
+    manifest = reverse("admin:jobs_migrationjob_manifest", args=[job.pk])
+    report = lambda name: reverse("reports:job_report", args=[job.pk, name])  # noqa: E731
+    middle = job_pass.seen // 2
+    pages = [
+        (reverse("admin:jobs_migrationjob_changelist"), {}),
+        (reverse("admin:jobs_migrationjob_change", args=[job.pk]), {}),
+        (reverse("admin:jobs_migrationjob_live", args=[job.pk]), {}),
+        (manifest, {}), (manifest, {"state": "failed"}), (manifest, {"prefix": "d5/"}),
+        (manifest, {"after": str(middle)}),
+        (report("summary"), {}), (report("files"), {}), (report("files"), {"sort": "path"}),
+        (report("files"), {"prefix": "d5/d5/"}), (report("errors"), {}),
+        (reverse("reports:search"), {"q": "d5/d5/f"}),
+    ]  # fmt: skip
+    with connection.execute_wrapper(record):
+        for pk in (batches[0], batches[len(batches) // 2], batches[-1]):
+            where = "copy batch"
+            execution.batch_copy(batch_id=pk)
+        where = "lease reaper"
+        execution.leases_reap()
+        where = "accounting check"
+        execution.manifest_truth(job_pass.pk)
+        for url, params in pages:
+            where = f"page {url}"
+            assert client.get(url, params).status_code == 200, url
+    print(f"\n## Hot queries over {job_pass.seen + job_pass.folders_seen:,} manifest rows "
+          f"({connection.vendor})\n")  # fmt: skip
+    for sql, (calls, spent, slowest, params, place) in sorted(seen.items(), key=lambda i: -i[1][2]):
+        if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN")):
+            continue
+        print(f"- {place}: {calls} call(s), {spent * 1000:.1f} ms, slowest {slowest * 1000:.2f} ms")
+        print(f"  `{sql[:300]}`")
+        with transaction.atomic():  # EXPLAIN ANALYZE runs the statement: undone here
+            with connection.cursor() as cursor:
+                prefix = (
+                    "EXPLAIN ANALYZE "
+                    if connection.vendor == "postgresql"
+                    else "EXPLAIN QUERY PLAN "
+                )
+                cursor.execute(prefix + sql, params)
+                for row in cursor.fetchall():
+                    print(f"    {row[-1]}")
+            transaction.set_rollback(True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1_000_000)
     ap.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    ap.add_argument("--explain", action="store_true")
     ap.add_argument("--child", action="store_true")
     args = ap.parse_args()
     if args.child:
-        child(args.files)
+        child(args.files, args.explain)
         return
     env = {**os.environ, "MIGRATOR_DEV": "1"}
     folder = None
@@ -88,16 +172,21 @@ def main() -> None:
         env["DATABASE_URL"] = PG_URL
     load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     try:
-        out = subprocess.run([sys.executable, __file__, "--child", "--files", str(args.files)],
-                             env=env, capture_output=True, text=True)  # fmt: skip
+        command = [sys.executable, __file__, "--child", "--files", str(args.files)]
+        out = subprocess.run(command + ["--explain"] * args.explain, env=env, capture_output=True,
+                             text=True)  # fmt: skip
     finally:
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    lines = out.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("{"))
+    result, plans = json.loads(lines[at]), "\n".join(lines[at + 1 :])
     result.update(db=args.db, load=round(load, 1))
     print(json.dumps(result))
+    if plans:
+        print(plans)
 
 
 if __name__ == "__main__":
