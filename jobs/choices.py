@@ -101,9 +101,9 @@ class Reason(models.TextChoices):
     IO_ERROR = "io_error", "Input/output error"
     UNSUPPORTED = "unsupported", "Not supported by this storage"
     CONNECT_FAILED = "connect_failed", "Could not connect"
+    PATH_TOO_LONG = "path_too_long", "Destination path too long"
     # exclusions
     SYMLINK = "symlink", "Symbolic link (not followed)"
-    PATH_TOO_LONG = "path_too_long", "Destination path too long"
     JUNK_FILE = "junk_file", "Junk file (Thumbs.db, desktop.ini, .DS_Store, ~$ lock files)"
     EXCLUDED_BY_PATTERN = "excluded_by_pattern", "Excluded by a pattern"
     NOT_INCLUDED = "not_included", "Not matched by the include patterns"

@@ -52,6 +52,28 @@ def test_human_summary_without_json(cli, tmp_path):
     assert "completed" in result.stdout and "3 copied" in result.stdout
 
 
+def test_plain_folder_paths_are_local_folders(cli, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    expected = make_tree(src, files=3)
+    result = cli.run("--source", str(src), "--destination", str(dst), "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["copied"] == 3
+    assert tree_of(dst) == expected
+
+
+def test_a_database_never_migrated_gets_one_line_naming_the_command(cli, tmp_path):
+    src = tmp_path / "src"
+    make_tree(src, files=1)
+    fresh = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    result = cli.run("--source", str(src), "--destination", str(tmp_path / "d"),
+                     DATABASE_URL=fresh)  # fmt: skip
+    assert result.code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("migrator_run: the database is not ready")
+    assert lines[0].endswith("run `python manage.py migrate`")
+    assert not (tmp_path / "d").exists()
+
+
 def test_unreadable_file_and_folder_fail_with_reason_and_the_job_goes_on(cli, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     expected = make_tree(src, files=10)
