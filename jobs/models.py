@@ -251,7 +251,11 @@ class FileItem(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["job_pass", "state"], name="item_pass_state"),
+            # a pass's rows in id order, all of them or one state's: keyset pages, batch
+            # ranges and the CSV walk them as ranges (SQLite adds the rowid to every
+            # index; PostgreSQL needs id named, or it sorts the whole pass per page)
+            models.Index(fields=["job_pass", "state", "id"], name="item_pass_state_id"),
+            models.Index(fields=["job_pass", "id"], name="item_pass_id"),
             # byte-order on PostgreSQL (opclasses are ignored elsewhere): cheaper inserts
             # than the locale's collation, and path-prefix lookups use it
             models.Index(

@@ -81,6 +81,7 @@ def manifest_page(
     'path\\x1fid' when sorted by path."""
     qs = manifest(job_pass, report, f)
     if f.sort == "path":
+        qs = qs.filter(job_id=job_pass.job_id)  # the (job, path) index walks it in order
         if cursor:
             path, _, pk = cursor.rpartition("\x1f")
             qs = qs.filter(Q(source_path__gt=path) | Q(source_path=path, id__gt=int(pk or 0)))
