@@ -4,22 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0007_manifest_without_fk_constraints'),
+        ("jobs", "0007_manifest_without_fk_constraints"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='fileitem',
-            name='item_pass_state',
+            model_name="fileitem",
+            name="item_pass_state",
         ),
         migrations.AddIndex(
-            model_name='fileitem',
-            index=models.Index(fields=['job_pass', 'state', 'id'], name='item_pass_state_id'),
+            model_name="fileitem",
+            index=models.Index(fields=["job_pass", "state", "id"], name="item_pass_state_id"),
         ),
         migrations.AddIndex(
-            model_name='fileitem',
-            index=models.Index(fields=['job_pass', 'id'], name='item_pass_id'),
+            model_name="fileitem",
+            index=models.Index(fields=["job_pass", "id"], name="item_pass_id"),
         ),
     ]
