@@ -83,21 +83,15 @@ def explain_hot_queries(job, job_pass) -> None:
     from jobs import execution
     from jobs.models import Batch
 
-    seen: dict[str, list] = {}  # sql -> [calls, seconds, slowest, example params, where]
+    seen: dict[str, list] = {}  # sql -> [calls, example params, where]
     where = ""
 
     def record(execute, sql, params, many, context):
         if many:
             params = list(params)
-        start = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            spent = time.perf_counter() - start
-            entry = seen.setdefault(sql, [0, 0.0, 0.0, params[0] if many else params, where])
-            entry[0] += len(params) if many else 1
-            entry[1] += spent
-            entry[2] = max(entry[2], spent)
+        entry = seen.setdefault(sql, [0, params[0] if many else params, where])
+        entry[0] += len(params) if many else 1
+        return execute(sql, params, many, context)
 
     batches = list(
         Batch.objects.filter(job_pass=job_pass).order_by("pk").values_list("pk", flat=True)
@@ -129,31 +123,30 @@ def explain_hot_queries(job, job_pass) -> None:
         for url, params in pages:
             where = f"page {url}"
             assert client.get(url, params).status_code == 200, url
-    print(f"\n## Hot queries over {job_pass.seen + job_pass.folders_seen:,} manifest rows "
-          f"({connection.vendor})\n")  # fmt: skip
-    for sql, (calls, spent, slowest, params, place) in sorted(seen.items(), key=lambda i: -i[1][2]):
+    explain = "EXPLAIN ANALYZE " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN "
+    report = []
+    for sql, (calls, params, place) in seen.items():
         if sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN")):
             continue
-        print(f"- {place}: {calls} call(s), {spent * 1000:.1f} ms, slowest {slowest * 1000:.2f} ms")
-        print(
-            f"  `{sql[:300]}`"
-            + (
-                f" … `{sql[-200:]}` {str(params)[:200]}"
-                if len(sql) > 300
-                else f" {str(params)[:200]}"
-            )
-        )
-        with transaction.atomic():  # EXPLAIN ANALYZE runs the statement: undone here
+        with transaction.atomic():  # run once more, every row fetched, then undone
             with connection.cursor() as cursor:
-                prefix = (
-                    "EXPLAIN ANALYZE "
-                    if connection.vendor == "postgresql"
-                    else "EXPLAIN QUERY PLAN "
-                )
-                cursor.execute(prefix + sql, params)
-                for row in cursor.fetchall():
-                    print(f"    {row[-1]}")
+                start = time.perf_counter()
+                cursor.execute(sql, params)
+                if cursor.description:
+                    cursor.fetchall()
+                once = time.perf_counter() - start
+                cursor.execute(explain + sql, params)
+                plan = [row[-1] for row in cursor.fetchall()]
             transaction.set_rollback(True)
+        report.append((once, calls, place, sql, params, plan))
+    print(f"\n## Hot queries over {job_pass.seen + job_pass.folders_seen:,} manifest rows "
+          f"({connection.vendor}), slowest first\n")  # fmt: skip
+    for once, calls, place, sql, params, plan in sorted(report, key=lambda r: -r[0]):
+        tail = f" … `{sql[-200:]}`" if len(sql) > 300 else ""
+        print(f"- {place}: {once * 1000:.2f} ms (all rows fetched), {calls} call(s) in the run")
+        print(f"  `{sql[:300]}`{tail} {str(params)[:200]}")
+        for line in plan:
+            print(f"    {line}")
 
 
 def main() -> None:

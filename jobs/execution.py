@@ -134,11 +134,12 @@ class Planner:
             if item.hashes:
                 md5, crc32c = item.hash("md5") or "", item.hash("crc32c") or ""
         # positional, in Row's field order: keywords measured 1.3 µs more per entry
+        source_path = item.path.replace("\x00", "\\x00")  # no database text holds NUL
         return Row(
             self.job_id,
             self.pass_id,
             _DIR if item.kind == "dir" else _FILE,
-            item.path.replace("\x00", "\\x00"),  # source_path: no database text holds NUL
+            source_path,
             planned.dest_path,
             size,
             mtime_ns,
@@ -150,6 +151,7 @@ class Planner:
             planned.renamed_from,
             ",".join(planned.rules),
             planned.dest_key,
+            source_path.rpartition("/")[2].casefold(),  # name_key: search by name
         )
 
 

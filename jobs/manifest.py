@@ -19,7 +19,7 @@ from .models import FileItem
 TABLE = FileItem._meta.db_table
 COLUMNS = ("id", "job_id", "job_pass_id", "kind", "source_path", "dest_path", "size",
            "mtime_ns", "state", "reason", "message", "attempts", "md5", "crc32c",
-           "renamed_from", "rules", "dest_key")  # fmt: skip
+           "renamed_from", "rules", "dest_key", "name_key")  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -41,13 +41,14 @@ class Row:
     renamed_from: str = ""
     rules: str = ""
     dest_key: str = ""
+    name_key: str = ""
     pk: int = 0
 
     def values(self) -> tuple:
         return (self.pk, self.job_id, self.job_pass_id, self.kind, self.source_path,
                 self.dest_path, self.size, self.mtime_ns, self.state, self.reason,
                 self.message, 0, self.md5, self.crc32c, self.renamed_from, self.rules,
-                self.dest_key)  # fmt: skip
+                self.dest_key, self.name_key)  # fmt: skip
 
 
 _sequence: str | None = None
@@ -128,4 +129,4 @@ def _copy_line(r: Row) -> str:
     return (f"{r.pk}\t{r.job_id}\t{r.job_pass_id}\t{r.kind}\t{t(r.source_path)}\t"
             f"{t(r.dest_path)}\t{r.size}\t{r.mtime_ns}\t{r.state}\t{t(r.reason)}\t"
             f"{t(r.message)}\t0\t{t(r.md5)}\t{t(r.crc32c)}\t{t(r.renamed_from)}\t"
-            f"{t(r.rules)}\t{t(r.dest_key)}\n")  # fmt: skip
+            f"{t(r.rules)}\t{t(r.dest_key)}\t{t(r.name_key)}\n")  # fmt: skip

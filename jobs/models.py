@@ -230,6 +230,8 @@ class FileItem(models.Model):
     # the destination path as the destination compares names (case-folded where it is
     # case-insensitive): unique per pass, so two source names never land on one object
     dest_key = models.TextField(blank=True)
+    # the last part of the source path, case-folded: search finds files by name with it
+    name_key = models.TextField(blank=True, default="")
     # the item's security descriptor as translated (few distinct ones per pass); no
     # index or constraint: the scan's insert rate matters more
     acl = models.ForeignKey(
@@ -256,6 +258,11 @@ class FileItem(models.Model):
             # index; PostgreSQL needs id named, or it sorts the whole pass per page)
             models.Index(fields=["job_pass", "state", "id"], name="item_pass_state_id"),
             models.Index(fields=["job_pass", "id"], name="item_pass_id"),
+            models.Index(
+                fields=["job_pass", "name_key"],
+                name="item_pass_name",
+                opclasses=["int8_ops", "text_pattern_ops"],
+            ),
             # byte-order on PostgreSQL (opclasses are ignored elsewhere): cheaper inserts
             # than the locale's collation, and path-prefix lookups use it
             models.Index(

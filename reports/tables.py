@@ -296,12 +296,24 @@ def permissions_csv(job_pass: Pass | None, listing: str = "") -> Csv:
     return Csv(header, lambda: rows(job_pass))
 
 
+def _starting_with(qs: QuerySet[FileItem], field: str, prefix: str) -> QuerySet[FileItem]:
+    """A prefix match an index answers: LIKE on PostgreSQL's text_pattern_ops indexes, a
+    range on SQLite (whose LIKE ignores case and skips the index)."""
+    if connection.vendor == "postgresql":
+        return qs.filter(**{f"{field}__startswith": prefix})
+    return qs.filter(**{f"{field}__gte": prefix, f"{field}__lt": prefix + "\U0010ffff"})
+
+
 def path_search(passes: dict[int, int], prefix: str, *, limit: int) -> QuerySet[FileItem]:
     """Manifest rows whose source path starts with `prefix`, in the given {job: pass}:
     answered by the (job, source_path) index."""
     qs = FileItem.objects.filter(job_id__in=list(passes), job_pass_id__in=list(passes.values()))
-    if connection.vendor == "postgresql":
-        qs = qs.filter(source_path__startswith=prefix)
-    else:
-        qs = qs.filter(source_path__gte=prefix, source_path__lt=prefix + "\U0010ffff")
-    return qs.order_by("job_id", "source_path")[:limit]
+    return _starting_with(qs, "source_path", prefix).order_by("job_id", "source_path")[:limit]
+
+
+def name_search(passes: dict[int, int], name: str, *, limit: int) -> QuerySet[FileItem]:
+    """Files and folders whose name starts with `name`, in any case, anywhere in the given
+    {job: pass}: answered by the (pass, name) index."""
+    qs = FileItem.objects.filter(job_pass_id__in=list(passes.values()))
+    qs = _starting_with(qs, "name_key", name.casefold())
+    return qs.order_by("job_pass_id", "name_key", "id")[:limit]

@@ -155,8 +155,9 @@ SEARCH_LIMIT = 50
 
 @login_required
 def search(request):
-    """Find files by path across the jobs the user may see, from the (job, path) index:
-    the query is a path prefix ("Finance/2025/budget")."""
+    """Find files across the jobs the user may see, each answered from an index: by the
+    beginning of a name in any case ("budget"), and by the beginning of a path
+    ("Finance/2025/budget")."""
     from accounts.selectors import jobs_visible_to
 
     query = request.GET.get("q", "").strip().lstrip("/")[:1000]
@@ -164,7 +165,11 @@ def search(request):
     if query:
         jobs = jobs_visible_to(request.user).exclude(current_pass=None)
         passes = dict(jobs.values_list("pk", "current_pass_id"))
-        results = list(tables.path_search(passes, query, limit=SEARCH_LIMIT).select_related("job"))
+        found = []
+        if "/" not in query:  # a name: matched anywhere in the tree
+            found += tables.name_search(passes, query, limit=SEARCH_LIMIT).select_related("job")
+        found += tables.path_search(passes, query, limit=SEARCH_LIMIT).select_related("job")
+        results = list({r.pk: r for r in found}.values())[:SEARCH_LIMIT]  # names first
     return render(request, "reports/search.html", {"q": query, "results": results,
                                                    "limit": SEARCH_LIMIT})  # fmt: skip
 

@@ -238,4 +238,16 @@ def test_search_by_path_across_visible_jobs_only(finished_job, django_user_model
     assert "docs/report.pdf" in page and "Acme file server" in page
     outsider = viewer(django_user_model, "zed", Customer.objects.create(name="Other"))
     page = outsider.get(reverse("reports:search"), {"q": "docs/"}).content.decode()
-    assert "report.pdf" not in page and "No file path starts with" in page
+    assert "report.pdf" not in page and "no path starts with" in page
+
+
+def test_search_by_name_in_any_case_anywhere_in_visible_jobs_only(finished_job, django_user_model):
+    ann = viewer(django_user_model, "ann", finished_job.customer)
+    page = ann.get(reverse("reports:search"), {"q": "REPORT"}).content.decode()
+    assert "docs/report.pdf" in page and "Acme file server" in page
+    page = ann.get(reverse("reports:search"), {"q": "docs"}).content.decode()
+    assert page.count('prefix=docs"') == 1  # the folder, found by name and by path: once
+    assert 'prefix=docs/notes.txt"' in page  # and what is in it, by path
+    outsider = viewer(django_user_model, "zed", Customer.objects.create(name="Other"))
+    page = outsider.get(reverse("reports:search"), {"q": "report"}).content.decode()
+    assert "report.pdf" not in page and "No file or folder name" in page
