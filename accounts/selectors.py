@@ -6,10 +6,11 @@ answers 404 for anything outside them, so ids cannot be probed.
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
-from jobs.models import Endpoint, Event, MigrationJob
+from jobs.models import Endpoint, Event, MigrationJob, Pass
 
 from .models import Customer
 
@@ -46,7 +47,22 @@ def endpoints_visible_to(user) -> QuerySet[Endpoint]:
 
 def job_get_for(*, user, pk: int) -> MigrationJob:
     """One job `user` may see, or Http404 (never 403: ids must not be probeable)."""
-    return get_object_or_404(jobs_visible_to(user).select_related("customer"), pk=pk)
+    return get_object_or_404(
+        jobs_visible_to(user).select_related("customer", "source", "destination"), pk=pk
+    )
+
+
+def passes_count() -> Coalesce:
+    """For .annotate(): the job's passes so far, as a subquery (a Count over a join would
+    be multiplied by the membership join of jobs_visible_to)."""
+    counted = (
+        Pass.objects.filter(job=OuterRef("pk"))
+        .order_by()
+        .values("job")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted), 0)
 
 
 def job_events_for(*, user, job: MigrationJob) -> QuerySet[Event]:

@@ -12,8 +12,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from jobs import plain
+from jobs import selectors as job_selectors
 from jobs.choices import JOB_ACTIVE, STATE_COLOURS
-from jobs.selectors import job_progress
 
 from . import directory, selectors, services
 from .forms import SignInForm
@@ -85,17 +86,28 @@ class InvitationAcceptView(auth_views.PasswordResetConfirmView):
 
 @login_required
 def portal_jobs(request: HttpRequest) -> HttpResponse:
-    jobs = (
+    """The viewer's jobs: a constant number of queries however many there are (the
+    endpoints and current pass joined, passes counted and samples read in one go each)."""
+    jobs = list(
         selectors.jobs_visible_to(request.user)
-        .select_related("customer", "current_pass")
+        .select_related("customer", "current_pass", "source", "destination")
+        .annotate(passes_count=selectors.passes_count())
         .order_by("customer__name", "-created_at")
     )
+    samples = job_selectors.latest_samples(job.current_pass_id for job in jobs)
     rows = [
-        (job, job_progress(job=job, job_pass=job.current_pass), STATE_COLOURS.get(job.state))
+        (
+            job,
+            job_selectors.job_progress(
+                job=job, job_pass=job.current_pass, samples=samples.get(job.current_pass_id, [])
+            ),
+            STATE_COLOURS.get(job.state),
+            plain.route_words(job.source.url, job.destination.url),
+        )
         for job in jobs
     ]
     customers = selectors.customers_visible_to(request.user)
-    refresh = any(job.state in LIVE_STATES for job, _, _ in rows)
+    refresh = any(job.state in LIVE_STATES for job in jobs)
     return render(
         request, "portal/jobs.html", {"rows": rows, "customers": customers, "refresh": refresh}
     )
@@ -107,10 +119,13 @@ def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
     events = selectors.job_events_for(user=request.user, job=job).order_by("-id")[:50]
     context = {
         "job": job,
-        "p": job_progress(job=job),
+        "p": job_selectors.job_progress(job=job),
         "colour": STATE_COLOURS.get(job.state),
         "refresh": job.state in LIVE_STATES,
         "passes": job.passes.order_by("-number"),
         "events": events,
+        # endpoints and errors in plain words: URLs and job.error name hosts (staff only)
+        "route": plain.route_words(job.source.url, job.destination.url),
+        "public_error": job_selectors.job_public_error(job),
     }
     return render(request, "portal/job_detail.html", context)

@@ -29,7 +29,7 @@ from migrator.engine.prefetch import prefetch
 from migrator.sanitize import Filters, Sanitizer
 from migrator.storage import Entry, ScanError, StorageError, path_key
 
-from . import permissions
+from . import permissions, plain
 from .choices import (
     JOB_RUNNING,
     BatchState,
@@ -68,8 +68,10 @@ def event_add(
     )
 
 
-def job_fail(*, job_id: int, message: str) -> None:
-    """The job could not run at all (bad credentials, unreachable endpoint)."""
+def job_fail(*, job_id: int, message: str, public: str = "") -> None:
+    """The job could not run at all (bad credentials, unreachable endpoint). `message`
+    says why in detail (hosts, shares, accounts): staff only, in the job's error and a
+    staff-only event. `public` says it in plain words, for customers (jobs.plain)."""
     now = timezone.now()
     with transaction.atomic():
         MigrationJob.objects.filter(pk=job_id).update(
@@ -78,9 +80,19 @@ def job_fail(*, job_id: int, message: str) -> None:
         Pass.objects.filter(job_id=job_id, state=PassState.RUNNING).update(
             state=PassState.CANCELLED, finished_at=now
         )
-        event_add(job_id=job_id, level=EventLevel.ERROR, message=message)
+        event_add(job_id=job_id, level=EventLevel.ERROR, message=message, staff_only=True)
+        event_add(job_id=job_id, level=EventLevel.ERROR, message=public or f"{plain.CANNOT_START}.")
         job = MigrationJob.objects.get(pk=job_id)
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
+
+
+def _cannot_start(job_id: int, where: str, exc: Exception) -> None:
+    """Fail the job: the detail for staff, plain words of what failed for customers."""
+    job_fail(
+        job_id=job_id,
+        message=f"Could not start: {exc}",
+        public=plain.cannot_start_words(where, exc),
+    )
 
 
 # --- scan ------------------------------------------------------------------------------
@@ -191,12 +203,25 @@ def pass_scan(*, pass_id: int) -> None:
             else None
         )
         planner = Planner(job, job_pass, assessment)
-        if not assess:
+    except ValueError as exc:
+        _cannot_start(job.pk, "options", exc)
+        return
+    if not assess:
+        try:
             check_endpoint(job.destination, destination=True)
+        except (StorageError, ValueError) as exc:
+            _cannot_start(job.pk, "destination", exc)
+            return
+    try:
         source = open_endpoint(job.source)
-        source.check()
     except (StorageError, ValueError) as exc:
-        job_fail(job_id=job.pk, message=f"Could not start: {exc}")
+        _cannot_start(job.pk, "source", exc)
+        return
+    try:
+        source.check()
+    except StorageError as exc:
+        source.close()
+        _cannot_start(job.pk, "source", exc)
         return
     MigrationJob.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
         state=JobState.ASSESSING if assess else JobState.SCANNING, started_at=timezone.now()
@@ -237,11 +262,17 @@ def pass_scan(*, pass_id: int) -> None:
         Pass.objects.filter(pk=pass_id, scan_lease_owner=token).update(
             scan_lease_expires=timezone.now() + timedelta(seconds=SCAN_RESUME_SECONDS)
         )
-        event_add(
+        event_add(  # the error names the host or the share: staff only
             job_id=job.pk,
             level=EventLevel.WARNING,
             message=f"Scan interrupted: {exc}. It resumes where it stopped in "
             f"{SCAN_RESUME_SECONDS} s.",
+            staff_only=True,
+        )
+        event_add(
+            job_id=job.pk,
+            level=EventLevel.WARNING,
+            message=plain.scan_interrupted_words(SCAN_RESUME_SECONDS),
         )
         raise
     finally:

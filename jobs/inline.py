@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +24,7 @@ class InlineRunner:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.errors: list[BaseException] = []
+        self.finished = threading.Event()  # a task ended: wait() looks again at once
 
     def __enter__(self) -> InlineRunner:
         set_inline(self.submit)
@@ -50,12 +50,14 @@ class InlineRunner:
             connection.close()
             with self.lock:
                 self.in_flight -= 1
+            self.finished.set()
 
     def wait(
         self, job: MigrationJob, on_tick: Callable[[MigrationJob], None] | None = None
     ) -> MigrationJob:
         """Until the job is finished (or paused) and no task is running."""
         while True:
+            self.finished.clear()  # before looking: an end after this wakes the wait below
             job.refresh_from_db()
             if on_tick:
                 on_tick(job)
@@ -68,4 +70,4 @@ class InlineRunner:
                 from .execution import leases_reap
 
                 leases_reap()
-            time.sleep(0.2)
+            self.finished.wait(0.2)

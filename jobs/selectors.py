@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
-from . import permissions
-from .choices import JOB_FINISHED, ItemKind, ItemState
-from .models import FileItem, MigrationJob, Pass, ProgressSample
+from . import permissions, plain
+from .choices import JOB_FINISHED, EventLevel, ItemKind, ItemState, JobState
+from .models import Event, FileItem, MigrationJob, Pass, ProgressSample
 
 FINISHED = JOB_FINISHED
 
@@ -33,8 +34,30 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours}h {m:02d}m"
 
 
-def job_progress(*, job: MigrationJob, job_pass: Pass | None = None) -> dict:
-    """Everything a progress bar needs, from the pass counters and the last two samples."""
+def latest_samples(pass_ids) -> dict[int, list[ProgressSample]]:
+    """The last two progress samples of each pass, newest first, in one query (a list of
+    jobs asks once, whatever its length)."""
+    ids = [pk for pk in pass_ids if pk is not None]
+    if not ids:
+        return {}
+    newest = Window(RowNumber(), partition_by=F("job_pass_id"), order_by=F("id").desc())
+    rows = (
+        ProgressSample.objects.filter(job_pass_id__in=ids)
+        .annotate(newest=newest)
+        .filter(newest__lte=2)
+        .order_by("job_pass_id", "-id")
+    )
+    found: dict[int, list[ProgressSample]] = {}
+    for sample in rows:
+        found.setdefault(sample.job_pass_id, []).append(sample)
+    return found
+
+
+def job_progress(
+    *, job: MigrationJob, job_pass: Pass | None = None, samples: list | None = None
+) -> dict:
+    """Everything a progress bar needs, from the pass counters and the last two samples
+    (read here unless given: `latest_samples` reads them for many passes at once)."""
     p = job_pass or (
         Pass.objects.filter(pk=job.current_pass_id).first() if job.current_pass_id else None
     )
@@ -49,7 +72,8 @@ def job_progress(*, job: MigrationJob, job_pass: Pass | None = None) -> dict:
     elapsed = ((p.finished_at or timezone.now()) - p.started_at).total_seconds()
     avg_files = done / elapsed if elapsed > 0 else None
     avg_bytes = p.bytes_done / elapsed if elapsed > 0 else None
-    samples = list(ProgressSample.objects.filter(job_pass=p).order_by("-id")[:2])
+    if samples is None:
+        samples = list(ProgressSample.objects.filter(job_pass=p).order_by("-id")[:2])
     files_rate, bytes_rate = avg_files, avg_bytes
     if len(samples) == 2 and p.finished_at is None:
         dt = (samples[0].at - samples[1].at).total_seconds()
@@ -84,6 +108,25 @@ def job_progress(*, job: MigrationJob, job_pass: Pass | None = None) -> dict:
         "eta_h": human_duration(eta) if eta is not None else "—",
         "elapsed_h": human_duration(elapsed),
     }
+
+
+def job_public_error(job: MigrationJob) -> str:
+    """Why a failed job could not start, in the plain words customers read (jobs.plain):
+    never job.error, which names hosts and accounts. One query, for failed jobs only."""
+    if job.state != JobState.FAILED:
+        return ""
+    event = (
+        Event.objects.filter(
+            job=job,
+            staff_only=False,
+            level=EventLevel.ERROR,
+            message__startswith=plain.CANNOT_START,
+        )
+        .order_by("-id")
+        .values_list("message", flat=True)
+        .first()
+    )
+    return event or f"{plain.CANNOT_START}."
 
 
 def job_summary(*, job: MigrationJob) -> dict:

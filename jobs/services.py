@@ -14,6 +14,7 @@ from accounts.models import Customer
 from accounts.services import audit_record
 from migrator.storage import kind_of
 
+from . import plain
 from .choices import (
     JOB_ACTIVE,
     JOB_FINISHED,
@@ -94,7 +95,10 @@ def job_create(
         # endpoint URLs name hosts and accounts: staff only
         event_add(job_id=job.pk, message=f"Job created: {source.url} → {destination.url}",
                   staff_only=True)  # fmt: skip
-        event_add(job_id=job.pk, message=f"Migration created: {source.kind} → {destination.kind}.")
+        event_add(
+            job_id=job.pk,
+            message=f"Migration created: {plain.route_words(source.url, destination.url)}.",
+        )
         audit_record(action=AuditAction.CREATE, obj=job, user=user)
     return job
 

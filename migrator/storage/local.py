@@ -191,10 +191,13 @@ class LocalConnector(Connector):
             raise _wrap(exc, path) from exc
 
     def check(self) -> None:
+        # the cause carries the specific reason code (what customers are told)
         if not os.path.isdir(self.root):
-            raise ConnectFailed(self.root, "folder does not exist")
+            cause: StorageError = NotFound(self.root, "no such folder")
+            raise ConnectFailed(self.root, "folder does not exist") from cause
         if not os.access(self.root, os.R_OK | os.X_OK):
-            raise ConnectFailed(self.root, "permission denied")
+            cause = AccessDenied(self.root, "permission denied")
+            raise ConnectFailed(self.root, "permission denied") from cause
 
 
 def from_url(url: str, secret: str | None = None) -> LocalConnector:

@@ -224,8 +224,16 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
         assert not p.scan_finished and p.scan_cursor
         lease_left = (p.scan_lease_expires - timezone.now()).total_seconds()
         assert 0 < lease_left <= execution.SCAN_RESUME_SECONDS
+        # staff read the error itself; customers read that it resumes, without the detail
         warning = Event.objects.get(job=job, level="warning", message__startswith="Scan inter")
         assert "connection reset by peer" in warning.message and "resumes" in warning.message
+        assert warning.staff_only
+        public = Event.objects.get(job=job, level="warning", staff_only=False)
+        assert public.message == (
+            "The scan was interrupted: the source stopped answering; it resumes where it "
+            f"stopped in {execution.SCAN_RESUME_SECONDS} s."
+        )
+        assert "connection reset" not in public.message and str(src) not in public.message
         assert execution.leases_reap()["scans"] == 0  # not before the pause is over
         time.sleep(lease_left + 0.1)
         assert execution.leases_reap()["scans"] == 1
