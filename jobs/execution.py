@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 SCAN_FLUSH_ROWS = 20000  # rows per transaction: each costs ~7 round trips and a commit
+SCAN_FIRST_FLUSH_ROWS = 1000  # the first chunk: batches to copy exist this soon
 SCAN_FLUSH_SECONDS = 1.0  # ...or fewer, from a slow source: copying starts without waiting
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
@@ -239,18 +240,20 @@ def pass_scan(*, pass_id: int) -> None:
             rows: list[Row] = []
             last = ""
             due = time.monotonic() + SCAN_FLUSH_SECONDS
+            # small chunks first, so copying starts at once, then larger ones (cheaper
+            # per row)
+            flush_rows = SCAN_FIRST_FLUSH_ROWS
             for item in source.scan(mapping.source_path.strip("/")):
                 row = planner.plan(mapping, item)  # also for skipped ones: folders, names
                 if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
                     continue
                 rows.append(row)
                 last = item.path.replace("\x00", "")
-                if len(rows) >= SCAN_FLUSH_ROWS or (
-                    len(rows) % 500 == 0 and time.monotonic() >= due
-                ):
+                if len(rows) >= flush_rows or (len(rows) % 500 == 0 and time.monotonic() >= due):
                     yield rows, f"{mapping.position}/{last}"
                     rows = []
                     due = time.monotonic() + SCAN_FLUSH_SECONDS
+                    flush_rows = min(flush_rows * 4, SCAN_FLUSH_ROWS)
             yield rows, f"{mapping.position}/{last}"
 
     try:
@@ -569,7 +572,7 @@ def batch_copy(*, batch_id: int) -> None:
             kind=kind,
             size=size,
             mtime_ns=mtime,
-            hashes=tuple((a, h) for a, h in (("md5", md5), ("crc32c", crc)) if h),
+            hashes=_known_hashes(md5, crc),
         )
         for pk, kind, src, dst, size, mtime, md5, crc in rows
     ]
@@ -601,6 +604,12 @@ def batch_copy(*, batch_id: int) -> None:
             outcomes = [Outcome(t.item_id, State.FAILED, reason, str(exc)) for t in tasks]
     _batch_record(batch, job, token, tasks, outcomes, acl)
     leases_reap_if_due()
+
+
+def _known_hashes(md5: str, crc32c: str) -> tuple[tuple[str, str], ...]:
+    if md5 and crc32c:
+        return (("md5", md5), ("crc32c", crc32c))
+    return (("md5", md5),) if md5 else (("crc32c", crc32c),) if crc32c else ()
 
 
 def _batch_release(batch_id: int, token: str) -> None:

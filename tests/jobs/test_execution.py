@@ -212,7 +212,8 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
             yield entry
 
     monkeypatch.setattr(LocalConnector, "scan", failing_scan)
-    monkeypatch.setattr(execution, "SCAN_FLUSH_ROWS", 2)  # entries before the failure committed
+    monkeypatch.setattr(execution, "SCAN_FIRST_FLUSH_ROWS", 2)  # entries before the failure
+    monkeypatch.setattr(execution, "SCAN_FLUSH_ROWS", 2)  # are committed, two at a time
     monkeypatch.setattr(execution, "SCAN_RESUME_SECONDS", 1)
     job = new_job(src.as_uri(), dst.as_uri())
     with Steps() as steps:
