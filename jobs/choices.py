@@ -120,6 +120,15 @@ class Reason(models.TextChoices):
     DIRECTORY_UNAVAILABLE = "directory_unavailable", "Directory unavailable (SIDs not resolved)"
 
 
+# failures whose message comes from a connection and can name a host, a port or a share:
+# customers read the reason in words instead (reports.tables.for_viewer)
+CONNECTION_REASONS = {
+    Reason.SOURCE_UNAVAILABLE,
+    Reason.DESTINATION_UNAVAILABLE,
+    Reason.CONNECT_FAILED,
+    Reason.DIRECTORY_UNAVAILABLE,
+}
+
 TRANSIENT_REASONS = {
     Reason.LOCKED,
     Reason.SOURCE_UNAVAILABLE,

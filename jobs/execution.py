@@ -31,6 +31,7 @@ from migrator.storage import Entry, ScanError, StorageError, path_key
 
 from . import permissions, plain
 from .choices import (
+    CONNECTION_REASONS,
     JOB_RUNNING,
     BatchState,
     EventLevel,
@@ -701,13 +702,13 @@ def _batch_record(
             reasons = Counter(o.reason for o in failures)
             summary = ", ".join(f"{r} ×{n}" for r, n in reasons.most_common())
             example = by_id[failures[0].item_id].source_path
-            event_add(
-                job_id=job.pk,
-                level=EventLevel.ERROR,
-                message=f"{len(failures)} item(s) failed in batch {batch.pk}: {summary}. "
-                f"First: {failures[0].message}",
-                path=example,
-            )
+            said = f"{len(failures)} item(s) failed in batch {batch.pk}: {summary}."
+            first = f"{said} First: {failures[0].message}"
+            if failures[0].reason in CONNECTION_REASONS:  # it names the host: staff only
+                event_add(job_id=job.pk, level=EventLevel.ERROR, message=first, path=example,
+                          staff_only=True)  # fmt: skip
+                first = f"{said} First: {Reason(failures[0].reason).label}."
+            event_add(job_id=job.pk, level=EventLevel.ERROR, message=first, path=example)
         if finished:
             transaction.on_commit(lambda: pass_maybe_finish(pass_id=batch.job_pass_id))
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 
 from jobs import selectors as job_selectors
-from jobs.choices import ItemState
+from jobs.choices import CONNECTION_REASONS, ItemState, Reason
 from jobs.models import Event, FileItem, MigrationJob, Pass
 
 PAGE_SIZE = 100
@@ -74,8 +74,16 @@ def manifest(job_pass: Pass, report: str, f: Filters) -> QuerySet[FileItem]:
     return qs
 
 
+def public_message(reason: str, message: str) -> str:
+    """What a customer reads for an item: the message, unless it comes from a connection
+    (it can name a host, a port or a share); then the reason in words."""
+    if reason in CONNECTION_REASONS:
+        return Reason(reason).label
+    return message
+
+
 def manifest_page(
-    job_pass: Pass, report: str, f: Filters, cursor: str = ""
+    job_pass: Pass, report: str, f: Filters, cursor: str = "", *, staff: bool = True
 ) -> tuple[list[FileItem], str]:
     """One page and the cursor of the next ('' at the end). The cursor is the last id, or
     'path\\x1fid' when sorted by path."""
@@ -97,13 +105,18 @@ def manifest_page(
     rows = list(qs[: PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
+    if not staff:
+        for row in rows:
+            row.message = public_message(row.reason, row.message)
     if not more or not rows:
         return rows, ""
     last = rows[-1]
     return rows, (f"{last.source_path}\x1f{last.pk}" if f.sort == "path" else str(last.pk))
 
 
-def manifest_rows(job_pass: Pass, report: str, f: Filters) -> Iterator[tuple]:
+def manifest_rows(
+    job_pass: Pass, report: str, f: Filters, *, staff: bool = True
+) -> Iterator[tuple]:
     order = {"path": ("source_path", "id"), "-id": ("-id",)}.get(f.sort, ("id",))
     rows = (
         manifest(job_pass, report, f)
@@ -125,7 +138,8 @@ def manifest_rows(job_pass: Pass, report: str, f: Filters) -> Iterator[tuple]:
         .iterator(chunk_size=5000)
     )
     for r in rows:
-        yield (*r[:4], mtime_text(r[4]), *r[5:])
+        message = r[11] if staff else public_message(r[6], r[11])
+        yield (*r[:4], mtime_text(r[4]), *r[5:11], message)
 
 
 PASS_COLUMNS = ("number", "kind", "state", "started", "finished", "seen", "copied",
@@ -266,7 +280,7 @@ def report_csv(job: MigrationJob, report: str, f: Filters, *, staff: bool,
     if report in MANIFEST_REPORTS:
         if job_pass is None:
             return Csv(FILE_COLUMNS, lambda: iter(()))
-        return Csv(FILE_COLUMNS, lambda: manifest_rows(job_pass, report, f))
+        return Csv(FILE_COLUMNS, lambda: manifest_rows(job_pass, report, f, staff=staff))
     if report == "passes":
         return Csv(PASS_COLUMNS, lambda: pass_rows(job))
     if report == "events":

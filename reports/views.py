@@ -62,7 +62,7 @@ def job_report(request, pk: int, report: str = "summary"):
     cursor = request.GET.get("cursor", "")
     if report in tables.MANIFEST_REPORTS:
         rows, next_cursor = (
-            tables.manifest_page(job_pass, report, f, cursor) if job_pass else ([], "")
+            tables.manifest_page(job_pass, report, f, cursor, staff=staff) if job_pass else ([], "")
         )
         context.update(rows=rows, next_cursor=next_cursor, states=ItemState.choices,
                        reasons=Reason.choices, sorts=tables.SORTS)  # fmt: skip

@@ -251,3 +251,60 @@ def test_search_by_name_in_any_case_anywhere_in_visible_jobs_only(finished_job, 
     outsider = viewer(django_user_model, "zed", Customer.objects.create(name="Other"))
     page = outsider.get(reverse("reports:search"), {"q": "report"}).content.decode()
     assert "report.pdf" not in page and "No file or folder name" in page
+
+
+def test_a_lost_connection_names_its_host_to_staff_only(tmp_path, django_user_model, settings,
+                                                        monkeypatch):  # fmt: skip
+    """A destination that drops the connection for one file: staff read the host in the
+    file's message, the events and the CSV; the customer reads the reason in words."""
+    from migrator.storage import Transient
+    from migrator.storage.local import LocalConnector
+
+    settings.MIGRATOR_RETRY_ATTEMPTS = 1
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "lost.txt").write_text("lost")
+    (src / "docs" / "kept.txt").write_text("kept")
+    write = LocalConnector.write
+
+    def dropping(self, path, stream, entry):
+        if path.endswith("lost.txt"):
+            raise Transient(path, "connection to nas01.corp.example:445 lost: reset by peer")
+        return write(self, path, stream, entry)
+
+    monkeypatch.setattr(LocalConnector, "write", dropping)
+    customer = Customer.objects.create(name="Acme Corp")
+    s = services.endpoint_create(name="s", url=src.as_uri(), customer=customer)
+    d = services.endpoint_create(name="d", url=dst.as_uri(), customer=customer)
+    job = services.job_create(customer=customer, name="NAS", source=s, destination=d)
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run()
+    customer_view = viewer(django_user_model, "ann", customer)
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_superuser("eng", "e@x.test", "pw-9-long"))
+    pages = {
+        who: "".join(
+            client.get(
+                reverse("reports:job_report", args=[job.pk, report]), params
+            ).content.decode()
+            if not params
+            else b"".join(
+                client.get(
+                    reverse("reports:job_report", args=[job.pk, report]), params
+                ).streaming_content
+            ).decode()
+            for report, params in [
+                ("files", {}),
+                ("errors", {}),
+                ("events", {}),
+                ("files", {"format": "csv"}),
+                ("events", {"format": "csv"}),
+            ]
+        )  # fmt: skip
+        for who, client in (("customer", customer_view), ("staff", staff))
+    }
+    assert "nas01.corp.example" in pages["staff"]
+    assert "nas01.corp.example" not in pages["customer"]
+    assert "Destination unavailable (after retries)" in pages["customer"]
+    assert "lost.txt" in pages["customer"]  # the file itself is reported, with its reason
