@@ -1,30 +1,50 @@
-"""Run a job to the end inside this process, with the same task functions the worker
-cluster runs (used by the one-shot CLI and by tests that need no cluster)."""
+"""Run a job to the end from this process, with the same task functions the worker
+cluster runs (used by the one-shot CLI and by tests that need no cluster).
+
+With `processes`, copy batches run in that many child processes, as a worker cluster
+runs them: copying small files is Python work, and one process holds one core (one GIL).
+The scan and everything else stay on this process's threads. A child's own enqueued
+tasks come back with its result and are dispatched here."""
 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
 
 from .choices import JOB_FINISHED, JobState
 from .dispatch import set_inline
-from .models import MigrationJob
+
+if TYPE_CHECKING:  # a child process imports this module before Django is set up
+    from .models import MigrationJob
+
+# what runs in the child processes (see the module's docstring)
+PROCESS_TASKS = {"jobs.tasks.copy_batch"}
 
 
 class InlineRunner:
-    """Installs itself as the dispatcher; tasks run on a local thread pool."""
+    """Installs itself as the dispatcher; tasks run on a local thread pool, and copy
+    batches in `processes` child processes when that is not 0 (the database must then be
+    one other processes can open: a file or a server, not SQLite in memory)."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, processes: int = 0) -> None:
         self.pool = ThreadPoolExecutor(max_workers=workers + 1, thread_name_prefix="inline")
         self.lock = threading.Lock()
         self.in_flight = 0
         self.errors: list[BaseException] = []
         self.finished = threading.Event()  # a task ended: wait() looks again at once
+        self.processes: ProcessPoolExecutor | None = None
+        if processes:
+            self.processes = ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=multiprocessing.get_context("spawn"),  # never fork threads
+                initializer=_child_setup,
+            )
 
     def __enter__(self) -> InlineRunner:
         set_inline(self.submit)
@@ -33,13 +53,35 @@ class InlineRunner:
     def __exit__(self, *exc: object) -> None:
         set_inline(None)
         self.pool.shutdown(wait=True)
+        if self.processes is not None:
+            self.processes.shutdown(wait=True)
 
     def submit(self, func: str, args: tuple[Any, ...]) -> None:
-        module, _, name = func.rpartition(".")
-        target = getattr(importlib.import_module(module), name)
         with self.lock:
             self.in_flight += 1
+        if self.processes is not None and func in PROCESS_TASKS:
+            try:
+                self.processes.submit(_child_run, func, args).add_done_callback(self._child_done)
+                return
+            except RuntimeError:  # a child died (BrokenProcessPool): threads from now on
+                self.processes = None
+        module, _, name = func.rpartition(".")
+        target = getattr(importlib.import_module(module), name)
         self.pool.submit(self._run, target, args)
+
+    def _child_done(self, future: Future) -> None:
+        try:
+            queued, error = future.result()
+            for func, args in queued:  # before this task counts as done
+                self.submit(func, args)
+            if error:
+                self.errors.append(RuntimeError(error))
+        except BaseException as exc:  # the child died: the batch's lease lapses, it is reaped
+            self.errors.append(exc)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+            self.finished.set()
 
     def _run(self, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
@@ -71,3 +113,27 @@ class InlineRunner:
 
                 leases_reap()
             self.finished.wait(0.2)
+
+
+# --- in a child process ----------------------------------------------------------------
+
+_queued: list[tuple[str, tuple[Any, ...]]] = []
+
+
+def _child_setup() -> None:
+    import django
+
+    django.setup()
+    set_inline(lambda func, args: _queued.append((func, args)))
+
+
+def _child_run(func: str, args: tuple[Any, ...]) -> tuple[list, str]:
+    """Run one task; what it enqueued, and its error in words ('' when none)."""
+    _queued.clear()
+    module, _, name = func.rpartition(".")
+    try:
+        getattr(importlib.import_module(module), name)(*args)
+        error = ""
+    except Exception as exc:  # returned as words: not every exception can be pickled
+        error = f"{func}{args}: {exc!r}"
+    return list(_queued), error

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 from accounts.models import Customer
 from jobs import permissions, selectors, services
@@ -35,6 +35,15 @@ def _positive_int(value: str) -> int:
     if number < 0:
         raise Usage("--bwlimit must not be negative")
     return number
+
+
+def _processes(workers: int) -> int:
+    """Copy batches in `workers` child processes (each holds a core), unless told not to
+    (MIGRATOR_CLI_PROCESSES=0) or the database lives in this process's memory."""
+    name = str(connection.settings_dict["NAME"])
+    if os.environ.get("MIGRATOR_CLI_PROCESSES", "1") == "0" or "memory" in name:
+        return 0
+    return workers
 
 
 class Command(BaseCommand):
@@ -140,7 +149,7 @@ class Command(BaseCommand):
         workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
-        with InlineRunner(workers=workers) as runner:
+        with InlineRunner(workers=workers, processes=_processes(workers)) as runner:
             start(job=job)
             job = runner.wait(job, on_tick=self._progress if show else None)
         if show:
