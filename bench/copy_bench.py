@@ -60,10 +60,18 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, s
     return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime, out
 
 
-def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[dict]:
+TOOLS = ("cp", "rclone", "migrator")
+
+
+def run_set(
+    name: str, src: Path, work: Path, files: int, nbytes: int, round_: int = 0
+) -> list[dict]:
+    """Each tool once; the order turns with the round, so no tool always goes first (the
+    first writer on fresh memory and a cold disk pays more here)."""
     rows = []
-    for tool in ("cp", "rclone", "migrator"):
-        dst = work / f"{name}-{tool}"
+    order = TOOLS[round_ % 3 :] + TOOLS[: round_ % 3]
+    for tool in order:
+        dst = work / f"{name}-{tool}-{round_}"
         shutil.rmtree(dst, ignore_errors=True)
         subprocess.run(["sync"], check=False)
         if tool == "cp":
@@ -73,7 +81,7 @@ def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[d
             cmd = ["rclone", "copy", str(src), str(dst), "--transfers", "8", "--checkers", "8"]
             env = None
         else:
-            db = work / f"{name}.sqlite3"
+            db = work / f"{name}-{round_}.sqlite3"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             env = {**os.environ, "MIGRATOR_DEV": "1", "DATABASE_URL": f"sqlite:///{db}"}
@@ -85,6 +93,7 @@ def run_set(name: str, src: Path, work: Path, files: int, nbytes: int) -> list[d
         seconds, rss, cpu, out = timed(cmd, env)
         row = {
             "set": name,
+            "round": round_,
             "tool": tool,
             "seconds": round(seconds, 2),
             "cpu_s": round(cpu, 2),
@@ -109,6 +118,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=4)
     ap.add_argument("--large-mb", type=int, default=256)
     ap.add_argument("--data", default=str(REPO / "bench" / "data"))
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each tool, order turning")
     ap.add_argument("--settle", type=float, default=SETTLE_SECONDS,
                     help="seconds to wait before the first tool (see SETTLE_SECONDS)")  # fmt: skip
     args = ap.parse_args()
@@ -119,12 +129,19 @@ def main() -> None:
     time.sleep(args.settle)  # past the window of files deleted just before (another run)
     small_bytes = sum(p.stat().st_size for p in (data / "small").rglob("*") if p.is_file())
     large_bytes = sum(p.stat().st_size for p in (data / "large").iterdir())
-    rows = run_set("small", data / "small", work, args.small, small_bytes)
-    rows += run_set("large", data / "large", work, args.large, large_bytes)
+    rows = []
+    for round_ in range(args.rounds):
+        rows += run_set("small", data / "small", work, args.small, small_bytes, round_)
+        if args.large:
+            rows += run_set("large", data / "large", work, args.large, large_bytes, round_)
     shutil.rmtree(work, ignore_errors=True)
-    by = {(r["set"], r["tool"]): r for r in rows}
-    print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d')}")
-    for name in ("small", "large"):
+    by = {}  # the median run of each tool and set
+    for key in {(r["set"], r["tool"]) for r in rows}:
+        runs = sorted((r for r in rows if (r["set"], r["tool"]) == key), key=lambda r: r["seconds"])
+        by[key] = runs[len(runs) // 2]
+    print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d')} · "
+          f"median of {args.rounds} round(s)")  # fmt: skip
+    for name in ("small", "large") if args.large else ("small",):
         m, r, c = by[(name, "migrator")], by[(name, "rclone")], by[(name, "cp")]
         vs_rclone = r["seconds"] / m["seconds"] if m["seconds"] else 0.0
         vs_cp = c["seconds"] / m["seconds"] if m["seconds"] else 0.0
