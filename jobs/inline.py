@@ -40,10 +40,12 @@ class InlineRunner:
         self.finished = threading.Event()  # a task ended: wait() looks again at once
         self.processes: ProcessPoolExecutor | None = None
         if processes:
+            # children are forked from a server process that has loaded Django once (not
+            # from this one: its threads, sockets and connections stay its own)
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["jobs.child"])
             self.processes = ProcessPoolExecutor(
-                max_workers=processes,
-                mp_context=multiprocessing.get_context("spawn"),  # never fork threads
-                initializer=_child_setup,
+                max_workers=processes, mp_context=context, initializer=_child_setup
             )
 
     def __enter__(self) -> InlineRunner:
