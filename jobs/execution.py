@@ -607,6 +607,14 @@ def batch_copy(*, batch_id: int) -> None:
     leases_reap_if_due()
 
 
+def batch_orphaned(*, batch_id: int) -> None:
+    """The process copying this batch is known to be dead: the reaper may hand it out
+    again at once, instead of when its lease would lapse."""
+    Batch.objects.filter(pk=batch_id).exclude(state=BatchState.DONE).update(
+        lease_expires=timezone.now()
+    )
+
+
 def _known_hashes(md5: str, crc32c: str) -> tuple[tuple[str, str], ...]:
     if md5 and crc32c:
         return (("md5", md5), ("crc32c", crc32c))

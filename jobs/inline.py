@@ -63,7 +63,8 @@ class InlineRunner:
             self.in_flight += 1
         if self.processes is not None and func in PROCESS_TASKS:
             try:
-                self.processes.submit(_child_run, func, args).add_done_callback(self._child_done)
+                future = self.processes.submit(_child_run, func, args)
+                future.add_done_callback(lambda done: self._child_done(done, args))
                 return
             except RuntimeError:  # a child died (BrokenProcessPool): threads from now on
                 self.processes = None
@@ -71,15 +72,21 @@ class InlineRunner:
         target = getattr(importlib.import_module(module), name)
         self.pool.submit(self._run, target, args)
 
-    def _child_done(self, future: Future) -> None:
+    def _child_done(self, future: Future, args: tuple[Any, ...]) -> None:
         try:
             queued, error = future.result()
-            for func, args in queued:  # before this task counts as done
-                self.submit(func, args)
+            for func, task_args in queued:  # before this task counts as done
+                self.submit(func, task_args)
             if error:
                 self.errors.append(RuntimeError(error))
-        except BaseException as exc:  # the child died: the batch's lease lapses, it is reaped
-            self.errors.append(exc)
+        except BaseException as exc:  # the child died (killed, out of memory): its batch
+            self.errors.append(exc)  # is handed out again now, not when its lease lapses
+            from .execution import batch_orphaned
+
+            try:
+                batch_orphaned(batch_id=args[0])
+            finally:
+                connection.close()
         finally:
             with self.lock:
                 self.in_flight -= 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .conftest import make_tree, tree_of
+from .conftest import CliResult, make_tree, tree_of
 
 
 def test_file_to_file_copies_everything_with_mtimes_and_summary(cli, tmp_path):
@@ -172,3 +172,58 @@ def test_bwlimit_slows_the_copy(cli, tmp_path):
                      "--bwlimit", "100000", "--workers", "1")  # fmt: skip
     assert result.code == 0
     assert result.json["seconds"] >= 2.5  # 300 kB at 100 kB/s: a bound, not a benchmark
+
+
+def _copy_processes(cli_pid: int) -> list[int]:
+    """The CLI's copy processes: children of the forkserver it started."""
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    procs[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+            except OSError:
+                continue
+    servers = [pid for pid, ppid in procs.items() if ppid == cli_pid]
+    return [pid for pid, ppid in procs.items() if ppid in servers]
+
+
+def test_a_killed_copy_process_loses_nothing(cli, tmp_path):
+    """kill -9 of one of migrator_run's copy processes mid-batch: its batch is handed out
+    again at once (not when its lease would lapse, minutes later), the job completes and
+    every file arrives once, whole, with no temp file left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import REPO, base_env
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    expected = make_tree(src, files=60, size=100_000)
+    env = base_env(cli.db, **cli.env_extra, MIGRATOR_BATCH_FILES="5")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "migrator_run", "--source", str(src),
+         "--destination", str(dst), "--json", "--bwlimit", "1500000"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (dst.exists() and any(dst.rglob("*.dat"))):  # copying has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        victims = _copy_processes(proc.pid)
+        assert victims, "no copy process found"
+        os.kill(victims[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)  # far less than a lease (630 s)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    summary = CliResult(proc.returncode, out, err).json
+    assert (summary["state"], summary["failed"], summary["pending"]) == ("completed", 0, 0)
+    # what the killed process wrote but could not record is found whole and counts unchanged
+    assert summary["copied"] + summary["unchanged"] == 60
+    assert cli.query("SELECT MAX(attempts) FROM jobs_batch")[0][0] >= 2  # leased again
+    assert tree_of(dst) == expected
+    assert not list(dst.rglob(".mg-*"))
+    assert cli.query("SELECT COUNT(*) FROM jobs_fileitem WHERE kind = 'file'") == [(60,)]
