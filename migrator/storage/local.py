@@ -127,6 +127,20 @@ class LocalConnector(Connector):
         except OSError as exc:
             raise _wrap(exc, path) from exc
 
+    def folder_names(self, path: str, limit: int) -> set[str] | None:
+        names: set[str] = set()
+        try:
+            with os.scandir(self._abs(path)) as it:
+                for d in it:
+                    names.add(d.name)
+                    if len(names) > limit:
+                        return None
+        except FileNotFoundError:
+            return set()
+        except (OSError, StorageError):
+            return None
+        return names
+
     def open(self, path: str) -> BinaryIO:
         try:
             return open(self._abs(path), "rb", buffering=0)  # noqa: SIM115 - caller closes

@@ -104,3 +104,42 @@ def test_rate_limiter_paces_bytes():
     for _ in range(4):
         limiter.consume(100_000)
     assert time.monotonic() - start >= 0.35
+
+
+def test_a_new_folder_is_listed_once_instead_of_a_stat_per_file(tmp_path):
+    """Local to local, on disk: into a new folder no file is stat'ed at the destination
+    (one listing says none is there); on a rerun the listing names them all, each is
+    stat'ed and found unchanged; a file changed at the destination meanwhile is copied."""
+    from migrator.storage.local import LocalConnector
+
+    class Counting(LocalConnector):
+        stats = 0
+
+        def stat(self, path):
+            Counting.stats += 1
+            return super().stat(path)
+
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    tasks = []
+    for i in range(50):
+        (src / "docs" / f"f{i:02d}.txt").write_bytes(b"x" * i)
+        st = (src / "docs" / f"f{i:02d}.txt").stat()
+        tasks.append(CopyTask(i, f"docs/f{i:02d}.txt", f"docs/f{i:02d}.txt", "file", st.st_size,
+                              st.st_mtime_ns))  # fmt: skip
+
+    def run():
+        dst = str(tmp_path / "dst")
+        return copy_batch(tasks, lambda: LocalConnector(str(src)), lambda: Counting(dst),
+                          CopyOptions(threads=1))  # fmt: skip
+
+    first = run()
+    assert {o.state for o in first} == {State.COPIED} and len(first) == 50
+    assert Counting.stats == 0
+    assert (tmp_path / "dst" / "docs" / "f07.txt").read_bytes() == b"x" * 7
+    (tmp_path / "dst" / "docs" / "f07.txt").write_bytes(b"changed at the destination")
+    Counting.stats = 0
+    again = {o.item_id: o.state for o in run()}
+    assert Counting.stats == 50
+    assert again[7] == State.COPIED and list(again.values()).count(State.UNCHANGED) == 49
+    assert (tmp_path / "dst" / "docs" / "f07.txt").read_bytes() == b"x" * 7
