@@ -179,6 +179,15 @@ def test_folder_placeholders_are_folders_not_files(gcs, bucket):
     assert gcs.stat("docs").kind == "dir"
 
 
+def test_folder_names_list_a_folder_once(gcs, bucket):
+    for name in ("root/docs/a.txt", "root/docs/b.txt", "root/docs/sub/c.txt", "root/x.txt"):
+        bucket.blob(name).upload_from_string(b"1")
+    assert gcs.folder_names("docs", 100) == {"a.txt", "b.txt", "sub"}
+    assert gcs.folder_names("", 100) == {"docs", "x.txt"}
+    assert gcs.folder_names("nothing/here", 100) == set()  # nothing there yet: no stat needed
+    assert gcs.folder_names("docs", 2) is None  # too many: the copy stats each file instead
+
+
 def test_a_file_and_a_folder_of_one_name_are_both_listed(gcs, bucket):
     for name in ("root/x", "root/x/inner", "root/x-y", "root/x.z"):
         bucket.blob(name).upload_from_string(name.encode())
