@@ -102,7 +102,7 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
                 job=job, job_pass=job.current_pass, samples=samples.get(job.current_pass_id, [])
             ),
             STATE_COLOURS.get(job.state),
-            plain.route_words(job.source.url, job.destination.url),
+            plain.route_words(job.source, job.destination),
         )
         for job in jobs
     ]
@@ -125,7 +125,7 @@ def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
         "passes": job.passes.order_by("-number"),
         "events": events,
         # endpoints and errors in plain words: URLs and job.error name hosts (staff only)
-        "route": plain.route_words(job.source.url, job.destination.url),
+        "route": plain.route_words(job.source, job.destination),
         "public_error": job_selectors.job_public_error(job),
     }
     return render(request, "portal/job_detail.html", context)

@@ -121,7 +121,7 @@ class Reason(models.TextChoices):
 
 
 # failures whose message comes from a connection and can name a host, a port or a share:
-# customers read the reason in words instead (reports.tables.for_viewer)
+# customers read the reason in words instead (jobs.plain.item_message)
 CONNECTION_REASONS = {
     Reason.SOURCE_UNAVAILABLE,
     Reason.DESTINATION_UNAVAILABLE,

@@ -70,6 +70,13 @@ def event_add(
     )
 
 
+def event_add_detail(*, job_id: int, level: str, detail: str, public: str, path: str = "") -> None:
+    """One thing said twice: the detail for staff (it may name hosts, shares, accounts)
+    and plain words for everyone (jobs.plain)."""
+    event_add(job_id=job_id, level=level, message=detail, path=path, staff_only=True)
+    event_add(job_id=job_id, level=level, message=public, path=path)
+
+
 def job_fail(*, job_id: int, message: str, public: str = "") -> None:
     """The job could not run at all (bad credentials, unreachable endpoint). `message`
     says why in detail (hosts, shares, accounts): staff only, in the job's error and a
@@ -82,8 +89,8 @@ def job_fail(*, job_id: int, message: str, public: str = "") -> None:
         Pass.objects.filter(job_id=job_id, state=PassState.RUNNING).update(
             state=PassState.CANCELLED, finished_at=now
         )
-        event_add(job_id=job_id, level=EventLevel.ERROR, message=message, staff_only=True)
-        event_add(job_id=job_id, level=EventLevel.ERROR, message=public or f"{plain.CANNOT_START}.")
+        event_add_detail(job_id=job_id, level=EventLevel.ERROR, detail=message,
+                         public=public or f"{plain.CANNOT_START}.")  # fmt: skip
         job = MigrationJob.objects.get(pk=job_id)
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
 
@@ -266,17 +273,12 @@ def pass_scan(*, pass_id: int) -> None:
         Pass.objects.filter(pk=pass_id, scan_lease_owner=token).update(
             scan_lease_expires=timezone.now() + timedelta(seconds=SCAN_RESUME_SECONDS)
         )
-        event_add(  # the error names the host or the share: staff only
+        event_add_detail(  # the error names the host or the share
             job_id=job.pk,
             level=EventLevel.WARNING,
-            message=f"Scan interrupted: {exc}. It resumes where it stopped in "
+            detail=f"Scan interrupted: {exc}. It resumes where it stopped in "
             f"{SCAN_RESUME_SECONDS} s.",
-            staff_only=True,
-        )
-        event_add(
-            job_id=job.pk,
-            level=EventLevel.WARNING,
-            message=plain.scan_interrupted_words(SCAN_RESUME_SECONDS),
+            public=plain.scan_interrupted_words(SCAN_RESUME_SECONDS),
         )
         raise
     finally:
@@ -573,7 +575,7 @@ def batch_copy(*, batch_id: int) -> None:
             kind=kind,
             size=size,
             mtime_ns=mtime,
-            hashes=_known_hashes(md5, crc),
+            hashes=tuple((a, h) for a, h in (("md5", md5), ("crc32c", crc)) if h),
         )
         for pk, kind, src, dst, size, mtime, md5, crc in rows
     ]
@@ -613,12 +615,6 @@ def batch_orphaned(*, batch_id: int) -> None:
     Batch.objects.filter(pk=batch_id).exclude(state=BatchState.DONE).update(
         lease_expires=timezone.now()
     )
-
-
-def _known_hashes(md5: str, crc32c: str) -> tuple[tuple[str, str], ...]:
-    if md5 and crc32c:
-        return (("md5", md5), ("crc32c", crc32c))
-    return (("md5", md5),) if md5 else (("crc32c", crc32c),) if crc32c else ()
 
 
 def _batch_release(batch_id: int, token: str) -> None:
@@ -710,13 +706,14 @@ def _batch_record(
             reasons = Counter(o.reason for o in failures)
             summary = ", ".join(f"{r} ×{n}" for r, n in reasons.most_common())
             example = by_id[failures[0].item_id].source_path
-            said = f"{len(failures)} item(s) failed in batch {batch.pk}: {summary}."
-            first = f"{said} First: {failures[0].message}"
-            if failures[0].reason in CONNECTION_REASONS:  # it names the host: staff only
-                event_add(job_id=job.pk, level=EventLevel.ERROR, message=first, path=example,
-                          staff_only=True)  # fmt: skip
-                first = f"{said} First: {Reason(failures[0].reason).label}."
-            event_add(job_id=job.pk, level=EventLevel.ERROR, message=first, path=example)
+            said = f"{len(failures)} item(s) failed in batch {batch.pk}: {summary}. First:"
+            detail = f"{said} {failures[0].message}"
+            if failures[0].reason in CONNECTION_REASONS:  # the message names a host
+                public = f"{said} {plain.item_message(failures[0].reason, failures[0].message)}."
+                event_add_detail(job_id=job.pk, level=EventLevel.ERROR, detail=detail,
+                                 public=public, path=example)  # fmt: skip
+            else:
+                event_add(job_id=job.pk, level=EventLevel.ERROR, message=detail, path=example)
         if finished:
             transaction.on_commit(lambda: pass_maybe_finish(pass_id=batch.job_pass_id))
 

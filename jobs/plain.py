@@ -6,9 +6,14 @@ those (the admin, staff-only events). The portal shows these words instead.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from migrator.storage import StorageError
+
+from .choices import CONNECTION_REASONS, Reason
+
+if TYPE_CHECKING:
+    from .models import Endpoint
 
 KIND_WORDS = {
     "file": "Local folder",
@@ -36,14 +41,17 @@ def kind_words(kind: str) -> str:
     return KIND_WORDS.get(kind, "Other storage")
 
 
-def endpoint_words(url: str) -> str:
-    """An endpoint as a customer reads it: its kind, from the URL's scheme only."""
-    return kind_words(urlsplit(url).scheme)
+def route_words(source: Endpoint, destination: Endpoint) -> str:
+    """'Windows file share (SMB) → Google Cloud Storage': the endpoints' kinds only."""
+    return f"{kind_words(source.kind)} → {kind_words(destination.kind)}"
 
 
-def route_words(source_url: str, destination_url: str) -> str:
-    """'Windows file share (SMB) → Google Cloud Storage'."""
-    return f"{endpoint_words(source_url)} → {endpoint_words(destination_url)}"
+def item_message(reason: str, message: str) -> str:
+    """What a customer reads for an item: its message, unless it comes from a connection
+    (it can name a host, a port or a share); then the reason in words."""
+    if reason in CONNECTION_REASONS:
+        return Reason(reason).label
+    return message
 
 
 def _reason(exc: BaseException) -> str:

@@ -97,7 +97,7 @@ def job_create(
                   staff_only=True)  # fmt: skip
         event_add(
             job_id=job.pk,
-            message=f"Migration created: {plain.route_words(source.url, destination.url)}.",
+            message=f"Migration created: {plain.route_words(source, destination)}.",
         )
         audit_record(action=AuditAction.CREATE, obj=job, user=user)
     return job

@@ -44,13 +44,16 @@ def manifest_queryset(*, job_pass: Pass, filters: ManifestFilter) -> QuerySet[Fi
         qs = qs.filter(kind=filters.kind)
     if filters.prefix:
         qs = qs.filter(job_id=job_pass.job_id)
-        if connection.vendor == "postgresql":  # LIKE 'p%' uses the text_pattern_ops index
-            qs = qs.filter(source_path__startswith=filters.prefix)
-        else:  # SQLite's LIKE is case-insensitive and skips the index: a range uses it
-            qs = qs.filter(
-                source_path__gte=filters.prefix, source_path__lt=filters.prefix + "\U0010ffff"
-            )
+        qs = starting_with(qs, "source_path", filters.prefix)
     return qs
+
+
+def starting_with(qs: QuerySet[FileItem], field: str, prefix: str) -> QuerySet[FileItem]:
+    """A prefix match an index answers: LIKE 'p%' on PostgreSQL's text_pattern_ops
+    indexes, a range on SQLite (whose LIKE ignores case and skips the index)."""
+    if connection.vendor == "postgresql":
+        return qs.filter(**{f"{field}__startswith": prefix})
+    return qs.filter(**{f"{field}__gte": prefix, f"{field}__lt": prefix + "\U0010ffff"})
 
 
 def manifest_page(

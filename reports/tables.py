@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db import connection
 from django.db.models import Count, Min, Q, QuerySet
 
+from jobs import plain
 from jobs import selectors as job_selectors
-from jobs.choices import CONNECTION_REASONS, ItemState, Reason
+from jobs.choices import ItemState
 from jobs.models import Event, FileItem, MigrationJob, Pass
+
+from .selectors import starting_with
 
 PAGE_SIZE = 100
 REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment",
@@ -66,20 +68,8 @@ def manifest(job_pass: Pass, report: str, f: Filters) -> QuerySet[FileItem]:
     if f.ext:
         qs = qs.filter(source_path__endswith=f".{f.ext}")
     if f.prefix:
-        qs = qs.filter(job_id=job_pass.job_id)
-        if connection.vendor == "postgresql":
-            qs = qs.filter(source_path__startswith=f.prefix)
-        else:
-            qs = qs.filter(source_path__gte=f.prefix, source_path__lt=f.prefix + "\U0010ffff")
+        qs = starting_with(qs.filter(job_id=job_pass.job_id), "source_path", f.prefix)
     return qs
-
-
-def public_message(reason: str, message: str) -> str:
-    """What a customer reads for an item: the message, unless it comes from a connection
-    (it can name a host, a port or a share); then the reason in words."""
-    if reason in CONNECTION_REASONS:
-        return Reason(reason).label
-    return message
 
 
 def manifest_page(
@@ -107,7 +97,7 @@ def manifest_page(
     rows = rows[:PAGE_SIZE]
     if not staff:
         for row in rows:
-            row.message = public_message(row.reason, row.message)
+            row.message = plain.item_message(row.reason, row.message)
     if not more or not rows:
         return rows, ""
     last = rows[-1]
@@ -138,7 +128,7 @@ def manifest_rows(
         .iterator(chunk_size=5000)
     )
     for r in rows:
-        message = r[11] if staff else public_message(r[6], r[11])
+        message = r[11] if staff else plain.item_message(r[6], r[11])
         yield (*r[:4], mtime_text(r[4]), *r[5:11], message)
 
 
@@ -310,24 +300,16 @@ def permissions_csv(job_pass: Pass | None, listing: str = "") -> Csv:
     return Csv(header, lambda: rows(job_pass))
 
 
-def _starting_with(qs: QuerySet[FileItem], field: str, prefix: str) -> QuerySet[FileItem]:
-    """A prefix match an index answers: LIKE on PostgreSQL's text_pattern_ops indexes, a
-    range on SQLite (whose LIKE ignores case and skips the index)."""
-    if connection.vendor == "postgresql":
-        return qs.filter(**{f"{field}__startswith": prefix})
-    return qs.filter(**{f"{field}__gte": prefix, f"{field}__lt": prefix + "\U0010ffff"})
-
-
 def path_search(passes: dict[int, int], prefix: str, *, limit: int) -> QuerySet[FileItem]:
     """Manifest rows whose source path starts with `prefix`, in the given {job: pass}:
     answered by the (job, source_path) index."""
     qs = FileItem.objects.filter(job_id__in=list(passes), job_pass_id__in=list(passes.values()))
-    return _starting_with(qs, "source_path", prefix).order_by("job_id", "source_path")[:limit]
+    return starting_with(qs, "source_path", prefix).order_by("job_id", "source_path")[:limit]
 
 
 def name_search(passes: dict[int, int], name: str, *, limit: int) -> QuerySet[FileItem]:
     """Files and folders whose name starts with `name`, in any case, anywhere in the given
     {job: pass}: answered by the (pass, name) index."""
     qs = FileItem.objects.filter(job_pass_id__in=list(passes.values()))
-    qs = _starting_with(qs, "name_key", name.casefold())
+    qs = starting_with(qs, "name_key", name.casefold())
     return qs.order_by("job_pass_id", "name_key", "id")[:limit]
