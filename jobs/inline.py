@@ -8,7 +8,6 @@ tasks come back with its result and are dispatched here."""
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection
+from django.utils.module_loading import import_string
 
 from .choices import JOB_FINISHED, JobState
 from .dispatch import set_inline
@@ -68,9 +68,7 @@ class InlineRunner:
                 return
             except RuntimeError:  # a child died (BrokenProcessPool): threads from now on
                 self.processes = None
-        module, _, name = func.rpartition(".")
-        target = getattr(importlib.import_module(module), name)
-        self.pool.submit(self._run, target, args)
+        self.pool.submit(self._run, import_string(func), args)
 
     def _child_done(self, future: Future, args: tuple[Any, ...]) -> None:
         try:
@@ -88,9 +86,7 @@ class InlineRunner:
             finally:
                 connection.close()
         finally:
-            with self.lock:
-                self.in_flight -= 1
-            self.finished.set()
+            self._ended()
 
     def _run(self, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:
@@ -99,9 +95,12 @@ class InlineRunner:
             self.errors.append(exc)
         finally:
             connection.close()
-            with self.lock:
-                self.in_flight -= 1
-            self.finished.set()
+            self._ended()
+
+    def _ended(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+        self.finished.set()
 
     def wait(
         self, job: MigrationJob, on_tick: Callable[[MigrationJob], None] | None = None
@@ -139,9 +138,8 @@ def _child_setup() -> None:
 def _child_run(func: str, args: tuple[Any, ...]) -> tuple[list, str]:
     """Run one task; what it enqueued, and its error in words ('' when none)."""
     _queued.clear()
-    module, _, name = func.rpartition(".")
     try:
-        getattr(importlib.import_module(module), name)(*args)
+        import_string(func)(*args)
         error = ""
     except Exception as exc:  # returned as words: not every exception can be pickled
         error = f"{func}{args}: {exc!r}"
