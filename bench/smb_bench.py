@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
@@ -31,30 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from copy_bench import build  # noqa: E402 - the same data set, beside this script
+
 from tests.servers import samba  # noqa: E402 - after the path is set
 
 SHARE = samba.BENCH_SHARE  # reads served synchronously: see its comment
 FOLDER = "bench-smb"
-
-
-def build(root: Path, small: int, folders: int, large: int, large_mb: int) -> None:
-    """20,000 files of 1–4 KB in 200 folders, and 4 files of 256 MB (by default)."""
-    marker = root / f".built-{small}-{folders}-{large}-{large_mb}"
-    if marker.exists():
-        return
-    shutil.rmtree(root, ignore_errors=True)
-    rng = random.Random(1)
-    for i in range(small):
-        folder = root / "small" / f"dir{i % folders:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"file{i:06d}.txt").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
-    (root / "large").mkdir(parents=True, exist_ok=True)
-    block = os.urandom(1 << 20)
-    for i in range(large):
-        with open(root / "large" / f"big{i}.bin", "wb") as f:
-            for j in range(large_mb):
-                f.write(block[j % 7 :] + block[: j % 7])
-    marker.touch()
 
 
 def run_tool(cmd: list[str], env: dict) -> tuple[float, int, float, str]:
