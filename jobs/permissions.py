@@ -64,7 +64,7 @@ from migrator.acl.mapping import (
 )
 from migrator.acl.model import DenyPolicy, Principal, canonical_sid, is_sid
 from migrator.engine.copy import CopyOptions, CopyTask, Outcome, State
-from migrator.storage import Connector, Entry, NotFound, StorageError
+from migrator.storage import Connector, Entry, NotFound, StorageError, capabilities_of
 
 from .choices import EventLevel, ItemState, PassKind, Reason
 from .connectors import open_endpoint
@@ -371,21 +371,11 @@ def acl_key(sd: sdmod.SecurityDescriptor, kind: str) -> str:
 
 
 def _source_has_acls(endpoint: Endpoint) -> bool:
-    """What the connector class of the endpoint's scheme declares (none is opened)."""
-    import importlib
-    import inspect
-
-    from migrator.storage import SCHEMES, kind_of
-
+    """What the connector of the endpoint's scheme declares (none is opened)."""
     try:
-        kind = kind_of(endpoint.url)
+        return bool(capabilities_of(endpoint.url).acl)
     except ValueError:
         return False
-    module = importlib.import_module(SCHEMES[kind].split(":")[0])
-    for _, cls in inspect.getmembers(module, inspect.isclass):
-        if issubclass(cls, Connector) and cls.scheme == kind:
-            return bool(cls.capabilities.acl)
-    return False
 
 
 # --- the batch ----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "Transient",
     "Unsupported",
     "Written",
+    "capabilities_of",
     "connector_for",
     "join",
     "kind_of",
@@ -70,3 +71,14 @@ def connector_for(url: str, secret: str | None = None) -> Connector:
     module_name, factory = SCHEMES[kind_of(url)].split(":")
     module = importlib.import_module(module_name)
     return getattr(module, factory)(url, secret)
+
+
+def capabilities_of(url: str) -> Capabilities:
+    """What the connector for the URL's scheme declares, without opening one (no
+    connection, no credentials). Raises ValueError for an unknown scheme."""
+    kind = kind_of(url)
+    module = importlib.import_module(SCHEMES[kind].split(":")[0])
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Connector) and value.scheme == kind:
+            return value.capabilities
+    return Capabilities()
