@@ -20,7 +20,7 @@ from django.utils.module_loading import import_string
 from .choices import JOB_FINISHED, JobState
 from .dispatch import set_inline
 
-if TYPE_CHECKING:  # a child process imports this module before Django is set up
+if TYPE_CHECKING:
     from .models import MigrationJob
 
 # what runs in the child processes (see the module's docstring)
@@ -38,15 +38,7 @@ class InlineRunner:
         self.in_flight = 0
         self.errors: list[BaseException] = []
         self.finished = threading.Event()  # a task ended: wait() looks again at once
-        self.processes: ProcessPoolExecutor | None = None
-        if processes:
-            # children are forked from a server process that has loaded Django once (not
-            # from this one: its threads, sockets and connections stay its own)
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["jobs.child"])
-            self.processes = ProcessPoolExecutor(
-                max_workers=processes, mp_context=context, initializer=_child_setup
-            )
+        self.processes = _process_pool(processes) if processes else None
 
     def __enter__(self) -> InlineRunner:
         set_inline(self.submit)
@@ -123,16 +115,38 @@ class InlineRunner:
             self.finished.wait(0.2)
 
 
+def _process_pool(processes: int) -> ProcessPoolExecutor | None:
+    """The copy processes, forked from this process, all of them now, while it holds no
+    database connection and runs no other thread (migrator_run creates its runner first
+    thing): each child starts at once with Django loaded. A process that already holds
+    connections or threads must not be forked (they would be shared with the children):
+    it copies on its own threads instead (None)."""
+    from django.db import connections
+
+    if threading.active_count() > 1 or any(
+        conn.connection is not None for conn in connections.all(initialized_only=True)
+    ):
+        return None
+    pool = ProcessPoolExecutor(
+        max_workers=processes, mp_context=multiprocessing.get_context("fork"),
+        initializer=_child_setup,
+    )  # fmt: skip
+    pool.submit(_child_ready)  # with fork, the first task forks every process
+    return pool
+
+
 # --- in a child process ----------------------------------------------------------------
 
 _queued: list[tuple[str, tuple[Any, ...]]] = []
 
 
 def _child_setup() -> None:
-    import django
-
-    django.setup()
+    """A forked copy process: Django is set up already; what it enqueues is kept."""
     set_inline(lambda func, args: _queued.append((func, args)))
+
+
+def _child_ready() -> None:
+    """The first task of a forked pool: it makes the pool fork its processes."""
 
 
 def _child_run(func: str, args: tuple[Any, ...]) -> tuple[list, str]:

@@ -175,17 +175,20 @@ def test_bwlimit_slows_the_copy(cli, tmp_path):
 
 
 def _copy_processes(cli_pid: int) -> list[int]:
-    """The CLI's copy processes: children of the forkserver it started."""
-    procs = {}
+    """The CLI's copy processes: forked from it, so they carry its command line."""
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    procs[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+                    ppid = int(f.read().rpartition(")")[2].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    forked = b"migrator_run" in f.read()
             except OSError:
                 continue
-    servers = [pid for pid, ppid in procs.items() if ppid == cli_pid]
-    return [pid for pid, ppid in procs.items() if ppid in servers]
+            if ppid == cli_pid and forked:
+                found.append(int(entry))
+    return found
 
 
 def test_a_killed_copy_process_loses_nothing(cli, tmp_path):

@@ -246,3 +246,20 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
     assert (p.seen, p.copied, p.failed, p.pending) == (8, 8, 0, 0)
     assert FileItem.objects.filter(job_pass=p, kind="file").count() == 8  # none twice
     assert tree_of(dst) == expected
+
+
+def test_a_runner_in_a_process_holding_a_connection_copies_on_threads(tmp_path):
+    """Copy processes are forked only from a process with no database connection and no
+    other thread (migrator_run's start); forking this one would share its open connection
+    with the children. Here the runner copies on its own threads and the job completes."""
+    from jobs.inline import InlineRunner
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    expected = make_tree(src, files=6)
+    job = new_job(src.as_uri(), dst.as_uri())  # this process's connection is open
+    with InlineRunner(workers=2, processes=2) as runner:
+        assert runner.processes is None
+        services.job_start(job=job)
+        job = runner.wait(job)
+    assert job.state == JobState.COMPLETED
+    assert tree_of(dst) == expected

@@ -101,6 +101,13 @@ class Command(BaseCommand):
             perms = permissions.cli_prepare(opts, dict(os.environ))
         except ValueError as exc:
             raise Usage(str(exc))
+        workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
+        # the runner first: its copy processes are forked before this process opens a
+        # database connection or starts a thread (see InlineRunner)
+        with InlineRunner(workers=workers, processes=_processes(workers)) as runner:
+            return self._migrate(opts, runner, bwlimit, perms)
+
+    def _migrate(self, opts: dict, runner: InlineRunner, bwlimit: int | None, perms) -> int:
         try:
             customer, _ = Customer.objects.get_or_create(name=opts["customer"])
         except DatabaseError as exc:  # a new database: say what to run, not a traceback
@@ -146,12 +153,10 @@ class Command(BaseCommand):
         if perms is not None:  # options, the source's directory, the identity CSV
             permissions.cli_apply(perms, job=job, source=source)
         start = permissions.job_start_permissions if perms and perms.only else services.job_start
-        workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
-        with InlineRunner(workers=workers, processes=_processes(workers)) as runner:
-            start(job=job)
-            job = runner.wait(job, on_tick=self._progress if show else None)
+        start(job=job)
+        job = runner.wait(job, on_tick=self._progress if show else None)
         if show:
             sys.stderr.write("\n")
         summary = selectors.job_summary(job=job)
