@@ -8,6 +8,7 @@ tasks come back with its result and are dispatched here."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import threading
 from collections.abc import Callable
@@ -127,6 +128,7 @@ def _process_pool(processes: int) -> ProcessPoolExecutor | None:
         conn.connection is not None for conn in connections.all(initialized_only=True)
     ):
         return None
+    gc.freeze()  # what is loaded now is kept for good: no collection walks (and copies) it
     pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=multiprocessing.get_context("fork"),
         initializer=_child_setup,
