@@ -128,6 +128,8 @@ def _process_pool(processes: int) -> ProcessPoolExecutor | None:
         conn.connection is not None for conn in connections.all(initialized_only=True)
     ):
         return None
+    for func in PROCESS_TASKS:  # loaded once, here, not by each child
+        import_string(func)
     gc.freeze()  # what is loaded now is kept for good: no collection walks (and copies) it
     pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=multiprocessing.get_context("fork"),

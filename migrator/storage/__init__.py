@@ -8,6 +8,7 @@ connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from urllib.parse import urlsplit
 
 from .base import (
@@ -44,6 +45,7 @@ __all__ = [
     "Written",
     "capabilities_of",
     "connector_for",
+    "connector_module",
     "join",
     "kind_of",
     "path_key",
@@ -66,19 +68,23 @@ def kind_of(url: str) -> str:
     return scheme
 
 
+def connector_module(url: str) -> ModuleType:
+    """The module of the URL's connector, imported (no connection, no credentials).
+    Raises ValueError for an unknown scheme."""
+    return importlib.import_module(SCHEMES[kind_of(url)].split(":")[0])
+
+
 def connector_for(url: str, secret: str | None = None) -> Connector:
     """Open the connector a URL names. Raises ValueError for a malformed URL."""
-    module_name, factory = SCHEMES[kind_of(url)].split(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, factory)(url, secret)
+    factory = SCHEMES[kind_of(url)].split(":")[1]
+    return getattr(connector_module(url), factory)(url, secret)
 
 
 def capabilities_of(url: str) -> Capabilities:
     """What the connector for the URL's scheme declares, without opening one (no
     connection, no credentials). Raises ValueError for an unknown scheme."""
     kind = kind_of(url)
-    module = importlib.import_module(SCHEMES[kind].split(":")[0])
-    for value in vars(module).values():
+    for value in vars(connector_module(url)).values():
         if isinstance(value, type) and issubclass(value, Connector) and value.scheme == kind:
             return value.capabilities
     return Capabilities()

@@ -18,7 +18,7 @@ from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob
 from migrator.sanitize import PROFILES
-from migrator.storage import StorageError, kind_of
+from migrator.storage import StorageError, connector_module
 
 EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 
@@ -90,8 +90,8 @@ class Command(BaseCommand):
         for key in ("source", "destination"):
             if "://" not in opts[key]:  # a plain folder path: a local folder
                 opts[key] = Path(opts[key]).absolute().as_uri()
-            try:
-                kind_of(opts[key])
+            try:  # imported here, so the copy processes forked below have it loaded
+                connector_module(opts[key])
             except ValueError as exc:
                 raise Usage(str(exc))
         bwlimit = _positive_int(opts["bwlimit"]) if opts["bwlimit"] is not None else None
