@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from copy_bench import build  # noqa: E402 - the same data set, beside this script
+from copy_bench import build, byte_compile  # noqa: E402 - the same data set and set-up
 
 from tests.servers import samba  # noqa: E402 - after the path is set
 
@@ -123,6 +123,7 @@ def main() -> None:
     args = ap.parse_args()
     sets = [s for s in args.sets.split(",") if s]
     env_base = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATOR_")}
+    byte_compile()
     with samba.running_dc() as dc:
         data = dc.disk_path(SHARE, FOLDER)
         started = time.monotonic()
