@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from migrator.storage import Connector, Entry, InvalidPath, NotFound, StorageError
 
 from .compare import newer, same_file
-from .streams import HashingReader, RateLimiter
+from .streams import HashingReader, RateLimiter, keep_freed_buffers
 
 
 class Policy(enum.StrEnum):
@@ -284,6 +284,7 @@ def copy_batch(
     threads than that are used: more only contend for the GIL and the folder locks."""
     if not tasks:
         return []
+    keep_freed_buffers()
     limiter = RateLimiter(options.bwlimit)
     first: list[Connector] = []
     try:  # the first thread's connectors, opened here: they say how many threads pay off
