@@ -68,23 +68,30 @@ def kind_of(url: str) -> str:
     return scheme
 
 
+def _registered(url: str) -> tuple[str, ModuleType, str]:
+    """The URL's scheme, its connector's module (imported) and the factory's name."""
+    kind = kind_of(url)
+    module_name, factory = SCHEMES[kind].split(":")
+    return kind, importlib.import_module(module_name), factory
+
+
 def connector_module(url: str) -> ModuleType:
     """The module of the URL's connector, imported (no connection, no credentials).
     Raises ValueError for an unknown scheme."""
-    return importlib.import_module(SCHEMES[kind_of(url)].split(":")[0])
+    return _registered(url)[1]
 
 
 def connector_for(url: str, secret: str | None = None) -> Connector:
     """Open the connector a URL names. Raises ValueError for a malformed URL."""
-    factory = SCHEMES[kind_of(url)].split(":")[1]
-    return getattr(connector_module(url), factory)(url, secret)
+    _, module, factory = _registered(url)
+    return getattr(module, factory)(url, secret)
 
 
 def capabilities_of(url: str) -> Capabilities:
     """What the connector for the URL's scheme declares, without opening one (no
     connection, no credentials). Raises ValueError for an unknown scheme."""
-    kind = kind_of(url)
-    for value in vars(connector_module(url)).values():
+    kind, module, _ = _registered(url)
+    for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, Connector) and value.scheme == kind:
             return value.capabilities
     return Capabilities()
