@@ -24,9 +24,10 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from migrator.engine.copy import CopyOptions, CopyTask, Outcome, Policy, State, copy_batch
+from migrator.engine.filters import Filters
 from migrator.engine.plan import Assessment, NamePlanner
 from migrator.engine.prefetch import prefetch
-from migrator.sanitize import Filters, Sanitizer
+from migrator.sanitize import Sanitizer
 from migrator.storage import Entry, ScanError, StorageError, path_key
 
 from . import permissions, plain

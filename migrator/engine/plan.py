@@ -13,8 +13,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
-from migrator.sanitize import COLLISION, PATH_TOO_LONG, Filters, Sanitizer, _fits
+from migrator.sanitize import COLLISION, PATH_TOO_LONG, Sanitizer, _fits
 from migrator.storage.base import Entry, ScanError, StorageError
+
+from .filters import Filters
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrator import sanitize as s
-from migrator.sanitize import Filters, glob_regex
+from migrator.engine import filters as s
+from migrator.engine.filters import Filters, glob_regex
 
 NS = 1_000_000_000
 

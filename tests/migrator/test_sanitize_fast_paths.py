@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from migrator.sanitize import PROFILES, Filters, Sanitizer, collision_key, utf16_len
+from migrator.engine.filters import Filters
+from migrator.sanitize import PROFILES, Sanitizer, collision_key, utf16_len
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -92,7 +93,7 @@ def test_one_alternation_matches_like_each_pattern(include, exclude, case_sensit
     name=st.sampled_from(["Thumbs.db", "thumbs.DB", "~$d.docx", "x.tmp", "X1", "a", "old", "b"]),
 )
 def test_junk_compiled_for_names_matches_the_any_folder_glob(junk, name):
-    from migrator.sanitize import glob_regex
+    from migrator.engine.filters import glob_regex
 
     filters = Filters(junk=junk)
     each = any(glob_regex(p.strip("/"), case_sensitive=False).match(name) for p in junk)
