@@ -11,7 +11,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from reports.csv import csv_filename, csv_response
+from migrator.web.csv import csv_filename, csv_response
 
 from . import services
 from .forms import CustomerAdminForm, InvitationAdminForm

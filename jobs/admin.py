@@ -12,8 +12,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from migrator.storage import StorageError, kind_of
+from migrator.web.csv import csv_filename, csv_response
 from reports import selectors as report_selectors
-from reports.csv import csv_filename, csv_response
 
 from . import selectors, services
 from .admin_permissions import (

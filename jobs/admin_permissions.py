@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from accounts.models import Customer
 from migrator.acl.directory import DirectoryError
 from migrator.acl.mapping import MappingCSVError
-from reports.csv import csv_filename, csv_response
+from migrator.web.csv import csv_filename, csv_response
 
 from . import permissions
 from .models import DirectoryIdentity, IdentityOverride, MigrationJob

@@ -13,9 +13,9 @@ from accounts.selectors import job_get_for, sees_all_customers
 from jobs import selectors as job_selectors
 from jobs.choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState, Reason
 from jobs.models import Pass, ProgressSample
+from migrator.web.csv import csv_filename, csv_response
 
 from . import charts, services, tables
-from .csv import csv_filename, csv_response
 from .models import SignOff
 
 

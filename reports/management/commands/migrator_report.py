@@ -7,8 +7,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import MigrationJob, Pass
+from migrator.web.csv import write_csv
 from reports import tables
-from reports.csv import write_csv
 
 
 class Command(BaseCommand):

@@ -1,4 +1,5 @@
-"""The one CSV helper: every CSV the project produces goes through here.
+"""The one CSV helper: every CSV the project produces (the admins of accounts and jobs,
+the reports, `manage.py migrator_report`) goes through here.
 
 Streamed (StreamingHttpResponse over a pseudo-buffer, rows from an iterator), UTF-8 with
 a header row, a filename naming what it holds, and cells that a spreadsheet would run as a
