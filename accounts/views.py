@@ -89,9 +89,9 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
     """The viewer's jobs: a constant number of queries however many there are (the
     endpoints and current pass joined, passes counted and samples read in one go each)."""
     jobs = list(
-        selectors.jobs_visible_to(request.user)
+        job_selectors.jobs_visible_to(request.user)
         .select_related("customer", "current_pass", "source", "destination")
-        .annotate(passes_count=selectors.passes_count())
+        .annotate(passes_count=job_selectors.passes_count())
         .order_by("customer__name", "-created_at")
     )
     samples = job_selectors.latest_samples(job.current_pass_id for job in jobs)
@@ -115,8 +115,8 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
-    job = selectors.job_get_for(user=request.user, pk=pk)
-    events = selectors.job_events_for(user=request.user, job=job).order_by("-id")[:50]
+    job = job_selectors.job_get_for(user=request.user, pk=pk)
+    events = job_selectors.job_events_for(user=request.user, job=job).order_by("-id")[:50]
     context = {
         "job": job,
         "p": job_selectors.job_progress(job=job),

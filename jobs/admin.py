@@ -13,7 +13,6 @@ from django.utils.html import format_html
 
 from migrator.storage import StorageError, kind_of
 from migrator.web.csv import csv_filename, csv_response
-from reports import selectors as report_selectors
 
 from . import selectors, services
 from .admin_permissions import (
@@ -290,7 +289,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         level = request.GET.get("level", "")
         events = []
         if request.GET.get("part") != "cell":
-            events, _ = report_selectors.events_page(job_id=job.pk, level=level, limit=15)
+            events, _ = selectors.events_page(job_id=job.pk, level=level, limit=15)
         context = {
             "job": job,
             "state_badge": state_badge(job.state, job.get_state_display()),
@@ -310,9 +309,9 @@ class MigrationJobAdmin(admin.ModelAdmin):
     def manifest_view(self, request, job_id: int):
         job = self._job(request, job_id)
         job_pass = self._pass(request, job)
-        filters = report_selectors.ManifestFilter.from_query(request.GET)
+        filters = selectors.ManifestFilter.from_query(request.GET)
         after = request.GET.get("after", "")
-        rows, next_after = report_selectors.manifest_page(
+        rows, next_after = selectors.manifest_page(
             job_pass=job_pass, filters=filters, after=int(after) if after.isdigit() else 0
         )
         query = request.GET.copy()
@@ -334,18 +333,18 @@ class MigrationJobAdmin(admin.ModelAdmin):
     def manifest_csv(self, request, job_id: int):
         job = self._job(request, job_id)
         job_pass = self._pass(request, job)
-        filters = report_selectors.ManifestFilter.from_query(request.GET)
+        filters = selectors.ManifestFilter.from_query(request.GET)
         return csv_response(
             csv_filename("job", job.pk, "pass", job_pass.number, "files"),
-            report_selectors.MANIFEST_COLUMNS,
-            report_selectors.manifest_rows(job_pass=job_pass, filters=filters),
+            selectors.MANIFEST_COLUMNS,
+            selectors.manifest_rows(job_pass=job_pass, filters=filters),
         )
 
     def events_view(self, request, job_id: int):
         job = self._job(request, job_id)
         level = request.GET.get("level", "")
         before = request.GET.get("before", "")
-        rows, next_before = report_selectors.events_page(
+        rows, next_before = selectors.events_page(
             job_id=job.pk, level=level, before=int(before) if before.isdigit() else None
         )
         context = {
@@ -364,8 +363,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
         job = self._job(request, job_id)
         return csv_response(
             csv_filename("job", job.pk, "events"),
-            report_selectors.EVENT_COLUMNS,
-            report_selectors.event_rows(job_id=job.pk, level=request.GET.get("level", "")),
+            selectors.EVENT_COLUMNS,
+            selectors.event_rows(job_id=job.pk, level=request.GET.get("level", "")),
         )
 
 

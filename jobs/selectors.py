@@ -1,16 +1,75 @@
-"""Reads: progress from counters (never COUNT(*) over the manifest), summaries."""
+"""Reads: who may see which job (the one place that decides it), progress from counters
+(never COUNT(*) over the manifest), summaries, keyset pages of the manifest and events."""
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Window
-from django.db.models.functions import RowNumber
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Window
+from django.db.models.functions import Coalesce, RowNumber
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
+
+from accounts.selectors import sees_all_customers
 
 from . import permissions, plain
 from .choices import JOB_FINISHED, EventLevel, ItemKind, ItemState, JobState
-from .models import Event, FileItem, MigrationJob, Pass, ProgressSample
+from .models import Endpoint, Event, FileItem, MigrationJob, Pass, ProgressSample
 
 FINISHED = JOB_FINISHED
+PAGE_SIZE = 100
+MANIFEST_COLUMNS = ["id", "kind", "source_path", "dest_path", "size", "mtime_ns", "state",
+                    "reason", "message", "attempts", "md5", "crc32c"]  # fmt: skip
+EVENT_COLUMNS = ["id", "created_at", "level", "message", "path"]
+
+
+# --- who sees what: every portal page, report, CSV and API view asks these, and answers
+# 404 for anything outside them, so ids cannot be probed --------------------------------
+
+
+def _of_visible_customers(queryset: QuerySet, user) -> QuerySet:
+    """All rows for staff, none for nobody, else the rows of the user's customers."""
+    if sees_all_customers(user):
+        return queryset
+    if not (user and user.is_authenticated and user.is_active):
+        return queryset.none()
+    return queryset.filter(customer__memberships__user=user)
+
+
+def jobs_visible_to(user) -> QuerySet[MigrationJob]:
+    """Migration jobs `user` may see: all for staff, their customers' for viewers."""
+    return _of_visible_customers(MigrationJob.objects.all(), user)
+
+
+def endpoints_visible_to(user) -> QuerySet[Endpoint]:
+    return _of_visible_customers(Endpoint.objects.all(), user)
+
+
+def job_get_for(*, user, pk: int) -> MigrationJob:
+    """One job `user` may see, or Http404 (never 403: ids must not be probeable)."""
+    return get_object_or_404(
+        jobs_visible_to(user).select_related("customer", "source", "destination"), pk=pk
+    )
+
+
+def passes_count() -> Coalesce:
+    """For .annotate(): the job's passes so far, as a subquery (a Count over a join would
+    be multiplied by the membership join of jobs_visible_to)."""
+    counted = (
+        Pass.objects.filter(job=OuterRef("pk"))
+        .order_by()
+        .values("job")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted), 0)
+
+
+def job_events_for(*, user, job: MigrationJob) -> QuerySet[Event]:
+    """The job's events that `user` may read: viewers do not see staff-only events."""
+    return events_queryset(job_id=job.pk, staff=sees_all_customers(user))
 
 
 def human_bytes(n: float) -> str:
@@ -192,3 +251,101 @@ def _assessment_summary(figures: dict) -> dict:
     if "permissions" in figures:  # SID figures, when the job migrates permissions
         summary["permissions"] = figures["permissions"]
     return summary
+
+
+# --- the manifest and the events, keyset paged and streamed (the admin's pages and CSVs):
+# never COUNT(*) or OFFSET over millions of rows, pages go by id -------------------------
+
+
+@dataclass(frozen=True)
+class ManifestFilter:
+    state: str = ""
+    reason: str = ""
+    prefix: str = ""
+    kind: str = ""
+
+    @classmethod
+    def from_query(cls, query) -> ManifestFilter:
+        return cls(
+            state=query.get("state", ""),
+            reason=query.get("reason", ""),
+            prefix=query.get("prefix", ""),
+            kind=query.get("kind", ""),
+        )
+
+
+def manifest_queryset(*, job_pass: Pass, filters: ManifestFilter) -> QuerySet[FileItem]:
+    qs = FileItem.objects.filter(job_pass=job_pass)
+    if filters.state:
+        qs = qs.filter(state=filters.state)
+    if filters.reason:
+        qs = qs.filter(reason=filters.reason)
+    if filters.kind:
+        qs = qs.filter(kind=filters.kind)
+    if filters.prefix:
+        qs = qs.filter(job_id=job_pass.job_id)
+        qs = starting_with(qs, "source_path", filters.prefix)
+    return qs
+
+
+def starting_with(qs: QuerySet[FileItem], field: str, prefix: str) -> QuerySet[FileItem]:
+    """A prefix match an index answers: LIKE 'p%' on PostgreSQL's text_pattern_ops
+    indexes, a range on SQLite (whose LIKE ignores case and skips the index)."""
+    if connection.vendor == "postgresql":
+        return qs.filter(**{f"{field}__startswith": prefix})
+    return qs.filter(**{f"{field}__gte": prefix, f"{field}__lt": prefix + "\U0010ffff"})
+
+
+def manifest_page(
+    *, job_pass: Pass, filters: ManifestFilter, after: int = 0, limit: int = PAGE_SIZE
+) -> tuple[list[FileItem], int | None]:
+    """One page after id `after`, and the id to continue from (None on the last page)."""
+    rows = list(
+        manifest_queryset(job_pass=job_pass, filters=filters)
+        .filter(id__gt=after)
+        .order_by("id")[: limit + 1]
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].pk if more and rows else None)
+
+
+def manifest_rows(*, job_pass: Pass, filters: ManifestFilter) -> Iterator[tuple]:
+    """Every row, streamed in id order (for CSV)."""
+    return (
+        manifest_queryset(job_pass=job_pass, filters=filters)
+        .order_by("id")
+        .values_list(*MANIFEST_COLUMNS)
+        .iterator(chunk_size=5000)
+    )
+
+
+def events_queryset(*, job_id: int, level: str = "", staff: bool = True) -> QuerySet[Event]:
+    qs = Event.objects.filter(job_id=job_id)
+    if level:
+        qs = qs.filter(level=level)
+    if not staff:
+        qs = qs.filter(staff_only=False)
+    return qs
+
+
+def events_page(
+    *, job_id: int, level: str = "", before: int | None = None, limit: int = PAGE_SIZE,
+    staff: bool = True,
+) -> tuple[list[Event], int | None]:  # fmt: skip
+    qs = events_queryset(job_id=job_id, level=level, staff=staff)
+    if before:
+        qs = qs.filter(id__lt=before)
+    rows = list(qs.order_by("-id")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].pk if more and rows else None)
+
+
+def event_rows(*, job_id: int, level: str = "", staff: bool = True) -> Iterator[tuple]:
+    return (
+        events_queryset(job_id=job_id, level=level, staff=staff)
+        .order_by("id")
+        .values_list(*EVENT_COLUMNS)
+        .iterator(chunk_size=5000)
+    )

@@ -14,8 +14,6 @@ from jobs import selectors as job_selectors
 from jobs.choices import ItemState
 from jobs.models import Event, FileItem, MigrationJob, Pass
 
-from .selectors import starting_with
-
 PAGE_SIZE = 100
 REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment",
            "permissions")  # fmt: skip
@@ -68,7 +66,7 @@ def manifest(job_pass: Pass, report: str, f: Filters) -> QuerySet[FileItem]:
     if f.ext:
         qs = qs.filter(source_path__endswith=f".{f.ext}")
     if f.prefix:
-        qs = starting_with(qs.filter(job_id=job_pass.job_id), "source_path", f.prefix)
+        qs = job_selectors.starting_with(qs.filter(job_id=job_pass.job_id), "source_path", f.prefix)
     return qs
 
 
@@ -149,12 +147,7 @@ EVENT_COLUMNS = ("time", "level", "message", "path")
 
 
 def events(job: MigrationJob, f: Filters, *, staff: bool) -> QuerySet[Event]:
-    qs = Event.objects.filter(job=job)
-    if not staff:
-        qs = qs.filter(staff_only=False)
-    if f.level:
-        qs = qs.filter(level=f.level)
-    return qs
+    return job_selectors.events_queryset(job_id=job.pk, level=f.level, staff=staff)
 
 
 def event_page(job: MigrationJob, f: Filters, cursor: str, *, staff: bool):
@@ -304,12 +297,13 @@ def path_search(passes: dict[int, int], prefix: str, *, limit: int) -> QuerySet[
     """Manifest rows whose source path starts with `prefix`, in the given {job: pass}:
     answered by the (job, source_path) index."""
     qs = FileItem.objects.filter(job_id__in=list(passes), job_pass_id__in=list(passes.values()))
-    return starting_with(qs, "source_path", prefix).order_by("job_id", "source_path")[:limit]
+    qs = job_selectors.starting_with(qs, "source_path", prefix)
+    return qs.order_by("job_id", "source_path")[:limit]
 
 
 def name_search(passes: dict[int, int], name: str, *, limit: int) -> QuerySet[FileItem]:
     """Files and folders whose name starts with `name`, in any case, anywhere in the given
     {job: pass}: answered by the (pass, name) index."""
     qs = FileItem.objects.filter(job_pass_id__in=list(passes.values()))
-    qs = starting_with(qs, "name_key", name.casefold())
+    qs = job_selectors.starting_with(qs, "name_key", name.casefold())
     return qs.order_by("job_pass_id", "name_key", "id")[:limit]

@@ -1,5 +1,5 @@
 """Report pages and CSV downloads of a job, for staff and for the job's customer. Every
-job comes through accounts.selectors.job_get_for: another customer's job is a 404."""
+job comes through jobs.selectors.job_get_for: another customer's job is a 404."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from accounts.selectors import job_get_for, sees_all_customers
+from accounts.selectors import sees_all_customers
 from jobs import selectors as job_selectors
 from jobs.choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState, Reason
 from jobs.models import Pass, ProgressSample
+from jobs.selectors import job_get_for, jobs_visible_to
 from migrator.web.csv import csv_filename, csv_response
 
 from . import charts, services, tables
@@ -158,8 +159,6 @@ def search(request):
     """Find files across the jobs the user may see, each answered from an index: by the
     beginning of a name in any case ("budget"), and by the beginning of a path
     ("Finance/2025/budget")."""
-    from accounts.selectors import jobs_visible_to
-
     query = request.GET.get("q", "").strip().lstrip("/")[:1000]
     results = []
     if query:

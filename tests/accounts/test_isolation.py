@@ -20,9 +20,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from accounts.models import AuditEntry, Customer, Membership
-from accounts.selectors import job_get_for, jobs_visible_to
 from jobs import services as job_services
 from jobs.models import Batch, Endpoint, Event, FileItem, MigrationJob, Pass
+from jobs.selectors import endpoints_visible_to, job_get_for, jobs_visible_to
 
 from .conftest import make_viewer, run_to_end, signed_in
 
@@ -214,8 +214,16 @@ def test_one_selector_decides(two_customers, django_user_model):
     assert set(jobs_visible_to(viewer_a)) == {job_a}
     assert set(jobs_visible_to(both)) == {job_a, job_b}
     assert set(jobs_visible_to(staff)) == {job_a, job_b}
+    assert set(endpoints_visible_to(viewer_a)) == {job_a.source, job_a.destination}
+    assert set(endpoints_visible_to(both)) == {
+        job_a.source,
+        job_a.destination,
+        job_b.source,
+        job_b.destination,
+    }
     viewer_a.is_active = False
     assert not jobs_visible_to(viewer_a).exists()
+    assert not endpoints_visible_to(viewer_a).exists()
     with pytest.raises(Exception) as excinfo:
         job_get_for(user=viewer_b, pk=job_a.pk)
     assert type(excinfo.value).__name__ == "Http404"
