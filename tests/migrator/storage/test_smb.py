@@ -25,7 +25,8 @@ from migrator.storage import (
     connector_for,
     path_key,
 )
-from migrator.storage.smb import ATTR_HIDDEN, SMBConnector, from_url
+from migrator.storage.smb import SMBConnector, from_url
+from migrator.storage.smb.wire import ATTR_HIDDEN
 from tests.servers.util import free_port
 
 FULL, MODIFY, READ = sd.FILE_ALL_ACCESS, sd.FILE_MODIFY, sd.FILE_READ_EXECUTE

@@ -13,7 +13,9 @@ import time
 import pytest
 
 from migrator.storage import ConnectFailed, Entry, connector_for
-from migrator.storage.smb import _POOL, _close, _create, _LeanLink, _Link, _LinkLost
+from migrator.storage.smb.link import _LeanLink, _Link, _LinkLost
+from migrator.storage.smb.pool import _POOL
+from migrator.storage.smb.wire import _close, _create
 
 FILE_READ_ATTRIBUTES, SYNCHRONIZE = 0x80, 0x100000
 
