@@ -8,6 +8,6 @@ urlpatterns = [
     path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
-    path("portal/", include("accounts.portal_urls")),
+    path("portal/", include("reports.portal_urls")),
     path("reports/", include("reports.urls")),
 ]

@@ -1,0 +1,62 @@
+"""The customers' read-only portal: their jobs and each job's page. Thin: parse, call a
+selector, render. Every job comes through jobs.selectors: another customer's is a 404."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from accounts.selectors import customers_visible_to
+from jobs import plain
+from jobs import selectors as job_selectors
+from jobs.choices import JOB_ACTIVE, STATE_COLOURS
+
+LIVE_STATES = set(JOB_ACTIVE)  # pages of running jobs reload themselves
+
+
+@login_required
+def portal_jobs(request: HttpRequest) -> HttpResponse:
+    """The viewer's jobs: a constant number of queries however many there are (the
+    endpoints and current pass joined, passes counted and samples read in one go each)."""
+    jobs = list(
+        job_selectors.jobs_visible_to(request.user)
+        .select_related("customer", "current_pass", "source", "destination")
+        .annotate(passes_count=job_selectors.passes_count())
+        .order_by("customer__name", "-created_at")
+    )
+    samples = job_selectors.latest_samples(job.current_pass_id for job in jobs)
+    rows = [
+        (
+            job,
+            job_selectors.job_progress(
+                job=job, job_pass=job.current_pass, samples=samples.get(job.current_pass_id, [])
+            ),
+            STATE_COLOURS.get(job.state),
+            plain.route_words(job.source, job.destination),
+        )
+        for job in jobs
+    ]
+    customers = customers_visible_to(request.user)
+    refresh = any(job.state in LIVE_STATES for job in jobs)
+    return render(
+        request, "portal/jobs.html", {"rows": rows, "customers": customers, "refresh": refresh}
+    )
+
+
+@login_required
+def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
+    job = job_selectors.job_get_for(user=request.user, pk=pk)
+    events = job_selectors.job_events_for(user=request.user, job=job).order_by("-id")[:50]
+    context = {
+        "job": job,
+        "p": job_selectors.job_progress(job=job),
+        "colour": STATE_COLOURS.get(job.state),
+        "refresh": job.state in LIVE_STATES,
+        "passes": job.passes.order_by("-number"),
+        "events": events,
+        # endpoints and errors in plain words: URLs and job.error name hosts (staff only)
+        "route": plain.route_words(job.source, job.destination),
+        "public_error": job_selectors.job_public_error(job),
+    }
+    return render(request, "portal/job_detail.html", context)
