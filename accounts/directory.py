@@ -78,14 +78,7 @@ def customer_for(login: Login) -> Customer | None:
 def customer_ldap_settings(customer: Customer) -> LDAPSettings:
     """django-auth-ldap settings for a customer's directory, from its row."""
     values = directory_settings(
-        uri=customer.directory_uri,
-        kind=customer.directory_kind,
-        bind_dn=customer.directory_bind_dn,
-        bind_password=customer.get_directory_bind_password(),
-        user_search_base=customer.directory_user_search_base,
-        group_search_base=customer.directory_group_search_base,
-        start_tls=customer.directory_start_tls,
-        ca_file=customer.directory_ca_file,
+        **customer.directory_connection(),
         timeout=getattr(settings, "MIGRATOR_DIRECTORY_TIMEOUT", 3.0),
     )
     result = LDAPSettings.__new__(LDAPSettings)

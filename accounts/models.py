@@ -76,6 +76,22 @@ class Customer(models.Model):
     def get_directory_bind_password(self) -> str:
         return crypto.decrypt(self.directory_bind_password_encrypted)
 
+    def directory_connection(self) -> dict:
+        """How to reach this customer's directory, the one builder for sign-in (accounts),
+        SID resolution and the identity export (jobs): uri, kind, bind, bases, TLS."""
+        return {
+            "uri": self.directory_uri,
+            "kind": self.directory_kind,
+            "bind_dn": self.directory_bind_dn,
+            "bind_password": self.get_directory_bind_password()
+            if self.has_directory_bind_password
+            else "",
+            "user_search_base": self.directory_user_search_base,
+            "group_search_base": self.directory_group_search_base,
+            "start_tls": self.directory_start_tls,
+            "ca_file": self.directory_ca_file,
+        }
+
 
 class Profile(models.Model):
     """Where a user's password is checked. Users without one are local accounts."""

@@ -40,7 +40,7 @@ def child(files: int, explain: bool = False) -> None:
 
     call_command("migrate", verbosity=0)
     from accounts.models import Customer
-    from jobs import execution, services
+    from jobs import services, sink
     from jobs.dispatch import set_inline
     from jobs.models import Pass
 
@@ -58,7 +58,7 @@ def child(files: int, explain: bool = False) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = before.ru_utime + before.ru_stime
     start = time.monotonic()
-    execution.pass_scan(pass_id=job_pass.pk)
+    sink.pass_scan(pass_id=job_pass.pk)
     seconds = time.monotonic() - start
     job_pass.refresh_from_db()
     entries = job_pass.seen + job_pass.folders_seen
@@ -80,7 +80,7 @@ def explain_hot_queries(job, job_pass) -> None:
     from django.test import Client
     from django.urls import reverse
 
-    from jobs import execution
+    from jobs import selectors, services, sink
     from jobs.models import Batch
 
     seen: dict[str, list] = {}  # sql -> [calls, example params, where]
@@ -115,11 +115,11 @@ def explain_hot_queries(job, job_pass) -> None:
     with connection.execute_wrapper(record):
         for pk in (batches[0], batches[len(batches) // 2], batches[-1]):
             where = "copy batch"
-            execution.batch_copy(batch_id=pk)
+            sink.batch_copy(batch_id=pk)
         where = "lease reaper"
-        execution.leases_reap()
+        services.leases_reap()
         where = "accounting check"
-        execution.manifest_truth(job_pass.pk)
+        selectors.manifest_truth(pass_id=job_pass.pk)
         for url, params in pages:
             where = f"page {url}"
             assert client.get(url, params).status_code == 200, url

@@ -17,7 +17,7 @@ from migrator.acl.directory import DirectoryError
 from migrator.acl.mapping import MappingCSVError
 from migrator.web.csv import csv_filename, csv_response
 
-from . import permissions
+from . import permissions, services
 from .models import DirectoryIdentity, IdentityOverride, MigrationJob
 from .services import JobStateError
 
@@ -43,7 +43,7 @@ def reapply_permissions(modeladmin, request, queryset) -> None:
     done = 0
     for job in queryset:
         try:
-            permissions.job_start_permissions(job=job, user=request.user)
+            services.job_start_permissions(job=job, user=request.user)
             done += 1
         except JobStateError as exc:
             modeladmin.message_user(request, str(exc), messages.WARNING)
@@ -85,7 +85,7 @@ def job_permission_urls(model_admin) -> list:
                 problems = [f"the file is larger than {MAX_CSV_BYTES >> 20} MB"]
             else:
                 try:
-                    count = permissions.identity_overrides_import(
+                    count = services.identity_overrides_import(
                         job=job, data=upload.read(), user=request.user
                     )
                 except MappingCSVError as exc:
@@ -160,7 +160,7 @@ class DirectoryIdentityAdmin(admin.ModelAdmin):
             raise Http404
         customer = self._customer(request)
         try:
-            counts = permissions.directory_export(customer=customer)
+            counts = services.directory_export(customer=customer)
         except DirectoryError as exc:
             self.message_user(request, f"{customer.name}: {exc}", messages.ERROR)
         else:

@@ -72,7 +72,7 @@ class InlineRunner:
                 self.errors.append(RuntimeError(error))
         except BaseException as exc:  # the child died (killed, out of memory): its batch
             self.errors.append(exc)  # is handed out again now, not when its lease lapses
-            from .execution import batch_orphaned
+            from .services import batch_orphaned
 
             try:
                 batch_orphaned(batch_id=args[0])
@@ -110,7 +110,7 @@ class InlineRunner:
                 return job
             if idle and job.state not in (JobState.QUEUED,):
                 # nothing runs and the job is not finished: a lost task; hand leases out
-                from .execution import leases_reap
+                from .services import leases_reap
 
                 leases_reap()
             self.finished.wait(0.2)

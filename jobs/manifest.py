@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
 
 from django.db import connection
+
+from migrator.engine.scan import Row
 
 from .models import FileItem
 
@@ -20,35 +21,6 @@ TABLE = FileItem._meta.db_table
 COLUMNS = ("id", "job_id", "job_pass_id", "kind", "source_path", "dest_path", "size",
            "mtime_ns", "state", "reason", "message", "attempts", "md5", "crc32c",
            "renamed_from", "rules", "dest_key", "name_key")  # fmt: skip
-
-
-@dataclass(slots=True)
-class Row:
-    """One planned manifest row, before it has an id."""
-
-    job_id: int
-    job_pass_id: int
-    kind: str
-    source_path: str
-    dest_path: str = ""
-    size: int = 0
-    mtime_ns: int = 0
-    state: str = "pending"
-    reason: str = ""
-    message: str = ""
-    md5: str = ""
-    crc32c: str = ""
-    renamed_from: str = ""
-    rules: str = ""
-    dest_key: str = ""
-    name_key: str = ""
-    pk: int = 0
-
-    def values(self) -> tuple:
-        return (self.pk, self.job_id, self.job_pass_id, self.kind, self.source_path,
-                self.dest_path, self.size, self.mtime_ns, self.state, self.reason,
-                self.message, 0, self.md5, self.crc32c, self.renamed_from, self.rules,
-                self.dest_key, self.name_key)  # fmt: skip
 
 
 _sequence: str | None = None

@@ -349,3 +349,14 @@ def event_rows(*, job_id: int, level: str = "", staff: bool = True) -> Iterator[
         .values_list(*EVENT_COLUMNS)
         .iterator(chunk_size=5000)
     )
+
+
+def manifest_truth(*, pass_id: int) -> dict[str, int]:
+    """Files of the pass by state, counted from the manifest itself (at the end of a pass,
+    to check the counters; never for progress)."""
+    return dict(
+        FileItem.objects.filter(job_pass_id=pass_id, kind=ItemKind.FILE)
+        .values_list("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )

@@ -1,20 +1,30 @@
-"""Writes that people (admin, CLI, API) ask for: create endpoints and jobs, start, pause,
-resume, cancel, retry failed. Worker-side work is in execution.py."""
+"""Every write: what people (admin, CLI, API) ask for — create endpoints and jobs, start,
+pause, resume, cancel, retry failed, re-apply permissions, import identities — and the
+bookkeeping the workers need around the engine: events, batches, finishing a pass (the
+one place), failing a job that cannot start, handing lapsed leases out again.
+
+The engine's own results (manifest rows, outcomes) are written by the database sink,
+jobs/sink.py, which calls these."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
-from django.db import transaction
-from django.db.models import F, Max
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from accounts.choices import AuditAction
 from accounts.models import Customer
 from accounts.services import audit_record
+from migrator.acl.directory import DirectoryError, LdapDirectory, to_scim
+from migrator.acl.mapping import parse_mapping_csv
 from migrator.storage import kind_of
 
-from . import plain
+from . import permissions, plain
 from .choices import (
     JOB_ACTIVE,
     JOB_FINISHED,
@@ -30,8 +40,20 @@ from .choices import (
     PassState,
 )
 from .dispatch import enqueue
-from .execution import _make_batches, event_add
-from .models import Batch, Endpoint, FileItem, MigrationJob, Pass, PathMapping
+from .models import (
+    Batch,
+    DirectoryIdentity,
+    Endpoint,
+    Event,
+    FileItem,
+    IdentityOverride,
+    MigrationJob,
+    Pass,
+    PathMapping,
+    ProgressSample,
+)
+from .options import filters_for, options_check, sanitizer_for
+from .selectors import manifest_truth
 
 
 class JobStateError(Exception):
@@ -105,9 +127,6 @@ def job_create(
 
 def job_options_check(*, options: dict, destination: Endpoint) -> None:
     """Raise ValueError, in words, for options a job could not run with."""
-    from .execution import filters_for, sanitizer_for
-    from .permissions import options_check
-
     probe = MigrationJob(options=options, destination=destination)
     sanitizer_for(probe)
     filters_for(probe)
@@ -160,7 +179,7 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
             number = (job.passes.aggregate(n=Max("number"))["n"] or 0) + 1
             assess = bool((job.options or {}).get("assess_only"))
             kind = PassKind.ASSESS if assess else PassKind.COPY
-            if job.next_pass_kind == PassKind.PERMISSIONS:  # see permissions.job_start_permissions
+            if job.next_pass_kind == PassKind.PERMISSIONS:  # see job_start_permissions
                 assess, kind = False, PassKind.PERMISSIONS
             job_pass = Pass.objects.create(job=job, number=number, kind=kind)
             now = timezone.now()
@@ -238,7 +257,7 @@ def job_retry_failed(*, job: MigrationJob, user=None) -> int:
             state=ItemState.PENDING, reason="", message=""
         )
         size = sum(r.size for r in rows)
-        batches = _make_batches(p, rows)
+        batches = batches_create(job_pass=p, pending=rows)
         Pass.objects.filter(pk=p.pk).update(
             state=PassState.RUNNING,
             finished_at=None,
@@ -271,3 +290,346 @@ def _transition(job: MigrationJob, allowed: Iterable[str], to: str, message: str
 
 def _who(user) -> str:
     return getattr(user, "username", None) or "the system"
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def event_add(
+    *, job_id: int, message: str, level: str = EventLevel.INFO, path: str = "", staff_only=False
+) -> Event:
+    return Event.objects.create(
+        job_id=job_id, level=level, message=message, path=path, staff_only=staff_only
+    )
+
+
+def event_add_detail(*, job_id: int, level: str, detail: str, public: str, path: str = "") -> None:
+    """One thing said twice: the detail for staff (it may name hosts, shares, accounts)
+    and plain words for everyone (jobs.plain)."""
+    event_add(job_id=job_id, level=level, message=detail, path=path, staff_only=True)
+    event_add(job_id=job_id, level=level, message=public, path=path)
+
+
+def event_add_once(*, job_id: int, since, message: str, level: str = EventLevel.WARNING) -> None:
+    """An event said once per pass (per job since `since`), however many batches meet it."""
+    if not Event.objects.filter(job_id=job_id, message=message, created_at__gte=since).exists():
+        event_add(job_id=job_id, level=level, message=message)
+
+
+# --- a job that cannot run ------------------------------------------------------------------
+
+
+def job_fail(*, job_id: int, message: str, public: str = "") -> None:
+    """The job could not run at all (bad credentials, unreachable endpoint). `message`
+    says why in detail (hosts, shares, accounts): staff only, in the job's error and a
+    staff-only event. `public` says it in plain words, for customers (jobs.plain)."""
+    now = timezone.now()
+    with transaction.atomic():
+        MigrationJob.objects.filter(pk=job_id).update(
+            state=JobState.FAILED, error=message, finished_at=now, last_activity=now
+        )
+        Pass.objects.filter(job_id=job_id, state=PassState.RUNNING).update(
+            state=PassState.CANCELLED, finished_at=now
+        )
+        event_add_detail(job_id=job_id, level=EventLevel.ERROR, detail=message,
+                         public=public or f"{plain.CANNOT_START}.")  # fmt: skip
+        job = MigrationJob.objects.get(pk=job_id)
+        enqueue("jobs.tasks.customer_dispatch", job.customer_id)
+
+
+def job_cannot_start(*, job_id: int, where: str, error: Exception) -> None:
+    """Fail the job: the detail for staff, plain words of what failed for customers."""
+    job_fail(
+        job_id=job_id,
+        message=f"Could not start: {error}",
+        public=plain.cannot_start_words(where, error),
+    )
+
+
+# --- batches and leases ---------------------------------------------------------------------
+
+
+def batches_create(*, job_pass: Pass, pending: Sequence) -> list[Batch]:
+    """Group consecutive pending rows (anything with .pk and .size, in id order) into
+    batches of a few hundred files or some hundreds of MB."""
+    batches: list[Batch] = []
+    group: list = []
+    size = 0
+    resend_at = timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
+
+    def close() -> None:
+        batches.append(
+            Batch(
+                job_id=job_pass.job_id,
+                job_pass_id=job_pass.pk,
+                first_id=group[0].pk,
+                last_id=group[-1].pk,
+                files=len(group),
+                bytes=size,
+                lease_expires=resend_at,
+            )
+        )
+
+    max_files, max_bytes = settings.MIGRATOR_BATCH_FILES, settings.MIGRATOR_BATCH_BYTES
+    for row in pending:
+        if group and (len(group) >= max_files or size + row.size > max_bytes):
+            close()
+            group, size = [], 0
+        group.append(row)
+        size += row.size
+    if group:
+        close()
+    return Batch.objects.bulk_create(batches)
+
+
+def batch_lease(*, batch_id: int, token: str) -> bool:
+    """Take the batch for `token` until the lease lapses; False when someone holds it."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    leasable = Q(state=BatchState.QUEUED) | Q(state=BatchState.LEASED, lease_expires__lt=now)
+    taken = {"state": BatchState.LEASED, "lease_owner": token, "lease_expires": expires,
+             "attempts": F("attempts") + 1}  # fmt: skip
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            row = (
+                Batch.objects.select_for_update(skip_locked=True)
+                .filter(leasable, pk=batch_id)
+                .first()
+            )
+            if row is None:
+                return False
+            Batch.objects.filter(pk=batch_id).update(**taken)
+            return True
+    return bool(Batch.objects.filter(leasable, pk=batch_id).update(**taken))
+
+
+def batch_release(*, batch_id: int, token: str) -> None:
+    """Hand the batch back unfinished: queued again, sent again if its task is lost."""
+    Batch.objects.filter(pk=batch_id, lease_owner=token).update(
+        state=BatchState.QUEUED,
+        lease_owner="",
+        lease_expires=timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY),
+    )
+
+
+def batch_orphaned(*, batch_id: int) -> None:
+    """The process copying this batch is known to be dead: the reaper may hand it out
+    again at once, instead of when its lease would lapse."""
+    Batch.objects.filter(pk=batch_id).exclude(state=BatchState.DONE).update(
+        lease_expires=timezone.now()
+    )
+
+
+def scan_lease(*, pass_id: int, token: str) -> bool:
+    """Take the pass's scan for `token`; False when someone holds it or it is done."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    return bool(
+        Pass.objects.filter(pk=pass_id, state=PassState.RUNNING, scan_finished=False)
+        .filter(Q(scan_lease_expires__isnull=True) | Q(scan_lease_expires__lt=now))
+        .update(scan_lease_owner=token, scan_lease_expires=expires)
+    )
+
+
+def scan_lease_renew(*, pass_id: int, token: str, seconds: float | None = None) -> bool:
+    """Keep (or, with `seconds`, shorten) the scan's lease; False when it was lost."""
+    expires = timezone.now() + timedelta(seconds=seconds or settings.MIGRATOR_LEASE_SECONDS)
+    return bool(
+        Pass.objects.filter(pk=pass_id, scan_lease_owner=token).update(scan_lease_expires=expires)
+    )
+
+
+_last_reap = 0.0
+REAP_EVERY_SECONDS = 5.0
+
+
+def leases_reap_if_due() -> None:
+    """Workers also reap between batches (the schedule runs once a minute at most)."""
+    if time.monotonic() - _last_reap >= REAP_EVERY_SECONDS:
+        leases_reap()
+
+
+def leases_reap() -> dict[str, int]:
+    """Periodic: hand lapsed batch and scan leases out again, re-send queued batches whose
+    task may have been lost (a killed worker, a Redis broker), start waiting jobs."""
+    global _last_reap
+    _last_reap = time.monotonic()
+    now = timezone.now()
+    resend_at = now + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
+    counts = {"batches": 0, "scans": 0}
+    running_jobs = MigrationJob.objects.filter(state__in=JOB_RUNNING).values("pk")
+    # a job nobody works on: its queued batches' tasks were lost (a killed worker that
+    # had taken them from Redis); a job being worked on just has a long queue
+    busy_jobs = Batch.objects.filter(state=BatchState.LEASED, lease_expires__gte=now).values(
+        "job_id"
+    )
+    with transaction.atomic():
+        lapsed = Q(state=BatchState.LEASED) | Q(state=BatchState.QUEUED) & ~Q(job_id__in=busy_jobs)
+        due = list(
+            Batch.objects.filter(lapsed, job_id__in=running_jobs, lease_expires__lt=now)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:5000]
+        )
+        for pk in due:
+            if (
+                Batch.objects.filter(pk=pk, lease_expires__lt=now)
+                .exclude(state=BatchState.DONE)
+                .update(state=BatchState.QUEUED, lease_owner="", lease_expires=resend_at)
+            ):
+                enqueue("jobs.tasks.copy_batch", pk)
+                counts["batches"] += 1
+        scans = Pass.objects.filter(
+            job_id__in=running_jobs, state=PassState.RUNNING, scan_finished=False
+        ).filter(Q(scan_lease_expires__isnull=True) | Q(scan_lease_expires__lt=now))
+        for pk in scans.values_list("pk", flat=True):
+            enqueue("jobs.tasks.scan_pass", pk)
+            counts["scans"] += 1
+    return counts
+
+
+# --- the end of a pass ----------------------------------------------------------------------
+
+
+def pass_finish(*, pass_id: int) -> None:
+    """The one place a pass is finished (reached through the task queue, as
+    jobs.tasks.finish_pass): when its scan is done and nothing is pending, verify the
+    accounting against the manifest (one GROUP BY per pass, never for progress) and set
+    the job's final state. Does nothing while work remains."""
+    with transaction.atomic():
+        p = Pass.objects.select_for_update().filter(pk=pass_id).first()
+        if p is None or p.state != PassState.RUNNING or not p.scan_finished or p.pending:
+            return
+        MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
+            state=JobState.VERIFYING
+        )
+        if permissions.manifest_due(p):  # the permissions manifest is written first
+            enqueue("jobs.tasks.permissions_manifest", pass_id)
+            return
+        truth = manifest_truth(pass_id=pass_id)
+        counted = {
+            "copied": p.copied,
+            "unchanged": p.unchanged,
+            "excluded": p.excluded,
+            "failed": p.failed,
+            "pending": p.pending,
+        }
+        mismatch = {k: (v, truth.get(k, 0)) for k, v in counted.items() if v != truth.get(k, 0)}
+        if mismatch or p.seen != sum(truth.values()):
+            event_add(
+                job_id=p.job_id,
+                level=EventLevel.ERROR,
+                message=f"Accounting check failed (counter, manifest): {mismatch}",
+                staff_only=True,
+            )
+        ok = not mismatch and p.failed == 0 and p.folders_failed == 0 and p.pending == 0
+        ok = ok and permissions.pass_ok(p)
+        final = JobState.COMPLETED if ok else JobState.COMPLETED_WITH_ERRORS
+        if p.kind == PassKind.ASSESS:
+            final = JobState.ASSESSED
+        now = timezone.now()
+        Pass.objects.filter(pk=pass_id).update(state=PassState.DONE, finished_at=now)
+        changed = MigrationJob.objects.filter(
+            pk=p.job_id, state__in=(*JOB_RUNNING, JobState.PAUSED)
+        ).update(state=final, finished_at=now, last_activity=now)
+        if changed:
+            p.refresh_from_db()
+            ProgressSample.objects.create(
+                job_pass_id=pass_id, files_done=p.done, bytes_done=p.bytes_done
+            )
+            event_add(
+                job_id=p.job_id,
+                level=EventLevel.INFO if ok else EventLevel.WARNING,
+                message=(
+                    f"Pass {p.number} finished: {p.seen} files seen, {p.copied} copied, "
+                    f"{p.unchanged} unchanged, {p.excluded} excluded, {p.failed} failed; "
+                    f"{p.folders_seen} folders ({p.folders_failed} unreadable)."
+                ),
+            )
+            customer_id = MigrationJob.objects.values_list("customer_id", flat=True).get(
+                pk=p.job_id
+            )
+            enqueue("jobs.tasks.customer_dispatch", customer_id)
+
+
+def pass_manifest_recorded(*, pass_id: int, where: str, batches: int) -> None:
+    """The permissions manifest was written (or `where` says "failed: …"): finish."""
+    Pass.objects.filter(pk=pass_id).update(acl_manifest=where[:2000], acl_manifest_batches=batches)
+    enqueue("jobs.tasks.finish_pass", pass_id)
+
+
+# --- permissions ----------------------------------------------------------------------------
+
+
+def job_start_permissions(*, job: MigrationJob, user=None) -> MigrationJob:
+    """Queue a pass that re-applies permissions without copying data (for cutover)."""
+    if not permissions.enabled(job):
+        raise JobStateError(f"Job “{job.name}” does not migrate permissions.")
+    with transaction.atomic():
+        MigrationJob.objects.filter(pk=job.pk).update(next_pass_kind=PassKind.PERMISSIONS)
+        try:
+            return job_start(job=job, user=user)
+        except JobStateError:
+            MigrationJob.objects.filter(pk=job.pk).update(next_pass_kind="")
+            raise
+
+
+def identity_overrides_import(*, job: MigrationJob, data: bytes | str, user=None) -> int:
+    """Replace the job's identity overrides with an uploaded CSV (source,target,type).
+    Raises MappingCSVError listing every problem with its line; nothing is half-imported."""
+    parsed = parse_mapping_csv(data)
+    lines = permissions.csv_lines(data)
+    with transaction.atomic():
+        IdentityOverride.objects.filter(job=job).delete()
+        IdentityOverride.objects.bulk_create(
+            IdentityOverride(job=job, source=key, target=identity.target, type=identity.type,
+                             line=lines.get(key, 0))
+            for key, identity in parsed.items()
+        )  # fmt: skip
+        who = getattr(user, "username", None) or "the system"
+        event_add(job_id=job.pk, message=f"Identity CSV imported by {who}: {len(parsed)} line(s).")
+    return len(parsed)
+
+
+IDENTITY_FIELDS = ["kind", "account", "upn", "mail", "display_name", "enabled", "groups",
+                   "nested_groups", "members", "dn", "scim", "refreshed_at"]  # fmt: skip
+
+
+def directory_export(*, customer) -> dict[str, int]:
+    """Read the customer's users and groups from their directory into the identity table
+    (rows of accounts no longer there are removed). Raises DirectoryError in words."""
+    conf = permissions.customer_directory_settings(customer)
+    if conf is None:
+        raise DirectoryError(f"customer {customer.name} has no directory")
+    now = timezone.now()
+    counts = {"user": 0, "group": 0}
+    with LdapDirectory(**conf) as directory:
+        chunk: list[DirectoryIdentity] = []
+
+        def flush() -> None:
+            DirectoryIdentity.objects.bulk_create(
+                chunk, update_conflicts=True, unique_fields=["customer", "sid"],
+                update_fields=IDENTITY_FIELDS,
+            )  # fmt: skip
+            chunk.clear()
+
+        for entry in directory.export():
+            names = ", ".join
+            chunk.append(
+                DirectoryIdentity(
+                    customer=customer, sid=entry.sid, kind=entry.kind, account=entry.account,
+                    upn=getattr(entry, "upn", None) or "", mail=entry.mail or "",
+                    display_name=entry.display_name or "",
+                    enabled=getattr(entry, "enabled", None),
+                    groups=names(g.name for g in entry.groups),
+                    nested_groups=names(g.name for g in entry.nested_groups),
+                    members=names(m.name for m in getattr(entry, "members", ())),
+                    dn=entry.dn, scim=to_scim(entry), refreshed_at=now,
+                )
+            )  # fmt: skip
+            counts[entry.kind] += 1
+            if len(chunk) >= 1000:
+                flush()
+        if chunk:
+            flush()
+    DirectoryIdentity.objects.filter(customer=customer, refreshed_at__lt=now).delete()
+    return counts

@@ -1,24 +1,25 @@
-"""django-q2 entry points: take ids, call a service. Nothing else lives here."""
+"""django-q2 entry points: take ids, call a service or the database sink. Nothing else
+lives here."""
 
 from __future__ import annotations
 
-from . import execution, permissions, services
+from . import services, sink
 
 
 def scan_pass(pass_id: int) -> None:
-    execution.pass_scan(pass_id=pass_id)
+    sink.pass_scan(pass_id=pass_id)
 
 
 def copy_batch(batch_id: int) -> None:
-    execution.batch_copy(batch_id=batch_id)
+    sink.batch_copy(batch_id=batch_id)
 
 
 def finish_pass(pass_id: int) -> None:
-    execution.pass_maybe_finish(pass_id=pass_id)
+    services.pass_finish(pass_id=pass_id)
 
 
 def permissions_manifest(pass_id: int) -> None:
-    permissions.manifest_write(pass_id=pass_id)
+    sink.permissions_manifest_write(pass_id=pass_id)
 
 
 def customer_dispatch(customer_id: int) -> None:
@@ -26,4 +27,4 @@ def customer_dispatch(customer_id: int) -> None:
 
 
 def reap_leases() -> dict[str, int]:
-    return execution.leases_reap()
+    return services.leases_reap()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 
 from jobs.choices import JobState
-from jobs.execution import event_add
 from jobs.models import MigrationJob
+from jobs.services import event_add
 
 from .models import SignOff
 

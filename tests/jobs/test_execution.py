@@ -196,7 +196,8 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
     """The source fails after some entries: the scan gives its lease back for a short
     pause (not the task timeout), says so, and the next scan goes on after the last
     committed entry: every file once."""
-    from jobs import execution
+    from jobs import sink
+    from migrator.engine import scan as engine_scan
     from migrator.storage import Transient
 
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -212,9 +213,9 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
             yield entry
 
     monkeypatch.setattr(LocalConnector, "scan", failing_scan)
-    monkeypatch.setattr(execution, "SCAN_FIRST_FLUSH_ROWS", 2)  # entries before the failure
-    monkeypatch.setattr(execution, "SCAN_FLUSH_ROWS", 2)  # are committed, two at a time
-    monkeypatch.setattr(execution, "SCAN_RESUME_SECONDS", 1)
+    monkeypatch.setattr(engine_scan, "SCAN_FIRST_FLUSH_ROWS", 2)  # entries before the failure
+    monkeypatch.setattr(engine_scan, "SCAN_FLUSH_ROWS", 2)  # are committed, two at a time
+    monkeypatch.setattr(sink, "SCAN_RESUME_SECONDS", 1)
     job = new_job(src.as_uri(), dst.as_uri())
     with Steps() as steps:
         services.job_start(job=job)
@@ -224,7 +225,7 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
         p = Pass.objects.get(job=job)
         assert not p.scan_finished and p.scan_cursor
         lease_left = (p.scan_lease_expires - timezone.now()).total_seconds()
-        assert 0 < lease_left <= execution.SCAN_RESUME_SECONDS
+        assert 0 < lease_left <= sink.SCAN_RESUME_SECONDS
         # staff read the error itself; customers read that it resumes, without the detail
         warning = Event.objects.get(job=job, level="warning", message__startswith="Scan inter")
         assert "connection reset by peer" in warning.message and "resumes" in warning.message
@@ -232,12 +233,12 @@ def test_source_lost_mid_scan_resumes_after_the_cursor_soon(tmp_path, monkeypatc
         public = Event.objects.get(job=job, level="warning", staff_only=False)
         assert public.message == (
             "The scan was interrupted: the source stopped answering; it resumes where it "
-            f"stopped in {execution.SCAN_RESUME_SECONDS} s."
+            f"stopped in {sink.SCAN_RESUME_SECONDS} s."
         )
         assert "connection reset" not in public.message and str(src) not in public.message
-        assert execution.leases_reap()["scans"] == 0  # not before the pause is over
+        assert services.leases_reap()["scans"] == 0  # not before the pause is over
         time.sleep(lease_left + 0.1)
-        assert execution.leases_reap()["scans"] == 1
+        assert services.leases_reap()["scans"] == 1
         steps.run()
     job.refresh_from_db()
     assert job.state == JobState.COMPLETED

@@ -37,6 +37,7 @@ from migrator.acl import sd
 from migrator.acl.apply import mapped_descriptor, same_descriptor
 from migrator.acl.mapping import MappingCSVError
 from migrator.acl.model import FULL_CONTROL, MODIFY, READ_EXECUTE
+from migrator.engine.permissions import UNIFORM_ACCESS_MESSAGE
 from migrator.storage import Entry, connector_for
 
 from .conftest import REPO, base_env
@@ -430,7 +431,7 @@ def test_uniform_bucket_level_access_is_reported_once_not_failing_files(
     assert (s["copied"], s["failed"], s["acl_applied"]) == (7, 0, 0)
     assert all(not acl for acl in object_acls(gcs_server, bucket_name, "u/").values())
     events = cli.query("SELECT level, message FROM jobs_event WHERE message LIKE '%uniform%'")
-    assert events == [("warning", permissions.UNIFORM_ACCESS_MESSAGE)]
+    assert events == [("warning", UNIFORM_ACCESS_MESSAGE)]
     name = f"u/.migrator/permissions-job-{s['job_id']}.jsonl"
     assert len(manifest_of(bucket.blob(name).download_as_text())) == 14
 
@@ -643,11 +644,11 @@ def test_identity_csv_import_is_all_or_nothing(tmp_path):
     from .test_execution import new_job
 
     job = new_job((tmp_path / "s").as_uri(), (tmp_path / "d").as_uri())
-    permissions.identity_overrides_import(
+    services.identity_overrides_import(
         job=job, data="source,target,type\nEXAMPLE\\alice,alice@example.com,user\n"
     )
     with pytest.raises(MappingCSVError) as caught:
-        permissions.identity_overrides_import(job=job, data=BAD_CSV)
+        services.identity_overrides_import(job=job, data=BAD_CSV)
     assert [p.line for p in caught.value.problems] == [3, 4, 5]
     assert list(IdentityOverride.objects.values_list("source", "target")) == [
         ("example\\alice", "alice@example.com")

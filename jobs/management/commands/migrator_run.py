@@ -6,7 +6,10 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
@@ -17,6 +20,10 @@ from jobs.choices import JobState, OnExists
 from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob
+from migrator.acl.directory import DirectoryError
+from migrator.acl.mapping import MappingCSVError, parse_mapping_csv
+from migrator.acl.model import DenyPolicy
+from migrator.engine.permissions import PermissionOptions
 from migrator.sanitize import PROFILES
 from migrator.storage import StorageError, connector_module
 
@@ -75,7 +82,7 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=None)
         parser.add_argument("--profile", default=None, help="sanitization profile")
         parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
-        permissions.cli_arguments(parser)
+        cli_arguments(parser)
 
     def handle(self, *args, **opts) -> None:
         try:
@@ -98,7 +105,7 @@ class Command(BaseCommand):
         if opts["profile"] and opts["profile"] not in PROFILES:
             raise Usage(f"unknown profile {opts['profile']!r}: one of {', '.join(PROFILES)}")
         try:
-            perms = permissions.cli_prepare(opts, dict(os.environ))
+            perms = cli_prepare(opts, dict(os.environ))
         except ValueError as exc:
             raise Usage(str(exc))
         workers = opts["workers"] or int(os.environ.get("MIGRATOR_WORKERS", "2"))
@@ -151,8 +158,8 @@ class Command(BaseCommand):
             if job.state not in (JobState.DRAFT, *selectors.FINISHED):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
         if perms is not None:  # options, the source's directory, the identity CSV
-            permissions.cli_apply(perms, job=job, source=source)
-        start = permissions.job_start_permissions if perms and perms.only else services.job_start
+            cli_apply(perms, job=job, source=source)
+        start = services.job_start_permissions if perms and perms.only else services.job_start
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
         start(job=job)
@@ -212,3 +219,110 @@ class Command(BaseCommand):
 
 
 __all__ = ["Command", "CommandError"]
+
+
+# --- permissions flags --------------------------------------------------------
+
+LDAP_PASSWORD_ENV = "MIGRATOR_LDAP_PASSWORD"
+CLI_RULES = {
+    "deny_policy": "deny_policy",
+    "map_domain": "domain",
+    "group_domain": "group_domain",
+    "everyone_domain": "everyone_domain",
+}
+# any of these turns permissions on
+CLI_FLAGS = ("permissions", "permissions_only", "identity_map", "directory", *CLI_RULES)
+
+
+def parse_directory_url(url: str) -> dict[str, str]:
+    """ldap[s]://[BIND_DN@]host[:port][/BASE_DN] -> {uri, bind_dn, base_dn}; the bind DN
+    (or user@realm, DOMAIN\\user) percent-encoded in the user part, never a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ValueError(f"--directory must be ldap[s]://[BIND_DN@]host[:port][/BASE_DN]: {url!r}")
+    if parts.password is not None:
+        raise ValueError(f"put the directory password in {LDAP_PASSWORD_ENV}, not in the URL")
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url!r}") from exc
+    return {
+        "uri": f"{parts.scheme}://{parts.hostname}{port}",
+        "bind_dn": unquote(parts.username or ""),
+        "base_dn": unquote(parts.path.lstrip("/")),
+    }
+
+
+@dataclass
+class CliPermissions:
+    options: dict[str, Any]
+    only: bool
+    identity_csv: bytes | None
+    directory: dict[str, str] | None
+
+
+def cli_arguments(parser) -> None:
+    group = parser.add_argument_group("permissions")
+    group.add_argument("--permissions", action="store_true",
+                       help="migrate NTFS permissions (automatic identity mapping)")  # fmt: skip
+    group.add_argument("--permissions-only", action="store_true",
+                       help="re-apply permissions without copying data")  # fmt: skip
+    group.add_argument("--deny-policy", choices=[p.value for p in DenyPolicy], default=None)
+    group.add_argument("--identity-map", metavar="FILE.csv", default=None,
+                       help="identity overrides: source,target,type")  # fmt: skip
+    group.add_argument("--directory", metavar="ldap://BIND_DN@host/BASE_DN", default=None,
+                       help=f"resolve SIDs here (password from {LDAP_PASSWORD_ENV})")  # fmt: skip
+    group.add_argument("--map-domain", default=None, help="users: name@DOMAIN")
+    group.add_argument("--group-domain", default=None, help="groups: name@DOMAIN")
+    group.add_argument("--everyone-domain", default=None, help="Everyone: the whole DOMAIN")
+
+
+def cli_prepare(opts: dict, env: dict[str, str]) -> CliPermissions | None:
+    """Check the permission flags before anything is created; ValueError in words."""
+    if not any(opts.get(k) for k in CLI_FLAGS):
+        return None
+    raw: dict[str, Any] = {"enabled": True}
+    for key, name in CLI_RULES.items():
+        if opts.get(key):
+            raw[name] = opts[key]
+    PermissionOptions.parse(raw)
+    data = None
+    if opts.get("identity_map"):
+        path = opts["identity_map"]
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            parse_mapping_csv(data)
+        except MappingCSVError as exc:
+            raise ValueError(f"{os.path.basename(path)}: {exc}") from exc
+    directory = None
+    if opts.get("directory"):
+        directory = parse_directory_url(opts["directory"])
+        password = env.get(LDAP_PASSWORD_ENV, "")
+        if directory["bind_dn"] and not password:
+            raise ValueError(
+                f"--directory binds as {directory['bind_dn']}: set {LDAP_PASSWORD_ENV}"
+            )
+        directory["bind_password"] = password
+        try:
+            permissions.directory_check(dict(directory))
+        except DirectoryError as exc:
+            raise ValueError(f"directory {directory['uri']}: {exc}") from exc
+    return CliPermissions(raw, bool(opts.get("permissions_only")), data, directory)
+
+
+def cli_apply(prepared: CliPermissions, *, job: MigrationJob, source) -> None:
+    """Store what cli_prepare checked: the job's options, the source's directory, the CSV."""
+    job.options = {**(job.options or {}), permissions.OPTION: prepared.options}
+    job.save(update_fields=["options"])
+    if prepared.directory is not None:
+        source.directory_uri = prepared.directory["uri"]
+        source.directory_bind_dn = prepared.directory["bind_dn"]
+        source.directory_base_dn = prepared.directory["base_dn"]
+        source.set_directory_bind_password(prepared.directory["bind_password"])
+        source.save()
+    if prepared.identity_csv is not None:
+        services.identity_overrides_import(job=job, data=prepared.identity_csv)
