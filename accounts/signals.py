@@ -11,6 +11,8 @@ from .choices import AuditAction
 from .services import audit_record
 
 AUDITED = {("jobs", "migrationjob"), ("jobs", "endpoint"), ("accounts", "customer")}
+# added in the admin through a service that records the creation itself (job_create)
+CREATION_RECORDED_BY_SERVICE = {("jobs", "migrationjob")}
 
 
 @receiver(post_save, sender=LogEntry)
@@ -19,6 +21,11 @@ def audit_admin_change(sender, instance: LogEntry, created: bool, **kwargs) -> N
         return
     ct = instance.content_type
     if ct is None or (ct.app_label, ct.model) not in AUDITED:
+        return
+    if (
+        instance.action_flag == ADDITION
+        and (ct.app_label, ct.model) in CREATION_RECORDED_BY_SERVICE
+    ):
         return
     obj = ct.model_class()._default_manager.filter(pk=instance.object_id).first()
     if obj is None:

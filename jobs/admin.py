@@ -131,6 +131,35 @@ class PassInline(admin.TabularInline):
         return False
 
 
+class MigrationJobForm(forms.ModelForm):
+    """The options are checked as jobs.services.job_create checks them: a job that could
+    not run is refused here, in words, not at its first scan."""
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        destination = cleaned.get("destination")
+        if destination is None or "options" not in cleaned:
+            return cleaned  # their own errors show
+        try:
+            services.job_options_check(options=cleaned["options"] or {}, destination=destination)
+        except ValueError as exc:
+            self.add_error("options", str(exc))
+        return cleaned
+
+
+def _mappings_of(formsets) -> list[tuple[str, str]]:
+    """The path mappings typed into the add form, in their order ([] when none)."""
+    typed = [
+        row
+        for formset in formsets
+        if formset.model is PathMapping
+        for row in formset.cleaned_data
+        if row and not row.get("DELETE")
+    ]
+    typed.sort(key=lambda row: row.get("position") or 0)
+    return [(row["source_path"], row["destination_prefix"]) for row in typed]
+
+
 def _job_action(service, verb: str):
     def action(modeladmin, request, queryset):
         done = 0
@@ -150,6 +179,7 @@ def _job_action(service, verb: str):
 
 @admin.register(MigrationJob)
 class MigrationJobAdmin(admin.ModelAdmin):
+    form = MigrationJobForm
     list_display = ["name", "customer", "state_display", "progress", "rate", "eta",
                     "last_activity", "report_link"]  # fmt: skip
     list_filter = ["state", "customer"]
@@ -171,14 +201,39 @@ class MigrationJobAdmin(admin.ModelAdmin):
     ]
 
     def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        if change:
+            super().save_model(request, obj, form, change)
+        # a new job is written by save_related, through job_create, once its mappings
+        # (an inline) are known
 
     def save_related(self, request, form, formsets, change) -> None:
-        super().save_related(request, form, formsets, change)
-        if not form.instance.mappings.exists():
-            PathMapping.objects.create(job=form.instance)
+        if change:
+            super().save_related(request, form, formsets, change)
+            if not form.instance.mappings.exists():
+                PathMapping.objects.create(job=form.instance)
+            return
+        job = form.instance
+        created = services.job_create(
+            customer=job.customer,
+            name=job.name,
+            source=job.source,
+            destination=job.destination,
+            mappings=_mappings_of(formsets) or (("", ""),),
+            on_exists=job.on_exists,
+            bwlimit=job.bwlimit,
+            options=job.options,
+            user=request.user,
+        )
+        job.pk = created.pk  # the admin's log entry and redirect name the created job
+        job.refresh_from_db()
+        job._state.adding = False
+        form.save_m2m()
+        for formset in formsets:
+            if formset.model is PathMapping:  # written by job_create; named in the log
+                formset.new_objects = list(created.mappings.all())
+                formset.changed_objects, formset.deleted_objects = [], []
+            else:
+                self.save_formset(request, form, formset, change=False)
 
     @admin.display(description="state", ordering="state")
     def state_display(self, obj: MigrationJob) -> str:

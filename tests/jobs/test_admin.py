@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ import time
 import pytest
 from django.urls import reverse
 
+from accounts.models import AuditEntry
 from jobs.choices import JobState
 from jobs.models import Event, MigrationJob
 from tests.servers.util import stop_group
@@ -46,6 +48,66 @@ def test_start_from_the_admin_runs_the_job_and_the_page_shows_progress(staff, tm
     assert "6 copied" in live and "Pass 1 finished" in live
     change = staff.get(reverse("admin:jobs_migrationjob_change", args=[job.pk])).content.decode()
     assert reverse("admin:jobs_migrationjob_live", args=[job.pk]) in change
+
+
+def add_form_data(client, **fields) -> dict:
+    """What the admin's add form posts: its inlines' management forms as the page gives
+    them, and the fields (mappings as mappings-N-… keys)."""
+    page = client.get(reverse("admin:jobs_migrationjob_add")).content.decode()
+    management = dict(re.findall(r'name="([\w-]+-(?:TOTAL|INITIAL|MIN_NUM|MAX_NUM)_FORMS)"'
+                                 r'[^>]*value="(\d+)"', page))  # fmt: skip
+    assert "mappings-TOTAL_FORMS" in management, "the mappings inline is on the add form"
+    mappings = {k for k in fields if k.startswith("mappings-")}
+    management["mappings-TOTAL_FORMS"] = str(len({k.split("-")[1] for k in mappings}))
+    return {"on_exists": "skip_identical", "options": "{}", **management, **fields}
+
+
+def test_adding_a_job_goes_through_job_create(staff, tmp_path, django_user_model):
+    """Bad options are refused on the form, in words, and nothing is written; good ones
+    create the job as the CLI does: its mappings, the creation events, one audit entry."""
+    source = EndpointFactory(url=(tmp_path / "src").as_uri())
+    destination = EndpointFactory(customer=source.customer, url=(tmp_path / "dst").as_uri())
+    url = reverse("admin:jobs_migrationjob_add")
+    fields = {"name": "Finance share", "customer": source.customer.pk, "source": source.pk,
+              "destination": destination.pk}  # fmt: skip
+    events_before = Event.objects.count()
+
+    bad = staff.post(url, add_form_data(staff, **fields, options='{"profile": "nope"}'))
+    assert bad.status_code == 200
+    assert "unknown sanitization profile" in bad.content.decode()
+    bad = staff.post(url, add_form_data(staff, **fields, options='{"filters": {"bogus": 1}}'))
+    assert "filters: unknown key(s) bogus" in bad.content.decode()
+    assert not MigrationJob.objects.exists()
+    assert Event.objects.count() == events_before and not AuditEntry.objects.exists()
+
+    good = staff.post(
+        url,
+        add_form_data(
+            staff, **fields, options='{"profile": "windows"}', _continue="1",
+            **{"mappings-0-position": "1", "mappings-0-source_path": "/finance/",
+               "mappings-0-destination_prefix": "archive/finance",
+               "mappings-1-position": "0", "mappings-1-source_path": "hr",
+               "mappings-1-destination_prefix": "archive/hr"},
+        ),
+    )  # fmt: skip
+    assert good.status_code == 302, good.content.decode()[:3000]
+    job = MigrationJob.objects.get()
+    assert good["Location"] == reverse("admin:jobs_migrationjob_change", args=[job.pk])
+    assert (job.name, job.options, job.state) == ("Finance share", {"profile": "windows"}, "draft")
+    assert job.created_by == django_user_model.objects.get(username="eng")
+    assert list(job.mappings.values_list("position", "source_path", "destination_prefix")) == [
+        (0, "hr", "archive/hr"),
+        (1, "finance", "archive/finance"),  # job_create's rule: no slashes around it
+    ]
+    events = list(Event.objects.filter(job=job).values_list("staff_only", "message"))
+    assert (True, f"Job created: {source.url} → {destination.url}") in events
+    assert any(not staff_only and m.startswith("Migration created:") for staff_only, m in events)
+    assert list(AuditEntry.objects.values_list("action", "object_id")) == [("create", str(job.pk))]
+
+    # without a mapping typed, the whole source goes to the destination's root
+    staff.post(url, add_form_data(staff, **{**fields, "name": "Everything"}))
+    everything = MigrationJob.objects.get(name="Everything")
+    assert list(everything.mappings.values_list("source_path", "destination_prefix")) == [("", "")]
 
 
 def test_bulk_pause_and_cancel_and_refusals_in_words(staff):
