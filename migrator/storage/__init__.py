@@ -11,44 +11,18 @@ import importlib
 from types import ModuleType
 from urllib.parse import urlsplit
 
-from .base import (
-    AccessDenied,
-    Capabilities,
-    ConnectFailed,
-    Connector,
-    Entry,
-    InvalidPath,
-    Locked,
-    NotFound,
-    ScanError,
-    StorageError,
-    Transient,
-    Unsupported,
-    Written,
-    join,
-    path_key,
-)
+from . import base, errors
+from .base import *  # noqa: F403 - the interface, re-exported
+from .base import Capabilities, Connector
+from .errors import *  # noqa: F403 - the typed errors, re-exported
 
 __all__ = [
-    "AccessDenied",
-    "Capabilities",
-    "ConnectFailed",
-    "Connector",
-    "Entry",
-    "InvalidPath",
-    "Locked",
-    "NotFound",
-    "ScanError",
-    "StorageError",
-    "Transient",
-    "Unsupported",
-    "Written",
+    *base.__all__,
+    *errors.__all__,
     "capabilities_of",
     "connector_for",
     "connector_module",
-    "join",
     "kind_of",
-    "path_key",
 ]
 
 # scheme -> "module:factory"; a factory takes (url, secret) and returns a Connector

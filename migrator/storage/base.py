@@ -1,4 +1,5 @@
-"""The connector interface: immutable Entries, declared capabilities, typed errors.
+"""The connector interface: immutable Entries, declared capabilities (the typed errors
+are in `errors`).
 
 Every storage kind (local, gcs, smb, synthetic, ...) implements `Connector`. The engine
 only talks to this interface, never to a concrete backend. No Django here.
@@ -10,6 +11,18 @@ import abc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
+
+from .errors import ConnectFailed, StorageError, Unsupported
+
+__all__ = [
+    "Capabilities",
+    "Connector",
+    "Entry",
+    "ScanError",
+    "Written",
+    "join",
+    "path_key",
+]
 
 Kind = Literal["file", "dir", "link"]  # links are reported, never followed
 
@@ -63,54 +76,6 @@ class Capabilities:
     max_name_bytes: int = 255
     max_path_bytes: int = 4096
     writable: bool = True
-
-
-class StorageError(Exception):
-    """Base of every connector error; carries the path it is about."""
-
-    reason = "io_error"  # the manifest reason code this error maps to
-    transient = False
-
-    def __init__(self, path: str, message: str = "") -> None:
-        self.path = path
-        self.message = message or self.__class__.__name__
-        super().__init__(f"{self.message}: {path}" if path else self.message)
-
-
-class NotFound(StorageError):
-    reason = "not_found"
-
-
-class AccessDenied(StorageError):
-    reason = "access_denied"
-
-
-class Locked(StorageError):
-    reason = "locked"
-    transient = True
-
-
-class Transient(StorageError):
-    """Worth retrying: a dropped connection, a timeout, a 5xx."""
-
-    reason = "unavailable"
-    transient = True
-
-
-class Unsupported(StorageError):
-    reason = "unsupported"
-
-
-class InvalidPath(StorageError):
-    """A name the backend cannot hold, or one that would escape the root."""
-
-    reason = "unsafe_path"
-
-
-class ConnectFailed(StorageError):
-    """The endpoint cannot be used at all: bad credentials, host unreachable, no bucket."""
-
-    reason = "connect_failed"
 
 
 class Connector(abc.ABC):

@@ -29,19 +29,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
-from .base import (
-    AccessDenied,
-    Capabilities,
-    ConnectFailed,
-    Connector,
-    Entry,
-    InvalidPath,
-    NotFound,
-    ScanError,
-    StorageError,
-    Transient,
-    Written,
-)
+from .base import Capabilities, Connector, Entry, ScanError, Written
+from .errors import AccessDenied, ConnectFailed, InvalidPath, NotFound, StorageError, Transient
+from .walk import walk
 
 SMALL_FILE_MAX = 8 << 20  # below this: one request, bytes in memory, md5 checked by the server
 CHUNK = 8 << 20  # resumable upload chunk and ranged download size (a multiple of 256 KiB)
@@ -377,16 +367,7 @@ class GCSConnector(Connector):
     # scan
 
     def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
-        start = check_relative(prefix.strip("/"))
-        stack = [self._level(start)]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            yield item
-            if isinstance(item, Entry) and item.kind == "dir":
-                stack.append(self._level(item.path))
+        yield from walk(self._level, check_relative(prefix.strip("/")))
 
     def _level(self, rel: str) -> Iterator[Entry | ScanError]:
         """One folder's children in scan order, listed lazily page by page."""

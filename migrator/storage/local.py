@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat as stat_mod
 from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from .base import (
-    AccessDenied,
-    Capabilities,
-    ConnectFailed,
-    Connector,
-    Entry,
-    InvalidPath,
-    NotFound,
-    ScanError,
-    StorageError,
-    Written,
-)
+from .base import Capabilities, Connector, Entry, ScanError, Written
+from .errors import AccessDenied, ConnectFailed, InvalidPath, NotFound, StorageError
+from .walk import children, temp_name, walk
 
 CHUNK = 1 << 20
-TEMP_PREFIX = ".mg-"
-TEMP_SUFFIX = ".tmp"
-
-
-def temp_name(name: str) -> str:
-    """A fixed-length temp name derived from the final name: a retried write reuses (and
-    so replaces) the temp file of an interrupted one, and none is ever left behind."""
-    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
-
-
-def is_temp(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and len(name) == 24
 
 
 def check_relative(path: str) -> str:
@@ -49,6 +26,12 @@ def check_relative(path: str) -> str:
     if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         raise InvalidPath(path, "path would escape the destination root")
     return path
+
+
+def _undecodable(path: str) -> ScanError:
+    """A name that is not UTF-8 (os.fsdecode's escapes), shown with its bytes escaped."""
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return ScanError(shown, InvalidPath(shown, "name is not valid UTF-8"), "file")
 
 
 def _wrap(exc: OSError, path: str) -> StorageError:
@@ -86,40 +69,22 @@ class LocalConnector(Connector):
         return Entry(path, "file", st.st_size, st.st_mtime_ns)
 
     def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
-        start = check_relative(prefix.strip("/"))
-        stack = [iter(self._list(start))]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            yield item
-            if isinstance(item, Entry) and item.kind == "dir":
-                stack.append(iter(self._list(item.path)))
+        yield from walk(self._list, check_relative(prefix.strip("/")))
 
     def _list(self, rel: str) -> list[Entry | ScanError]:
         """One folder's children, sorted; a folder that cannot be read becomes a ScanError."""
-        out: list[Entry | ScanError] = []
         try:
             with os.scandir(self._abs(rel)) as it:
                 dirents = sorted(it, key=lambda d: d.name)
         except OSError as exc:
             return [ScanError(rel, _wrap(exc, rel))]
-        for d in dirents:
-            if is_temp(d.name):
-                continue
-            path = f"{rel}/{d.name}" if rel else d.name
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:
-                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-                out.append(ScanError(shown, InvalidPath(shown, "name is not valid UTF-8"), "file"))
-                continue
-            try:
-                out.append(self._entry(path, d.stat(follow_symlinks=False)))
-            except OSError as exc:
-                out.append(ScanError(path, _wrap(exc, path), "file"))
-        return out
+        return children(rel, ((d.name, d) for d in dirents), self._child, _undecodable)
+
+    def _child(self, path: str, d: os.DirEntry) -> Entry | ScanError:
+        try:
+            return self._entry(path, d.stat(follow_symlinks=False))
+        except OSError as exc:
+            return ScanError(path, _wrap(exc, path), "file")
 
     def stat(self, path: str) -> Entry:
         try:

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
-from .base import Capabilities, Connector, Entry, NotFound, ScanError, Unsupported, Written
+from .base import Capabilities, Connector, Entry, ScanError, Written
+from .errors import NotFound, Unsupported
 
 BASE_MTIME_NS = 1_700_000_000 * 10**9
 

@@ -22,22 +22,19 @@ from migrator.acl import sd as sdmod
 from migrator.acl.sd import SecurityDescriptor
 from migrator.sanitize import HARD_LIMITS
 
-from ..base import (
+from ..base import Capabilities, Connector, Entry, ScanError, Written
+from ..errors import (
     AccessDenied,
-    Capabilities,
     ConnectFailed,
-    Connector,
-    Entry,
     InvalidPath,
     Locked,
     NotFound,
-    ScanError,
     StorageError,
     Transient,
     Unsupported,
-    Written,
 )
-from ..local import check_relative, is_temp, temp_name
+from ..local import check_relative
+from ..walk import children, temp_name, walk
 from .link import _Handoff, _LeanLink, _Link, _LinkLost
 from .pool import _POOL
 from .reader import _Reader
@@ -112,6 +109,12 @@ SMB_LIMITS = HARD_LIMITS["smb"]
 def _valid_name(name: str) -> bool:
     """Cached: a folder's name is checked once, not once per file written into it."""
     return SMB_LIMITS.is_valid(name)
+
+
+def _undecodable(path: str) -> ScanError:
+    """A name with a lone surrogate (not UTF-16 the server should send), shown escaped."""
+    shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return ScanError(shown, InvalidPath(shown, "name is not valid Unicode"))
 
 
 # --- the connector ----------------------------------------------------------------------------
@@ -338,16 +341,7 @@ class SMBConnector(Connector):
     # scan
 
     def scan(self, prefix: str = "") -> Iterator[Entry | ScanError]:
-        start = check_relative(prefix.strip("/"))
-        stack = [iter(self._list(start))]
-        while stack:
-            item = next(stack[-1], None)
-            if item is None:
-                stack.pop()
-                continue
-            yield item
-            if isinstance(item, Entry) and item.kind == "dir":
-                stack.append(iter(self._list(item.path)))
+        yield from walk(self._list, check_relative(prefix.strip("/")))
 
     def _list(self, rel: str) -> list[Entry | ScanError]:
         """One folder's children, sorted by code point; an unreadable folder becomes a
@@ -370,19 +364,13 @@ class SMBConnector(Connector):
                 pause = min(pause * 2, 4.0)
             except StorageError as exc:
                 return [ScanError(rel, exc)]
-        out: list[Entry | ScanError] = []
-        for name, size, mtime, attributes in sorted(raw):
-            if name in (".", "..") or is_temp(name):
-                continue
-            path = f"{rel}/{name}" if rel else name
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:
-                shown = path.encode("utf-8", "backslashreplace").decode("ascii")
-                out.append(ScanError(shown, InvalidPath(shown, "name is not valid Unicode")))
-                continue
-            out.append(self._entry(path, size, mtime, attributes))
-        return out
+        return children(rel, ((row[0], row) for row in sorted(raw)), self._listed, _undecodable)
+
+    @staticmethod
+    def _listed(path: str, row: tuple[str, int, int, int]) -> Entry:
+        """The entry of one row of a listing: (name, size, mtime FILETIME, attributes)."""
+        _, size, mtime, attributes = row
+        return SMBConnector._entry(path, size, mtime, attributes)
 
     @staticmethod
     def _entry(path: str, size: int, mtime: int, attributes: int) -> Entry:

@@ -6,7 +6,7 @@ import io
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..base import Transient
+from ..errors import Transient
 from .link import _Link, _LinkLost
 from .wire import (
     FILE_NON_DIRECTORY_FILE,
