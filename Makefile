@@ -10,7 +10,7 @@ TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind 
 	acl attr slapd chromium postgresql redis-server rclone
 
 # the job-execution tests, run a second time on PostgreSQL + Redis
-PG_TESTS := tests/jobs/test_execution.py tests/jobs/test_worker_kill.py tests/jobs/test_cli.py \
+PG_TESTS := tests/jobs/test_services.py tests/jobs/test_worker_kill.py tests/jobs/test_cli.py \
 	tests/jobs/test_gcs_jobs.py tests/jobs/test_admin.py
 
 .PHONY: run test lint format system-run system-test venv demo worker web clean bench

@@ -27,6 +27,7 @@ from .models import AclRecord, DirectoryIdentity, Endpoint, FileItem, MigrationJ
 from .options import permission_options as options_of
 
 PLAN_FIELDS = (*STORED_FIELDS, "destination")
+MANIFEST_WRITING = "writing"  # Pass.acl_manifest while its task runs: finishing waits
 
 
 def enabled(job: MigrationJob) -> bool:

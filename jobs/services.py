@@ -502,8 +502,10 @@ def pass_finish(*, pass_id: int) -> None:
         MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
             state=JobState.VERIFYING
         )
-        if permissions.manifest_due(p):  # the permissions manifest is written first
-            enqueue("jobs.tasks.permissions_manifest", pass_id)
+        if permissions.manifest_due(p):  # the permissions manifest is written first, once
+            if p.acl_manifest != permissions.MANIFEST_WRITING:
+                Pass.objects.filter(pk=pass_id).update(acl_manifest=permissions.MANIFEST_WRITING)
+                enqueue("jobs.tasks.permissions_manifest", pass_id)
             return
         truth = manifest_truth(pass_id=pass_id)
         counted = {

@@ -59,7 +59,7 @@ from .connectors import check_endpoint, open_endpoint
 from .dispatch import enqueue
 from .manifest import insert_rows
 from .models import AclRecord, Batch, FileItem, MigrationJob, Pass, ProgressSample
-from .options import filters_for, sanitizer_for
+from .options import PERMISSIONS, filters_for, sanitizer_for
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def _assessment_permissions(
     if opts is None:
         return
     if not permissions.source_has_acls(job.source):
-        figures[permissions.OPTION] = {"error": "the source has no ACLs"}
+        figures[PERMISSIONS] = {"error": "the source has no ACLs"}
         return
     rows = (
         FileItem.objects.filter(job_pass=job_pass, reason="assessment_only")
@@ -343,7 +343,7 @@ def _assessment_permissions(
     if error:
         result["directory_error"] = error
     result["deny_policy"] = opts.deny_policy.value
-    figures[permissions.OPTION] = result
+    figures[PERMISSIONS] = result
 
 
 # --- copy ------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
-"""factory_boy factories for the jobs app."""
+"""factory_boy factories for the jobs app, a job made through the real services, and
+`Steps`, which runs what the services enqueue when a test says so."""
 
 from __future__ import annotations
+
+import importlib
 
 import factory
 
 from accounts.models import Customer
+from jobs import services
+from jobs.dispatch import set_inline
 from jobs.models import Endpoint, MigrationJob, Pass
 
 
@@ -40,3 +45,37 @@ class PassFactory(factory.django.DjangoModelFactory):
 
     job = factory.SubFactory(JobFactory)
     number = 1
+
+
+class Steps:
+    """Collects what the services enqueue; the test runs it when it chooses."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[str, tuple]] = []
+
+    def __enter__(self) -> Steps:
+        set_inline(lambda func, args: self.queue.append((func, args)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        set_inline(None)
+
+    def run(self, only: str | None = None) -> int:
+        ran = 0
+        while True:
+            pick = next((t for t in self.queue if only is None or t[0].endswith(only)), None)
+            if pick is None:
+                return ran
+            self.queue.remove(pick)
+            module, _, name = pick[0].rpartition(".")
+            getattr(importlib.import_module(module), name)(*pick[1])
+            ran += 1
+
+
+def new_job(src_url: str, dst_url: str, **kwargs) -> MigrationJob:
+    customer = Customer.objects.create(name="ACME")
+    source = services.endpoint_create(name="s", url=src_url, customer=customer)
+    destination = services.endpoint_create(name="d", url=dst_url, customer=customer)
+    return services.job_create(
+        customer=customer, name="job", source=source, destination=destination, **kwargs
+    )

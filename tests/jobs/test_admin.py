@@ -16,8 +16,7 @@ from jobs.models import Event, MigrationJob
 from tests.servers.util import stop_group
 
 from .conftest import REPO, base_env, current_db_url, make_tree
-from .factories import EndpointFactory, JobFactory
-from .test_execution import Steps, new_job
+from .factories import EndpointFactory, JobFactory, Steps, new_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from jobs.models import FileItem, Pass
 from tests.servers.gcs import _stop, start_emulator
 
 from .conftest import make_tree, tree_of
-from .test_execution import Steps, new_job
+from .factories import Steps, new_job
 
 
 def test_cli_file_to_gcs_then_rerun_is_a_no_op_and_back_to_file(cli, tmp_path, gcs_server):

@@ -41,7 +41,7 @@ from migrator.engine.permissions import UNIFORM_ACCESS_MESSAGE
 from migrator.storage import Entry, connector_for
 
 from .conftest import REPO, base_env
-from .test_execution import Steps
+from .factories import Steps
 
 # --- the share with the ACL cases -----------------------------------------------------------
 
@@ -641,7 +641,7 @@ def test_report_page_and_csv_list_every_deny_narrowing_and_unmapped_sid(
 
 @pytest.mark.django_db(transaction=True)
 def test_identity_csv_import_is_all_or_nothing(tmp_path):
-    from .test_execution import new_job
+    from .factories import new_job
 
     job = new_job((tmp_path / "s").as_uri(), (tmp_path / "d").as_uri())
     services.identity_overrides_import(
@@ -659,7 +659,7 @@ def test_identity_csv_import_is_all_or_nothing(tmp_path):
 def test_admin_identity_csv_upload_shows_problems_by_line(tmp_path, admin_client):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from .test_execution import new_job
+    from .factories import new_job
 
     job = new_job((tmp_path / "s").as_uri(), (tmp_path / "d").as_uri())
     url = reverse("admin:jobs_migrationjob_identity_csv", args=[job.pk])

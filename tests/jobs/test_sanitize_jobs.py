@@ -13,7 +13,7 @@ from jobs.models import FileItem, MigrationJob, Pass
 from migrator.sanitize import Sanitizer
 from migrator.storage import connector_for
 
-from .test_execution import Steps, new_job
+from .factories import Steps, new_job
 
 AWKWARD = {
     "a:b.txt": b"colon",

@@ -16,7 +16,7 @@ from accounts.models import Customer, Membership, Profile
 from jobs import services
 from jobs.models import Event, MigrationJob
 from tests.jobs.conftest import REPO, base_env, current_db_url
-from tests.jobs.test_execution import Steps
+from tests.jobs.factories import Steps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

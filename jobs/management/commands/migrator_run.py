@@ -20,6 +20,7 @@ from jobs.choices import JobState, OnExists
 from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob
+from jobs.options import PERMISSIONS
 from migrator.acl.directory import DirectoryError
 from migrator.acl.mapping import MappingCSVError, parse_mapping_csv
 from migrator.acl.model import DenyPolicy
@@ -316,7 +317,7 @@ def cli_prepare(opts: dict, env: dict[str, str]) -> CliPermissions | None:
 
 def cli_apply(prepared: CliPermissions, *, job: MigrationJob, source) -> None:
     """Store what cli_prepare checked: the job's options, the source's directory, the CSV."""
-    job.options = {**(job.options or {}), permissions.OPTION: prepared.options}
+    job.options = {**(job.options or {}), PERMISSIONS: prepared.options}
     job.save(update_fields=["options"])
     if prepared.directory is not None:
         source.directory_uri = prepared.directory["uri"]

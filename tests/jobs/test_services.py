@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import pytest
@@ -11,48 +10,14 @@ from django.utils import timezone
 from accounts.models import Customer
 from jobs import services
 from jobs.choices import JobState
-from jobs.dispatch import set_inline
 from jobs.models import Event, FileItem, MigrationJob, Pass
 from migrator.storage import Entry
 from migrator.storage.local import LocalConnector
 
 from .conftest import make_tree, tree_of
+from .factories import Steps, new_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Steps:
-    """Collects what the services enqueue; the test runs it when it chooses."""
-
-    def __init__(self) -> None:
-        self.queue: list[tuple[str, tuple]] = []
-
-    def __enter__(self) -> Steps:
-        set_inline(lambda func, args: self.queue.append((func, args)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        set_inline(None)
-
-    def run(self, only: str | None = None) -> int:
-        ran = 0
-        while True:
-            pick = next((t for t in self.queue if only is None or t[0].endswith(only)), None)
-            if pick is None:
-                return ran
-            self.queue.remove(pick)
-            module, _, name = pick[0].rpartition(".")
-            getattr(importlib.import_module(module), name)(*pick[1])
-            ran += 1
-
-
-def new_job(src_url: str, dst_url: str, **kwargs) -> MigrationJob:
-    customer = Customer.objects.create(name="ACME")
-    source = services.endpoint_create(name="s", url=src_url, customer=customer)
-    destination = services.endpoint_create(name="d", url=dst_url, customer=customer)
-    return services.job_create(
-        customer=customer, name="job", source=source, destination=destination, **kwargs
-    )
 
 
 def test_file_vanishing_between_scan_and_copy_is_reported_vanished(tmp_path):
