@@ -1,5 +1,5 @@
 """Endpoints, jobs, passes, the file manifest and the job's events. Fields and
-constraints only; workflows live in services.py and execution.py."""
+constraints only; workflows live in services.py and sink.py."""
 
 from __future__ import annotations
 
