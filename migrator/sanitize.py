@@ -1,8 +1,9 @@
 """File-name sanitization per destination profile, and the per-job exclusion rules.
 
 A `Profile` is a small declarative rule set (what a destination refuses or handles
-badly). A `Sanitizer` applies one profile, plus the destination's own hard limits, to
-one name component at a time and says which rules fired:
+badly). A `Sanitizer` applies one profile, plus the destination's own hard limits (what
+its connector declares in `capabilities`), to one name component at a time and says
+which rules fired:
 
     s = Sanitizer.for_destination("smb")                # windows rules, case-insensitive
     s.sanitize_name("CON.txt")   -> ("CON_.txt", ("reserved_name",))
@@ -20,6 +21,7 @@ Plain Python: no Django here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import unicodedata
@@ -27,6 +29,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from migrator.storage import Capabilities, capabilities_of
 
 # --- rule codes (stored on manifest rows and in events; never rename one) -------------
 
@@ -270,26 +274,6 @@ POSIX = Profile(name="posix", forbidden_chars=frozenset("\x00/"))
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (GCS, WINDOWS, SMB, SHAREPOINT, EGNYTE, POSIX)}
 
-# What each destination refuses whatever profile a job picks.
-HARD_LIMITS: dict[str, Profile] = {
-    "gs": Profile(
-        name="gcs-limits",
-        forbidden_chars=frozenset("\r\n"),
-        reserved_paths=(".well-known/acme-challenge",),
-        max_component_bytes=1024,
-        max_path_bytes=1024,
-    ),
-    # The windows rules; the path limit is the server's (32,767), not a client's MAX_PATH.
-    "smb": dataclasses.replace(WINDOWS, name="smb-limits", max_path_chars=32_767),
-    "file": Profile(
-        name="file-limits",
-        forbidden_chars=frozenset("\x00/"),
-        max_component_bytes=255,
-        max_path_bytes=4095,
-    ),
-    "synthetic": Profile(name="synthetic-limits"),
-}
-
 DESTINATION_PROFILES = {"gs": "gcs", "smb": "smb", "file": "posix", "synthetic": "posix"}
 
 
@@ -301,12 +285,31 @@ def profile_for_destination(kind: str) -> Profile:
         raise ValueError(f"no sanitization profile for destination kind {kind!r}") from None
 
 
+def hard_limits_from(name: str, capabilities: Capabilities) -> Profile:
+    """The rules a storage refuses names by, as its connector's capabilities declare them."""
+    base = WINDOWS if capabilities.windows_names else POSIX
+    return dataclasses.replace(
+        base,
+        name=name,
+        forbidden_chars=base.forbidden_chars | capabilities.forbidden_chars,
+        reserved_paths=capabilities.reserved_paths,
+        max_component_bytes=capabilities.max_name_bytes,
+        max_component_chars=capabilities.max_name_units,
+        max_path_bytes=capabilities.max_path_bytes,
+        max_path_chars=capabilities.max_path_units,
+        case_insensitive=capabilities.case_insensitive,
+    )
+
+
+@functools.cache
 def hard_limits_for(kind: str) -> Profile:
-    """The rules the destination itself enforces, applied on top of any profile."""
+    """The rules the destination itself enforces, applied on top of any profile: what the
+    connector of that kind ("gs", "smb", "file") declares in its capabilities."""
     try:
-        return HARD_LIMITS[kind]
-    except KeyError:
+        capabilities = capabilities_of(f"{kind}://")
+    except ValueError:
         raise ValueError(f"unknown destination kind {kind!r}") from None
+    return hard_limits_from(f"{kind}-limits", capabilities)
 
 
 def get_profile(name: str) -> Profile:
@@ -735,7 +738,6 @@ __all__ = [
     "FORBIDDEN_SUBSTRING",
     "FOUR_BYTE_UNICODE",
     "GCS",
-    "HARD_LIMITS",
     "INVALID_UNICODE",
     "LEADING_TRAILING_SPACE",
     "PATH_TOO_LONG",
@@ -757,6 +759,7 @@ __all__ = [
     "Sanitizer",
     "get_profile",
     "hard_limits_for",
+    "hard_limits_from",
     "profile_for_destination",
     "short_hash",
     "utf16_len",

@@ -73,9 +73,19 @@ class Capabilities:
     watch: bool = False
     case_insensitive: bool = False
     directories: bool = True  # False for object stores: folders are implied by names
-    max_name_bytes: int = 255
-    max_path_bytes: int = 4096
     writable: bool = True
+    # Names the storage itself refuses, whatever sanitization profile a job picks (read by
+    # migrator.sanitize.hard_limits_for). Lengths count UTF-8 bytes, or UTF-16 code units
+    # (what Windows counts); None is no limit. '/' and NUL are refused everywhere.
+    max_name_bytes: int | None = None
+    max_name_units: int | None = None
+    max_path_bytes: int | None = None
+    max_path_units: int | None = None
+    forbidden_chars: frozenset[str] = frozenset()
+    reserved_paths: tuple[str, ...] = ()  # no path may be one of these or start "<it>/"
+    # Windows' naming rules: none of "*:<>?\| or control characters, no trailing dot or
+    # space, no device names (CON, LPT1.txt); their definition is migrator.sanitize.WINDOWS
+    windows_names: bool = False
 
 
 class Connector(abc.ABC):
@@ -129,6 +139,11 @@ class Connector(abc.ABC):
 
     def write_acl(self, path: str, acl: object) -> None:
         raise Unsupported(path, "this storage has no ACLs")
+
+    def watch(self, prefix: str = "") -> Iterator[object]:
+        """Changes under `prefix` as they happen, where `capabilities.watch`. No storage
+        here reports changes yet: a sync rescans."""
+        raise Unsupported(prefix, "this storage cannot report changes")
 
     def check(self) -> None:
         """Prove the endpoint is usable (list the root); raise ConnectFailed in words."""

@@ -30,7 +30,15 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
 from .base import Capabilities, Connector, Entry, ScanError, Written
-from .errors import AccessDenied, ConnectFailed, InvalidPath, NotFound, StorageError, Transient
+from .errors import (
+    AccessDenied,
+    ConnectFailed,
+    InvalidPath,
+    NotFound,
+    StorageError,
+    Transient,
+    Unsupported,
+)
 from .walk import walk
 
 SMALL_FILE_MAX = 8 << 20  # below this: one request, bytes in memory, md5 checked by the server
@@ -335,8 +343,10 @@ class GCSConnector(Connector):
         mtime_precision_ns=1,  # our custom metadata keeps nanoseconds
         acl=False,
         directories=False,
-        max_name_bytes=MAX_NAME_BYTES,
+        max_name_bytes=MAX_NAME_BYTES,  # a part can be no longer than the whole name
         max_path_bytes=MAX_NAME_BYTES,
+        forbidden_chars=frozenset("\r\n"),
+        reserved_paths=(RESERVED_PREFIX.rstrip("/"),),
     )
 
     def __init__(self, client: storage.Client, bucket_name: str, prefix: str = "") -> None:
@@ -535,8 +545,8 @@ class GCSConnector(Connector):
             pass  # best effort: the caller gets ChecksumMismatch either way
 
     def mkdir(self, path: str, entry: Entry | None = None) -> bool:
-        self._name(path)
-        return False  # folders are implied by object names
+        # capabilities.directories is False: callers check it and never get here
+        raise Unsupported(path, "a bucket has no folders: they are implied by object names")
 
     def delete(self, path: str) -> None:
         name = self._name(path)

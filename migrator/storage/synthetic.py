@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .base import Capabilities, Connector, Entry, ScanError, Written
 from .errors import NotFound, Unsupported
+from .local import check_relative
 
 BASE_MTIME_NS = 1_700_000_000 * 10**9
 
@@ -64,7 +65,7 @@ class SyntheticConnector(Connector):
                     continue
                 del open_dirs[level:]
                 open_dirs.append(path)
-                if _under(path, prefix):
+                if path != prefix and _under(path, prefix):  # not the prefix itself
                     yield Entry(path, "dir", 0, BASE_MTIME_NS)
             folder = "/".join(parts)
             if not (_under(folder, prefix) or _under(prefix, folder)):
@@ -84,6 +85,7 @@ class SyntheticConnector(Connector):
                             BASE_MTIME_NS + index * 1000)  # fmt: skip
 
     def _index(self, path: str) -> int:
+        check_relative(path)
         folder, _, name = path.rpartition("/")
         try:
             index = int(name[1:-4]) if name.startswith("f") and name.endswith(".dat") else -1

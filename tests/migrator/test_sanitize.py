@@ -272,6 +272,16 @@ def test_hard_limits_apply_over_permissive_profiles():
     assert Sanitizer.for_destination("file").profile.max_component_bytes == 255
 
 
+def test_smb_limits_count_utf16_units_as_windows_does():
+    smb = hard_limits_for("smb")
+    assert smb.is_valid("é" * 255)  # 510 UTF-8 bytes: units count, not bytes
+    assert not smb.is_valid("é" * 256)
+    assert not smb.is_valid("😀" * 128)  # 256 units: two a character outside the BMP
+    longest = "/".join(["a" * 255] * 128)  # 32,767 units
+    assert smb.is_valid_path(longest)
+    assert not smb.is_valid_path(longest + "a")
+
+
 def test_hard_limits_for_unknown_kind():
     with pytest.raises(ValueError):
         hard_limits_for("ftp")

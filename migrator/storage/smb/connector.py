@@ -20,7 +20,7 @@ from smbprotocol.tree import TreeConnect
 
 from migrator.acl import sd as sdmod
 from migrator.acl.sd import SecurityDescriptor
-from migrator.sanitize import HARD_LIMITS
+from migrator.sanitize import hard_limits_for
 
 from ..base import Capabilities, Connector, Entry, ScanError, Written
 from ..errors import (
@@ -102,13 +102,11 @@ LIST_RETRY_SECONDS = 30.0  # a scan waits this long for a server that went away
 EXTRA_CREDITS = 192  # asked for once per connection, so pipelines never wait on credits
 
 
-SMB_LIMITS = HARD_LIMITS["smb"]
-
-
 @functools.lru_cache(maxsize=8192)
 def _valid_name(name: str) -> bool:
-    """Cached: a folder's name is checked once, not once per file written into it."""
-    return SMB_LIMITS.is_valid(name)
+    """By the rules SMBConnector.capabilities declare. Cached: a folder's name is checked
+    once, not once per file written into it."""
+    return hard_limits_for("smb").is_valid(name)
 
 
 def _undecodable(path: str) -> ScanError:
@@ -127,8 +125,11 @@ class SMBConnector(Connector):
         mtime_precision_ns=100,
         acl=True,
         case_insensitive=True,
-        max_name_bytes=255,
-        max_path_bytes=4096,  # Samba keeps files on POSIX disks; Windows allows 32,767 chars
+        # what Windows and NTFS hold: 255 UTF-16 units a name, 32,767 a path (counted from
+        # the share; Explorer's MAX_PATH of 260 is a sanitization profile, not a limit)
+        max_name_units=255,
+        max_path_units=32_767,
+        windows_names=True,
     )
 
     def __init__(
@@ -314,7 +315,8 @@ class SMBConnector(Connector):
             if not _valid_name(part):
                 raise InvalidPath(path, f"{part!r} is not a valid name on SMB")
         full = f"{self.root}/{path}" if self.root else path
-        if len(full) + sum(1 for c in full if c > "\uffff") > SMB_LIMITS.max_path_chars:
+        limit = self.capabilities.max_path_units
+        if limit is not None and len(full) + sum(1 for c in full if c > "\uffff") > limit:
             raise InvalidPath(path, "path too long for SMB")
 
     def _error(self, failed: _Failed, path: str) -> StorageError:

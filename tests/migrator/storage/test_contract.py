@@ -1,6 +1,7 @@
 """One contract every connector passes against its real server (rclone fstests, fsspec
 tests/abstract). Tests are kind-agnostic: they branch only on what a connector declares
-(`capabilities`, and the name rules its destination kind refuses in sanitize.HARD_LIMITS).
+in `capabilities` (hashes, mtime precision, folders, ACLs, writes, the names it refuses).
+Whatever a connector declares it cannot do raises Unsupported when asked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 import google_crc32c
 import pytest
 
-from migrator.sanitize import HARD_LIMITS
+from migrator.sanitize import hard_limits_from
 from migrator.storage import (
     ConnectFailed,
     Connector,
@@ -21,6 +22,7 @@ from migrator.storage import (
     InvalidPath,
     NotFound,
     ScanError,
+    Unsupported,
     Written,
     path_key,
 )
@@ -261,17 +263,16 @@ def test_scan_of_a_prefix(connector):
 
 
 def test_mkdir(connector):
-    first = connector.mkdir("made/inner")
-    again = connector.mkdir("made/inner")
-
     if connector.capabilities.directories:
-        assert (first, again) == (True, False)
+        assert connector.mkdir("made/inner") is True
+        assert connector.mkdir("made/inner") is False
         assert [(e.path, e.kind) for e in listing(connector)] == [
             ("made", "dir"),
             ("made/inner", "dir"),
         ]
     else:  # folders are implied by names: nothing to create, nothing to see
-        assert (first, again) == (False, False)
+        with pytest.raises(Unsupported):
+            connector.mkdir("made/inner")
         assert listing(connector) == []
     put(connector, "made/inner/f.txt", b"f")
     assert_stored(connector, "made/inner/f.txt", b"f")
@@ -328,7 +329,7 @@ NAMES = [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_names_round_trip_or_are_refused_as_invalid(connector, name):
-    if HARD_LIMITS[connector.scheme].is_valid_path(name):
+    if hard_limits_from(connector.scheme, connector.capabilities).is_valid_path(name):
         put(connector, name, name.encode())
         assert_stored(connector, name, name.encode())
         assert [e.path for e in listing(connector) if e.kind == "file"] == [name]
@@ -349,6 +350,110 @@ def test_unsafe_paths_are_refused(connector, path):
         with pytest.raises(InvalidPath):
             connector.stat(path)
     assert listing(connector) == []
+
+
+# --- every connector, read-only ones too ------------------------------------------------
+
+
+@pytest.fixture
+def populated(any_connector: Connector) -> Connector:
+    """A connector with files in folders: TREE written where it can be, else its own."""
+    if any_connector.capabilities.writable:
+        for index, path in enumerate(TREE):
+            put(any_connector, path, payload(index * 1_000, seed=index))
+    return any_connector
+
+
+def test_scan_is_depth_first_with_each_folder_before_its_contents(populated):
+    items = listing(populated)
+
+    assert_scan_order(items)
+    files = [item.path for item in items if item.kind == "file"]
+    assert files
+    assert {item.path for item in items if item.kind == "dir"} == implied_folders(files)
+    for item in items:
+        assert item.kind in ("file", "dir")
+        parent = item.path.rpartition("/")[0]
+        if parent:
+            assert items.index(next(i for i in items if i.path == parent)) < items.index(item)
+
+
+def test_stat_and_open_agree_with_the_scan(populated):
+    for item in listing(populated):
+        if item.kind != "file":
+            continue
+        entry = populated.stat(item.path)
+        assert (entry.path, entry.kind, entry.size) == (item.path, "file", item.size)
+        assert_mtime(populated, entry, item.mtime_ns)
+        data = read_all(populated, item.path)
+        assert len(data) == item.size
+        assert read_all(populated, item.path) == data
+
+
+def test_scan_of_a_prefix_is_that_part_of_the_whole_scan(populated):
+    whole = listing(populated)
+    folder = next(item.path for item in whole if item.kind == "dir")
+
+    part = listing(populated, folder)
+
+    assert part == [item for item in whole if item.path.startswith(folder + "/")]
+    assert part
+
+
+def test_missing_and_unsafe_paths_on_every_connector(populated):
+    for path in ("nope.txt", "no/such/folder/file.txt"):
+        for action in (populated.stat, populated.open):
+            with pytest.raises(NotFound) as caught:
+                action(path)
+            assert caught.value.path == path
+    for path in ("..", "../escape.txt", "a/../../escape.txt", "a//b.txt", "/abs.txt"):
+        with pytest.raises(InvalidPath):
+            populated.stat(path)
+
+
+def test_what_a_connector_declares_it_cannot_do_raises_unsupported(populated):
+    capabilities = populated.capabilities
+    file = next(item.path for item in listing(populated) if item.kind == "file")
+    entry = populated.stat(file)
+    refused = []
+    if not capabilities.acl:
+        refused += [lambda: populated.read_acl(file), lambda: populated.write_acl(file, b"")]
+    else:
+        assert populated.read_acl(file) is not None
+    if not capabilities.watch:
+        refused.append(lambda: populated.watch(""))
+    if not capabilities.directories:
+        refused.append(lambda: populated.mkdir("new-folder"))
+    if not capabilities.writable:
+        refused += [
+            lambda: populated.write("new.txt", io.BytesIO(b"x"), Entry("new.txt", "file", 1)),
+            lambda: populated.write(file, io.BytesIO(b"x"), entry),
+            lambda: populated.mkdir("new-folder"),
+            lambda: populated.delete(file),
+        ]
+    for call in refused:
+        with pytest.raises(Unsupported):
+            call()
+    assert populated.stat(file) == entry
+    assert "new.txt" not in {item.path for item in listing(populated)}
+
+
+def test_hard_limits_are_the_declared_ones(any_connector):
+    capabilities = any_connector.capabilities
+    limits = hard_limits_from(any_connector.scheme, capabilities)
+    for limit, units in (
+        (capabilities.max_name_bytes, "bytes"),
+        (capabilities.max_name_units, "units"),
+    ):
+        if limit is None:
+            continue
+        char = "é"  # 2 UTF-8 bytes, 1 UTF-16 unit
+        longest = char * (limit // 2 if units == "bytes" else limit)
+        assert limits.is_valid(longest)
+        assert not limits.is_valid(longest + char)
+    for char in capabilities.forbidden_chars:
+        assert not limits.is_valid(f"a{char}b")
+    assert limits.case_insensitive == capabilities.case_insensitive
 
 
 # --- check ------------------------------------------------------------------------------
