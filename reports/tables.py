@@ -1,5 +1,6 @@
-"""The reports of a job, defined once: the same rows feed the page, the CSV download and
-`manage.py migrator_report`. Pages go by keyset (id or path), never OFFSET or COUNT(*)."""
+"""The rows of a job's reports, defined once: the same rows feed the page, the CSV download
+and `manage.py migrator_report` (reports.registry says which report uses which). Pages go
+by keyset (id or path), never OFFSET or COUNT(*)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from jobs.choices import ItemState
 from jobs.models import Event, FileItem, MigrationJob, Pass
 
 PAGE_SIZE = 100
-REPORTS = ("summary", "files", "errors", "renames", "passes", "events", "assessment",
-           "permissions")  # fmt: skip
-MANIFEST_REPORTS = ("files", "errors", "renames")
 SORTS = ("id", "-id", "path")
 
 
@@ -257,29 +255,14 @@ class Csv:
     rows: Callable[[], Iterator[tuple]]
 
 
-def report_csv(job: MigrationJob, report: str, f: Filters, *, staff: bool,
-               job_pass: Pass | None, listing: str = "") -> Csv:  # fmt: skip
-    """The CSV of one report (raises KeyError for an unknown report or list)."""
-    if report in MANIFEST_REPORTS:
-        if job_pass is None:
-            return Csv(FILE_COLUMNS, lambda: iter(()))
-        return Csv(FILE_COLUMNS, lambda: manifest_rows(job_pass, report, f, staff=staff))
-    if report == "passes":
-        return Csv(PASS_COLUMNS, lambda: pass_rows(job))
-    if report == "events":
-        return Csv(EVENT_COLUMNS, lambda: event_rows(job, f, staff=staff))
-    if report == "summary":
-        return Csv(("item", "value"), lambda: summary_rows(job, job_pass))
-    if report == "assessment":
-        ap = assessment_pass(job)
-        figures = ap.assessment if ap else {}
-        if listing:
-            header, rows = ASSESSMENT_LISTS[listing]
-            return Csv(header, lambda: iter(rows(figures)))
-        return Csv(("group", "item", "value"), lambda: assessment_counts_rows(figures))
-    if report == "permissions":
-        return permissions_csv(job_pass, listing)
-    raise KeyError(report)
+def assessment_csv(job: MigrationJob, listing: str = "") -> Csv:
+    """The assessment's counts, or one of its lists (KeyError for an unknown list)."""
+    ap = assessment_pass(job)
+    figures = ap.assessment if ap else {}
+    if listing:
+        header, rows = ASSESSMENT_LISTS[listing]
+        return Csv(header, lambda: iter(rows(figures)))
+    return Csv(("group", "item", "value"), lambda: assessment_counts_rows(figures))
 
 
 def permissions_csv(job_pass: Pass | None, listing: str = "") -> Csv:

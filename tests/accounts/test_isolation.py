@@ -119,7 +119,7 @@ def candidate_values(converter: str, body: str, ints: list[int]) -> list[str]:
     if converter == "uuid":
         return ["00000000-0000-0000-0000-000000000000"]
     if converter == "slug":  # report names: every report of every job is walked
-        from reports.tables import REPORTS
+        from reports.registry import REPORTS
 
         return [*REPORTS, "x"]
     return [*numbers, "x"]  # never a marker: pages may echo the path back

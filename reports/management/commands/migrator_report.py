@@ -6,9 +6,11 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.models import MigrationJob, Pass
+from jobs.models import MigrationJob
 from migrator.web.csv import write_csv
-from reports import tables
+from reports.registry import REPORTS, ReportQuery
+from reports.selectors import report_pass
+from reports.tables import Filters
 
 
 class Command(BaseCommand):
@@ -16,25 +18,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("job_id", type=int)
-        parser.add_argument("--report", choices=tables.REPORTS, default="summary")
+        parser.add_argument("--report", choices=list(REPORTS), default="summary")
         parser.add_argument("--pass", dest="pass_number", type=int, default=None)
-        parser.add_argument("--list", default="", help="an assessment list, e.g. renames")
+        parser.add_argument(
+            "--list", default="", help="a list of the report: renames (assessment), issues…"
+        )
 
     def handle(self, *args, **opts) -> None:
         job = MigrationJob.objects.filter(pk=opts["job_id"]).select_related("customer").first()
         if job is None:
             raise CommandError(f"no job {opts['job_id']}")
-        if opts["pass_number"]:
-            job_pass = Pass.objects.filter(job=job, number=opts["pass_number"]).first()
-            if job_pass is None:
-                raise CommandError(f"job {job.pk} has no pass {opts['pass_number']}")
-        else:
-            job_pass = Pass.objects.filter(pk=job.current_pass_id).first()
+        number = str(opts["pass_number"] or "")
+        job_pass = report_pass(job=job, number=number)
+        if number and job_pass is None:
+            raise CommandError(f"job {job.pk} has no pass {number}")
+        report = REPORTS[opts["report"]]
+        query = ReportQuery(job=job, job_pass=job_pass, filters=Filters(), staff=True,
+                            listing=opts["list"])  # fmt: skip
         try:
-            csv = tables.report_csv(job, opts["report"], tables.Filters(), staff=True,
-                                    job_pass=job_pass, listing=opts["list"])  # fmt: skip
+            csv = report.csv(query)
         except KeyError:
-            raise CommandError(
-                f"unknown list {opts['list']!r}: {', '.join(tables.ASSESSMENT_LISTS)}"
-            )
+            lists = ", ".join(report.lists()) or "it has none"
+            raise CommandError(f"unknown list {opts['list']!r} of that report: {lists}")
         write_csv(sys.stdout, csv.header, csv.rows())
