@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from accounts.models import AuditEntry, Customer, Membership
@@ -206,6 +206,44 @@ def test_others_objects_answer_404_not_403(two_customers):
     assert b.get(f"/portal/jobs/{job_b.pk}/").status_code == 200
     page = body_of(b.get("/portal/"))
     assert "Bravo Warehouse Move" in page and "Alpha Payroll Migration" not in page
+
+
+def report_requests(job: MigrationJob) -> Iterator[tuple[str, str, dict]]:
+    """(method, path, query) of every report of `job`: each page, its CSV and each of its
+    CSV lists, a pass asked for by number, and the live, completion and accept views."""
+    from reports.registry import REPORTS
+
+    for kind, report in REPORTS.items():
+        url = reverse("reports:job_report", args=[job.pk, kind])
+        yield "get", url, {}
+        yield "get", url, {"pass": "1", "issues": "1"}
+        yield "get", url, {"format": "csv"}
+        for listing in report.lists():
+            yield "get", url, {"format": "csv", "list": listing}
+    for name in ("reports:job", "reports:job_live", "reports:job_completion"):
+        yield "get", reverse(name, args=[job.pk]), {}
+    yield "get", reverse("reports:job_live", args=[job.pk]), {"compact": "1"}
+    yield "post", reverse("reports:job_accept", args=[job.pk]), {}
+
+
+def test_every_report_and_csv_of_another_customers_job_is_a_404(two_customers):
+    job_a, job_b, viewer_a, viewer_b, staff = two_customers
+    requests = list(report_requests(job_a))
+    kinds = {path.rstrip("/").rsplit("/", 1)[1] for _, path, _ in requests}
+    assert {"permissions", "assessment", "files", "events"} <= kinds
+    a, b = signed_in(viewer_a), signed_in(viewer_b)
+    for method, path, query in requests:
+        if method == "get":  # the request is real: A's own viewer is answered
+            assert a.get(path, query).status_code == 200, (path, query)
+        response = getattr(b, method)(path, query)
+        assert response.status_code == 404, (method, path, query)
+        assert not any(m.lower() in body_of(response).lower() for m in A_MARKERS), path
+    files = body_of(a.get(reverse("reports:job_report", args=[job_a.pk, "files"]),
+                          {"format": "csv"}))  # fmt: skip
+    assert "alpha-salaries-2024" in files  # what B was refused is there
+    for _method, path, query in report_requests(job_b):  # and B reads its own
+        if _method == "get":
+            assert b.get(path, query).status_code == 200, (path, query)
 
 
 def test_one_selector_decides(two_customers, django_user_model):

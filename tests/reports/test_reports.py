@@ -15,13 +15,14 @@ from accounts.choices import AccountSource, MembershipSource
 from accounts.models import Customer, Membership, Profile
 from jobs import services
 from jobs.models import Event, MigrationJob
+from reports.registry import REPORTS
 from tests.jobs.conftest import REPO, base_env, current_db_url
-from tests.jobs.factories import Steps
+from tests.jobs.test_execution import Steps
+from tests.jobs.test_permissions import RULES, acl_share, run_job, smb_job  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HOSTILE = '=HYPERLINK("x")<img src=x onerror=alert(1)>, "q".txt'
-REPORTS = ["summary", "files", "errors", "renames", "passes", "events", "assessment"]
 
 
 def viewer(django_user_model, name: str, customer: Customer) -> Client:
@@ -44,6 +45,7 @@ def finished_job(tmp_path):
     (src / HOSTILE).write_text("hostile")
     (src / "a:b.txt").write_text("renamed on windows")
     (src / "Thumbs.db").write_text("junk")
+    (src / "Über café 日本.txt").write_text("not ASCII")  # the CSVs are UTF-8 everywhere
     (dst / "docs").mkdir(parents=True)
     (dst / "docs" / "notes.txt").mkdir()  # a folder in the way: that file fails
     customer = Customer.objects.create(name="Acme Corp")
@@ -146,24 +148,68 @@ def test_another_customer_gets_404_for_every_report_and_csv(finished_job, django
     )
 
 
-def test_migrator_report_command_writes_the_same_csv(finished_job):
+def migrator_report(job_id: int, report: str, *args: str) -> bytes:
+    """What `manage.py migrator_report` writes to stdout, as bytes."""
     out = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "migrator_report",
-            str(finished_job.pk),
-            "--report",
-            "errors",
-        ],
-        cwd=REPO,
-        env=base_env(current_db_url()),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    rows = list(csv.reader(io.StringIO(out.stdout)))
-    assert rows[0][0] == "source_path" and [r[0] for r in rows[1:]] == ["docs/notes.txt"]
+        [sys.executable, "manage.py", "migrator_report", str(job_id), "--report", report, *args],
+        cwd=REPO, env=base_env(current_db_url()), capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr.decode()
+    return out.stdout
+
+
+def assert_cli_writes_the_web_csv(client: Client, job: MigrationJob, *, lists: bool) -> dict:
+    """Every report of `job` (and, with `lists`, every list of each): the command's CSV is
+    the staff's download, byte for byte. Returns {(report, list): rows} to look into."""
+    found = {}
+    for kind, report in REPORTS.items():
+        for listing in ["", *(report.lists() if lists else ())]:
+            params = {"format": "csv", **({"list": listing} if listing else {})}
+            response = client.get(reverse("reports:job_report", args=[job.pk, kind]), params)
+            assert response.status_code == 200, (kind, listing)
+            web = b"".join(response.streaming_content)
+            cli = migrator_report(job.pk, kind, *(["--list", listing] if listing else []))
+            assert cli == web, (kind, listing)
+            found[kind, listing] = list(csv.reader(io.StringIO(web.decode("utf-8"))))
+    return found
+
+
+def test_migrator_report_command_writes_the_same_csv(finished_job, admin_client):
+    rows = assert_cli_writes_the_web_csv(admin_client, finished_job, lists=False)
+    errors = rows["errors", ""]
+    assert errors[0][0] == "source_path" and [r[0] for r in errors[1:]] == ["docs/notes.txt"]
+    files = [r[0] for r in rows["files", ""][1:]]
+    assert "Über café 日本.txt" in files and "'" + HOSTILE in files  # as UTF-8, neutralised
+    assert {r[0] for r in rows["renames", ""][1:]} >= {"a:b.txt", "Thumbs.db"}
+    assert ["state", "Completed with errors"] in rows["summary", ""]
+    assert [r[0] for r in rows["passes", ""][1:]] == ["1"]
+    assert any(r[2] == "internal detail" for r in rows["events", ""])  # staff: all events
+    assert rows["assessment", ""][0] == ["group", "item", "value"]
+    assert rows["permissions", ""] == [list(rows["permissions", ""][0])]  # no ACLs: header
+    assert rows["permissions", ""][0][0] == "path"
+
+
+def test_migrator_report_writes_the_web_csv_of_an_assessed_smb_job_with_permissions(
+    samba_dc,
+    acl_share,  # noqa: F811 - the module-scoped fixture of tests.jobs.test_permissions
+    tmp_path,
+    admin_client,
+):
+    """An SMB source with its ACLs: assessed (pass 1), then copied (pass 2), so every report
+    and every list has rows; each is the same from the command and the page."""
+    job = smb_job(samba_dc, acl_share, (tmp_path / "dst").as_uri(),
+                  {"assess_only": True, "permissions": RULES})  # fmt: skip
+    assert run_job(job).state == "assessed"
+    MigrationJob.objects.filter(pk=job.pk).update(options={"permissions": RULES})
+    job = run_job(job)
+    assert job.state == "completed"
+
+    rows = assert_cli_writes_the_web_csv(admin_client, job, lists=True)
+    assert [r[0] for r in rows["passes", ""][1:]] == ["1", "2"]
+    assert ["total", "files", "7"] in rows["assessment", ""]
+    assert len(rows["assessment", "unmapped_identities"]) == 3  # the deleted user, the foreign
+    assert len(rows["permissions", ""]) == 15  # header and the 14 items with an ACL
+    assert len(rows["permissions", "issues"]) > 1 and len(rows["permissions", "summary"]) > 1
 
 
 def test_assessment_page_lists_and_one_click_migration(tmp_path, django_user_model, client):
