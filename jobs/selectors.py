@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 
 from django.db import connection
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Window
@@ -266,12 +267,7 @@ class ManifestFilter:
 
     @classmethod
     def from_query(cls, query) -> ManifestFilter:
-        return cls(
-            state=query.get("state", ""),
-            reason=query.get("reason", ""),
-            prefix=query.get("prefix", ""),
-            kind=query.get("kind", ""),
-        )
+        return cls(**{f.name: query.get(f.name, "") for f in dataclass_fields(cls)})
 
 
 def manifest_queryset(*, job_pass: Pass, filters: ManifestFilter) -> QuerySet[FileItem]:
