@@ -28,12 +28,6 @@ def check_relative(path: str) -> str:
     return path
 
 
-def _undecodable(path: str) -> ScanError:
-    """A name that is not UTF-8 (os.fsdecode's escapes), shown with its bytes escaped."""
-    shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return ScanError(shown, InvalidPath(shown, "name is not valid UTF-8"), "file")
-
-
 def _wrap(exc: OSError, path: str) -> StorageError:
     if isinstance(exc, FileNotFoundError):
         return NotFound(path, "no such file or folder")
@@ -46,10 +40,8 @@ def _wrap(exc: OSError, path: str) -> StorageError:
 
 class LocalConnector(Connector):
     scheme = "file"
+    # no hashes for free, nanosecond mtimes, no ACLs: the defaults
     capabilities = Capabilities(
-        hashes=frozenset(),
-        mtime_precision_ns=1,
-        acl=False,
         max_name_bytes=255,  # NAME_MAX of Linux filesystems
         max_path_bytes=4095,  # PATH_MAX, 4,096 with the terminating NUL
     )
@@ -84,7 +76,7 @@ class LocalConnector(Connector):
                 dirents = sorted(it, key=lambda d: d.name)
         except OSError as exc:
             return [ScanError(rel, _wrap(exc, rel))]
-        return children(rel, ((d.name, d) for d in dirents), self._child, _undecodable)
+        return children(rel, ((d.name, d) for d in dirents), self._child)
 
     def _child(self, path: str, d: os.DirEntry) -> Entry | ScanError:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from .base import Entry, ScanError
+from .errors import InvalidPath
 
 T = TypeVar("T")
 
@@ -53,11 +54,10 @@ def children(
     rel: str,
     listing: Iterable[tuple[str, T]],
     entry: Callable[[str, T], Entry | ScanError],
-    bad_name: Callable[[str], ScanError],
 ) -> list[Entry | ScanError]:
-    """One folder's listing, (name, what the storage listed) sorted by name, as entries:
-    "." and ".." and our temp files left out, a name that is not valid Unicode reported
-    by `bad_name(path)` instead of `entry(path, listed)`."""
+    """One folder's listing, (name, what the storage listed) sorted by name, as entries
+    made by `entry(path, listed)`: "." and ".." and our temp files left out, a name that
+    is not valid Unicode reported as a ScanError of that one entry."""
     out: list[Entry | ScanError] = []
     for name, listed in listing:
         if name in (".", "..") or is_temp(name):
@@ -66,7 +66,18 @@ def children(
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:
-            out.append(bad_name(path))
+            shown = _escaped(path)
+            out.append(ScanError(shown, InvalidPath(shown, "name is not valid Unicode"), "file"))
             continue
         out.append(entry(path, listed))
     return out
+
+
+def _escaped(path: str) -> str:
+    """A path with lone surrogates, printable: os.fsdecode's escapes of undecodable
+    bytes (local names) shown as the bytes, other lone surrogates (SMB's UTF-16) as
+    code points."""
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -109,19 +109,12 @@ def _valid_name(name: str) -> bool:
     return hard_limits_for("smb").is_valid(name)
 
 
-def _undecodable(path: str) -> ScanError:
-    """A name with a lone surrogate (not UTF-16 the server should send), shown escaped."""
-    shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
-    return ScanError(shown, InvalidPath(shown, "name is not valid Unicode"))
-
-
 # --- the connector ----------------------------------------------------------------------------
 
 
 class SMBConnector(Connector):
     scheme = "smb"
     capabilities = Capabilities(
-        hashes=frozenset(),
         mtime_precision_ns=100,
         acl=True,
         case_insensitive=True,
@@ -366,7 +359,7 @@ class SMBConnector(Connector):
                 pause = min(pause * 2, 4.0)
             except StorageError as exc:
                 return [ScanError(rel, exc)]
-        return children(rel, ((row[0], row) for row in sorted(raw)), self._listed, _undecodable)
+        return children(rel, ((row[0], row) for row in sorted(raw)), self._listed)
 
     @staticmethod
     def _listed(path: str, row: tuple[str, int, int, int]) -> Entry:
