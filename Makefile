@@ -58,6 +58,7 @@ format: venv
 
 test: system-test venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/bandit -q -c pyproject.toml -r migrator jobs accounts reports -lll
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@echo "--- the job-execution tests again on PostgreSQL + Redis ---"
 	$(PY) -m tests.servers.stack -- $(PY) -m pytest $(PG_TESTS) $(PYTEST_ARGS)
