@@ -40,17 +40,17 @@ class _Folder:
 
 
 def unsafe_reason(rel: str) -> str:
-    """A path that is not a plain relative path (absolute, '..', '.', empty parts)."""
+    """A path no destination name can be made of: absolute, or holding NUL. (Parts
+    "", "." and "..", which object stores allow, are names the sanitizer renames.)"""
     if not rel:
         return ""
     if "\x00" in rel:
         return "name contains a NUL character"
     if rel.startswith(("/", "\\")):  # "C:x" is a name here; the profile handles ':'
-        return "absolute path"
-    # a part "", "." or "..", found without splitting (this runs for every entry)
-    wrapped = f"/{rel}/"
-    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
-        return "path would escape the destination root"
+        return (
+            "the name begins with a separator right below the source folder (an absolute "
+            "path here): choose the folder above it as the source to carry it over"
+        )
     return ""
 
 

@@ -73,6 +73,10 @@ class Capabilities:
     watch: bool = False
     case_insensitive: bool = False
     directories: bool = True  # False for object stores: folders are implied by names
+    # True for object stores: a listed name is an opaque string, where "", "." and ".."
+    # parts ("a//b", "a/./b") are characters of one object's name, read as they are (a
+    # write still refuses them; the planner renames them for the destination)
+    literal_names: bool = False
     writable: bool = True
     # Names the storage itself refuses, whatever sanitization profile a job picks (read by
     # migrator.sanitize.hard_limits_for). Lengths count UTF-8 bytes, or UTF-16 code units

@@ -60,15 +60,19 @@ class ChecksumMismatch(StorageError):
 # -- names -----------------------------------------------------------------------------
 
 
-def check_relative(path: str) -> str:
+def check_relative(path: str, *, literal: bool = False) -> str:
     """A relative object path, or InvalidPath: no '..', '.', empty parts, leading '/',
-    or characters GCS refuses (CR, LF, NUL)."""
+    or characters GCS refuses (CR, LF, NUL). `literal`: the name of an object as listed
+    at a source, where such parts are just characters of the name (nothing is written
+    under it; the planner gives it a safe name at the destination)."""
     if path in ("", "."):
         return ""
+    if any(ch in path for ch in "\r\n\x00") and not literal:
+        raise InvalidPath(path, "CR, LF or NUL in name")
+    if literal:
+        return path
     if path.startswith("/"):
         raise InvalidPath(path, "absolute path")
-    if any(ch in path for ch in "\r\n\x00"):
-        raise InvalidPath(path, "CR, LF or NUL in name")
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise InvalidPath(path, "path would escape the destination root")
@@ -343,6 +347,7 @@ class GCSConnector(Connector):
         mtime_precision_ns=1,  # our custom metadata keeps nanoseconds
         acl=False,
         directories=False,
+        literal_names=True,
         max_name_bytes=MAX_NAME_BYTES,  # a part can be no longer than the whole name
         max_path_bytes=MAX_NAME_BYTES,
         forbidden_chars=frozenset("\r\n"),
@@ -359,8 +364,8 @@ class GCSConnector(Connector):
     def __repr__(self) -> str:
         return f"GCSConnector(gs://{self.bucket_name}/{self.root})"
 
-    def _name(self, path: str) -> str:
-        name = self.root + check_relative(path)
+    def _name(self, path: str, *, literal: bool = False) -> str:
+        name = self.root + check_relative(path, literal=literal)
         if name.startswith(RESERVED_PREFIX):
             raise InvalidPath(path, f"GCS reserves names under {RESERVED_PREFIX}")
         if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
@@ -404,21 +409,35 @@ class GCSConnector(Connector):
         for name, is_folder, blob in in_path_order(listing()):
             if name == "" and not is_folder:
                 continue  # the folder's own placeholder object "rel/"
+            if name == "" and not rel:  # objects named "/…": no folder path can hold them
+                yield from self._rooted(base)
+                continue
+            # "" (from "a//b"), "." and ".." are names like any other here: the planner
+            # renames them for the destination (never a path that climbs out of it)
             path = f"{rel}/{name}" if rel else name
-            if name in ("", ".", ".."):
-                path = path or "/"
-                yield ScanError(path, InvalidPath(path, f"unusable name {name!r} in object name"))
-            elif is_folder:
+            if is_folder:
                 yield Entry(path, "dir")
             else:
                 yield self._entry(path, blob)
         if failure is not None:
             yield ScanError(rel, failure)
 
+    def _rooted(self, base: str) -> Iterator[Entry | ScanError]:
+        """Every object whose name has "/" right after the root: each its own failed entry
+        (a leading "/" makes an absolute path), listed as they come."""
+        try:
+            for blob in self.client.list_blobs(
+                self.bucket, prefix=f"{base}/", timeout=TIMEOUT, retry=None
+            ):
+                path = blob.name[len(base) :]
+                yield ScanError(path, InvalidPath(path, "object name begins with '/'"), "file")
+        except Exception as exc:
+            yield ScanError("/", _wrap(exc, "/"))
+
     # single objects
 
     def stat(self, path: str) -> Entry:
-        name = self._name(path)
+        name = self._name(path, literal=True)  # reads only: a listed name as it is
         if not name or name == self.root:
             return Entry("", "dir")
         try:
@@ -458,7 +477,7 @@ class GCSConnector(Connector):
         return next(iter(listed), None) is not None
 
     def open(self, path: str) -> BinaryIO:
-        name = self._name(path)
+        name = self._name(path, literal=True)  # reads only: a listed name as it is
         if name == self.root:
             raise StorageError(path, "is a folder")
         return _ObjectReader(self.bucket.blob(name), path)  # type: ignore[return-value]

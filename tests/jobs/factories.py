@@ -73,7 +73,7 @@ class Steps:
 
 
 def new_job(src_url: str, dst_url: str, **kwargs) -> MigrationJob:
-    customer = Customer.objects.create(name="ACME")
+    customer, _ = Customer.objects.get_or_create(name="ACME")
     source = services.endpoint_create(name="s", url=src_url, customer=customer)
     destination = services.endpoint_create(name="d", url=dst_url, customer=customer)
     return services.job_create(

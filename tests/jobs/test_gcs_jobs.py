@@ -83,3 +83,57 @@ def test_destination_down_mid_job_retries_then_fails_with_reason(tmp_path, setti
     assert (p.seen, p.failed, p.pending) == (5, 5, 0)
     items = FileItem.objects.filter(job=job, kind="file")
     assert {(i.reason, i.attempts) for i in items} == {("destination_unavailable", 3)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_objects_with_empty_and_dot_parts_each_get_a_row_and_a_safe_name(tmp_path, gcs_server):
+    """Legal object names that no folder tree can hold as they are ("in//abs.txt",
+    "in/./dot.txt"): each object is one manifest row, carried over under a renamed
+    folder (in the rename report), `seen` equals the objects listed, nothing escapes.
+    Right below the source folder ("//" just after "in/") they fail, each with a reason."""
+    bucket = gcs_server.make_bucket()
+    names = {
+        "in/plain.txt": b"plain",
+        "in//abs.txt": b"one empty part",
+        "in///abs2.txt": b"two empty parts",
+        "in/./dot.txt": b"a dot part",
+        "in/a//b.txt": b"empty part lower down",
+        "in/a/c.txt": b"c",
+    }
+    raw = gcs_server.client().bucket(bucket)
+    for name, data in names.items():
+        raw.blob(name).upload_from_string(data, retry=None)
+    root = tmp_path / "root"
+    whole = new_job(f"gs://{bucket}", (root / "dst").as_uri())
+    with Steps() as steps:
+        services.job_start(job=whole)
+        steps.run()
+    whole.refresh_from_db()
+    p = Pass.objects.get(job=whole)
+    assert (p.seen, p.copied, p.failed, p.pending) == (6, 6, 0, 0)
+    assert whole.state == JobState.COMPLETED
+    rows = FileItem.objects.filter(job_pass=p, kind="file")
+    files = dict(rows.values_list("source_path", "dest_path"))
+    assert files["in//abs.txt"] == "in/_/abs.txt"
+    assert files["in///abs2.txt"] == "in/_/_/abs2.txt"
+    assert files["in/a//b.txt"] == "in/a/_/b.txt"
+    # "in/" and "in/." cannot both become "in/_": the second gets a stable suffix
+    assert files["in/./dot.txt"].startswith("in/_~") and files["in/./dot.txt"].endswith("/dot.txt")
+    assert (files["in/plain.txt"], files["in/a/c.txt"]) == ("in/plain.txt", "in/a/c.txt")
+    folders = FileItem.objects.filter(job_pass=p, kind="dir")
+    renamed = dict(folders.exclude(rules="").values_list("source_path", "rules"))
+    assert renamed["in/"] == "empty_name" and "dot_name" in renamed["in/."]
+    assert tree_of(root / "dst") == {dst: names[src] for src, dst in files.items()}
+    assert sorted(x.name for x in root.iterdir()) == ["dst"]  # nothing beside the root
+
+    below = new_job(f"gs://{bucket}/in", (root / "dst2").as_uri())
+    with Steps() as steps:
+        services.job_start(job=below)
+        steps.run()
+    p = Pass.objects.get(job=below)
+    assert (p.seen, p.copied, p.failed, p.pending) == (6, 4, 2, 0)
+    failed = FileItem.objects.filter(job_pass=p, state="failed")
+    assert sorted(failed.values_list("source_path", "reason")) == [
+        ("//abs2.txt", "unsafe_path"), ("/abs.txt", "unsafe_path")
+    ]  # fmt: skip
+    assert all("choose the folder above" in m for m in failed.values_list("message", flat=True))

@@ -18,6 +18,7 @@ from migrator.storage import (
     AccessDenied,
     ConnectFailed,
     Entry,
+    InvalidPath,
     NotFound,
     ScanError,
     StorageError,
@@ -203,16 +204,36 @@ def test_a_file_and_a_folder_of_one_name_are_both_listed(gcs, bucket):
     ]
 
 
-def test_names_no_folder_can_hold_are_reported_and_the_walk_goes_on(gcs, bucket):
+def test_empty_and_dot_parts_are_listed_as_names_and_every_object_is_reached(gcs, bucket):
     # (the emulator itself cannot store a '..' component; real GCS can)
-    for name in ("root/a//b", "root/b/./c", "root/c/ok.txt"):
-        bucket.blob(name).upload_from_string(b"x", retry=None)
+    for name in ("root/a//b", "root/a///b2", "root/b/./c", "root/c/ok.txt"):
+        bucket.blob(name).upload_from_string(name.encode(), retry=None)
 
     items = list(gcs.scan())
 
-    errors = [(i.path, i.error.reason) for i in items if isinstance(i, ScanError)]
-    assert errors == [("a/", "unsafe_path"), ("b/.", "unsafe_path")]
-    assert [i.path for i in items if isinstance(i, Entry)] == ["a", "b", "c", "c/ok.txt"]
+    assert not [i for i in items if isinstance(i, ScanError)]
+    assert [(i.path, i.kind) for i in items] == [
+        ("a", "dir"), ("a/", "dir"), ("a//", "dir"), ("a///b2", "file"), ("a//b", "file"),
+        ("b", "dir"), ("b/.", "dir"), ("b/./c", "file"), ("c", "dir"), ("c/ok.txt", "file"),
+    ]  # fmt: skip
+    with gcs.open("a//b") as stream:  # read back under the listed name, as it is
+        assert stream.read() == b"root/a//b"
+    assert gcs.stat("b/./c").size == len(b"root/b/./c")
+    with pytest.raises(InvalidPath):  # but never written under such a name
+        gcs.write("x//y", io.BytesIO(b"no"), Entry("x//y", "file", 2, 0))
+
+
+def test_objects_named_with_a_leading_slash_are_each_reported(bucket):
+    for name in ("/abs.txt", "//deeper/x.txt", "plain.txt"):
+        bucket.blob(name).upload_from_string(b"x", retry=None)
+    conn = connector_for(f"gs://{bucket.name}")
+    try:
+        items = list(conn.scan())
+    finally:
+        conn.close()
+    failed = sorted(i.path for i in items if isinstance(i, ScanError))
+    assert failed == ["//deeper/x.txt", "/abs.txt"]
+    assert "plain.txt" in [i.path for i in items if isinstance(i, Entry)]
 
 
 def test_delete_of_a_folder_with_objects_is_refused(gcs):
