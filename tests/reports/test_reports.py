@@ -17,7 +17,7 @@ from jobs import services
 from jobs.models import Event, MigrationJob
 from reports.registry import REPORTS
 from tests.jobs.conftest import REPO, base_env, current_db_url
-from tests.jobs.test_execution import Steps
+from tests.jobs.factories import Steps
 from tests.jobs.test_permissions import RULES, acl_share, run_job, smb_job  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
