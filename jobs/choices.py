@@ -94,6 +94,7 @@ class Reason(models.TextChoices):
     UNSAFE_PATH = "unsafe_path", "Path would escape the destination or is invalid there"
     INVALID_NAME = "invalid_name", "Name the destination cannot hold"
     CHECKSUM_MISMATCH = "checksum_mismatch", "Checksum mismatch after copy"
+    CHANGED_DURING_COPY = "changed_during_copy", "Changed while it was copied (after retries)"
     SOURCE_UNAVAILABLE = "source_unavailable", "Source unavailable (after retries)"
     DESTINATION_UNAVAILABLE = "destination_unavailable", "Destination unavailable (after retries)"
     DESTINATION_ERROR = "destination_error", "Destination refused the write"

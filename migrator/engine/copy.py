@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from migrator.storage import Connector, Entry, InvalidPath, NotFound, StorageError
+from migrator.storage import (
+    ChangedDuringCopy,
+    Connector,
+    Entry,
+    InvalidPath,
+    NotFound,
+    StorageError,
+)
 
 from .compare import newer, same_file
 from .streams import HashingReader, RateLimiter, keep_freed_buffers
@@ -90,11 +97,22 @@ class SourceFailed(Exception):
 
 class _GuardedReader(HashingReader):
     """Tags errors raised while reading the source, so they are not blamed on the
-    destination that was pulling the bytes."""
+    destination that was pulling the bytes. At the end of the stream it asks the source
+    whether the file moved while it was read: if so the read fails, and so the
+    destination's atomic write keeps nothing of it (never a torn object)."""
+
+    def __init__(self, raw, limiter, changed: Callable[[object], str], path: str) -> None:
+        super().__init__(raw, limiter)
+        self._changed, self._path = changed, path
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return super().read(size)
+            data = super().read(size)
+            if not data and size != 0:
+                moved = self._changed(self.raw)
+                if moved:
+                    raise ChangedDuringCopy(self._path, moved)
+            return data
         except Exception as exc:
             raise SourceFailed(exc) from exc
 
@@ -227,7 +245,7 @@ def _copy_attempt(
         raw = src.open(task.source_path)
     except (StorageError, OSError) as exc:
         raise SourceFailed(exc) from exc
-    reader = _GuardedReader(raw, limiter)
+    reader = _GuardedReader(raw, limiter, src.changed_while_read, task.source_path)
     try:
         written = dst.write(target, reader, entry)  # type: ignore[arg-type]
     finally:

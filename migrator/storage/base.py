@@ -138,6 +138,12 @@ class Connector(abc.ABC):
         skip asking for every file whether it is already there."""
         return None
 
+    def changed_while_read(self, stream: BinaryIO) -> str:
+        """Called when a stream from open() has given its last byte: what moved in the
+        source file while it was read (size, mtime), in words, or "" when nothing did
+        or this storage cannot tell cheaply."""
+        return ""
+
     def read_acl(self, path: str) -> object:
         raise Unsupported(path, "this storage has no ACLs")
 

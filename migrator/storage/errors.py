@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "ChangedDuringCopy",
     "ConnectFailed",
     "InvalidPath",
     "Locked",
@@ -48,6 +49,13 @@ class Transient(StorageError):
 
     reason = "unavailable"
     transient = True
+
+
+class ChangedDuringCopy(Transient):
+    """The source file's size or mtime moved while it was read: what was read may be
+    torn, so nothing is kept of it; retried, then failed with this reason."""
+
+    reason = "changed_during_copy"
 
 
 class Unsupported(StorageError):

@@ -106,11 +106,25 @@ class LocalConnector(Connector):
 
     def open(self, path: str) -> BinaryIO:
         try:
-            return open(self._abs(path), "rb", buffering=0)  # noqa: SIM115 - caller closes
+            stream = open(self._abs(path), "rb", buffering=0)  # noqa: SIM115 - caller closes
         except IsADirectoryError as exc:
             raise StorageError(path, "is a folder") from exc
         except OSError as exc:
             raise _wrap(exc, path) from exc
+        opened = os.fstat(stream.fileno())  # ~1 µs: what changed_while_read compares with
+        stream.opened_as = (opened.st_size, opened.st_mtime_ns)  # type: ignore[attr-defined]
+        return stream
+
+    def changed_while_read(self, stream: BinaryIO) -> str:
+        before = getattr(stream, "opened_as", None)
+        if before is None or stream.closed:
+            return ""
+        now = os.fstat(stream.fileno())
+        if now.st_size != before[0]:
+            return f"its size went from {before[0]} to {now.st_size} bytes while it was read"
+        if now.st_mtime_ns != before[1]:
+            return "it was modified while it was read"
+        return ""
 
     def _ensure_parent(self, full: str) -> None:
         parent = os.path.dirname(full)

@@ -6,7 +6,7 @@ import io
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ..errors import Transient
+from ..errors import ChangedDuringCopy, Transient
 from .link import _Link, _LinkLost
 from .wire import (
     FILE_NON_DIRECTORY_FILE,
@@ -77,7 +77,7 @@ class _Reader(io.RawIOBase):
         opened = _Opened(self._c._check(result, self._rel))
         self._link, self._file_id = link, opened.file_id
         if (opened.size, opened.mtime) != (self._first.size, self._first.mtime):
-            raise Transient(self._rel, "file changed while it was read")
+            raise ChangedDuringCopy(self._rel, "it changed while it was read")
 
     def _fill(self) -> None:
         if not self._file_id:
@@ -96,10 +96,10 @@ class _Reader(io.RawIOBase):
             self._file_id = b""
             raise Transient(self._rel, f"connection lost while reading: {exc}") from exc
         if isinstance(result, _Failed) and result.status == STATUS_END_OF_FILE:
-            raise Transient(self._rel, "file shrank while it was read")
+            raise ChangedDuringCopy(self._rel, "it shrank while it was read")
         data = _read_payload(self._c._check(result, self._rel))
         if len(data) != length:
-            raise Transient(self._rel, "file changed while it was read")
+            raise ChangedDuringCopy(self._rel, "it changed while it was read")
         self._buf = memoryview(data)
 
     def _next(self, size: int) -> memoryview:

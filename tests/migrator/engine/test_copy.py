@@ -143,3 +143,68 @@ def test_a_new_folder_is_listed_once_instead_of_a_stat_per_file(tmp_path):
     assert Counting.stats == 50
     assert again[7] == State.COPIED and list(again.values()).count(State.UNCHANGED) == 49
     assert (tmp_path / "dst" / "docs" / "f07.txt").read_bytes() == b"x" * 7
+
+
+def _appender(path, stop, every: float = 0.02):
+    import threading
+    import time
+
+    def run():
+        while not stop.is_set():
+            with open(path, "ab") as f:
+                f.write(b"more\n")
+            time.sleep(every)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_file_growing_while_copied_is_retried_and_never_torn(tmp_path):
+    """A log file appended to while it is read: the read that saw it move keeps nothing
+    (the destination's temp file is dropped), the copy is tried again, and once the
+    writer stops the destination holds the file as it is then, whole."""
+    import threading
+
+    from migrator.storage.local import LocalConnector
+
+    src_dir, dst_dir = tmp_path / "src", tmp_path / "dst"
+    src_dir.mkdir()
+    path = src_dir / "app.log"
+    path.write_bytes(b"x" * (1 << 20))
+    stop = threading.Event()
+    writer = _appender(path, stop)
+    threading.Timer(0.6, stop.set).start()  # the writer stops during the retries
+    src, dst = LocalConnector(str(src_dir)), LocalConnector(str(dst_dir))
+    t = CopyTask(1, "app.log", "app.log", size=1 << 20)
+    slow = RateLimiter(4 << 20)  # a quarter of a second to read it
+    out = copy_one(t, src, dst, CopyOptions(backoff=0.3, retry_attempts=5), slow)
+    writer.join()
+    assert (out.state, out.reason) == (State.COPIED, "")
+    assert out.attempts > 1  # the first read saw the file move
+    assert (dst_dir / "app.log").read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in dst_dir.iterdir()) == ["app.log"]  # no temp file left
+
+
+def test_a_file_that_never_stops_changing_fails_with_its_reason_and_leaves_nothing(tmp_path):
+    import threading
+
+    from migrator.storage.local import LocalConnector
+
+    src_dir, dst_dir = tmp_path / "src", tmp_path / "dst"
+    src_dir.mkdir()
+    path = src_dir / "busy.db"
+    path.write_bytes(b"y" * (512 << 10))
+    stop = threading.Event()
+    writer = _appender(path, stop)
+    try:
+        src, dst = LocalConnector(str(src_dir)), LocalConnector(str(dst_dir))
+        t = CopyTask(1, "busy.db", "busy.db", size=512 << 10)
+        slow = RateLimiter(4 << 20)
+        out = copy_one(t, src, dst, CopyOptions(backoff=0.05, retry_attempts=3), slow)
+    finally:
+        stop.set()
+        writer.join()
+    assert (out.state, out.reason, out.attempts) == (State.FAILED, "changed_during_copy", 3)
+    assert "while it was read" in out.message
+    assert not dst_dir.exists() or list(dst_dir.iterdir()) == []
