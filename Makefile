@@ -37,7 +37,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed .env
+
+# this checkout's local settings (read by migrator/settings.py; never committed): dev
+# mode and its own random keys, so the README's commands work as printed without make
+.env:
+	@$(PYTHON) -c 'import base64, os, secrets; print("# made by make: local development settings of this checkout (git ignores it)\nMIGRATOR_DEV=1\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50) + "\nMIGRATOR_FERNET_KEYS=" + base64.urlsafe_b64encode(os.urandom(32)).decode())' > $@
+	@echo "Wrote .env (dev mode, this checkout's own keys)"
 
 run: system-run venv
 	$(PY) manage.py migrate -v0

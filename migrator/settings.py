@@ -12,8 +12,16 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A checkout's own local settings, written by `make` (dev mode and this checkout's own
+# random keys), so a command copied from the README works as printed; the real
+# environment always wins. MIGRATOR_ENV_FILE names another file; empty: none (production).
+_ENV_FILE = os.environ.get("MIGRATOR_ENV_FILE", str(BASE_DIR / ".env"))
+if _ENV_FILE:
+    load_dotenv(_ENV_FILE, override=False)
 
 
 def env(name: str, default: str | None = None, *, required: bool = False) -> str | None:

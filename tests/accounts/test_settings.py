@@ -27,6 +27,7 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         MIGRATOR_DEV="0",
+        MIGRATOR_ENV_FILE="",  # production: no checkout's .env
         DJANGO_SETTINGS_MODULE="migrator.settings",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
         MIGRATOR_FERNET_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
@@ -68,6 +69,42 @@ def test_production_without_https_is_warned_about(tmp_path):
 def test_missing_search_base_fails_fast_naming_the_variable(tmp_path):
     result = manage(tmp_path, "check", AUTH_LDAP_USER_SEARCH_BASE="")
     assert result.returncode != 0 and "AUTH_LDAP_USER_SEARCH_BASE" in result.stderr
+
+
+def test_a_production_misconfiguration_is_one_clear_line_not_a_traceback(tmp_path):
+    result = manage(tmp_path, "check", DJANGO_SECRET_KEY="")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "manage.py: configuration: Set the environment variable DJANGO_SECRET_KEY.\n"
+    )
+
+
+def test_the_readme_one_shot_command_works_as_printed_without_make(tmp_path):
+    """`make` writes the checkout's .env (dev mode, its own keys); after that the
+    README's commands run as printed, with nothing else in the environment."""
+    made = subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), ".env"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    written = (tmp_path / ".env").read_text()
+    assert "MIGRATOR_DEV=1" in written and "DJANGO_SECRET_KEY=" in written
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "MIGRATOR_"))}
+    for name in ("DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"):
+        env.pop(name, None)
+    env.update(MIGRATOR_ENV_FILE=str(tmp_path / ".env"),
+               DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")  # fmt: skip
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "report.txt").write_text("quarterly")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    assert run("migrate", "-v0").returncode == 0
+    result = run("migrator_run", "--source", str(tmp_path / "share"),
+                 "--destination", str(tmp_path / "dst"), "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"copied": 1' in result.stdout and "Traceback" not in result.stderr
+    assert (tmp_path / "dst" / "report.txt").read_text() == "quarterly"
 
 
 def test_staff_directory_from_the_environment():
