@@ -160,7 +160,7 @@ def job_start(*, job: MigrationJob, user=None) -> MigrationJob:
         job.finished_at = None
         job.error = ""
         job.save(update_fields=["state", "queued_at", "finished_at", "error"])
-        event_add(job_id=job.pk, message=f"Queued by {_who(user)}.")
+        event_add_by(job_id=job.pk, done="Queued", user=user)
         audit_record(action=AuditAction.START, obj=job, user=user)
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
     return job
@@ -200,7 +200,7 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
 
 
 def job_pause(*, job: MigrationJob, user=None) -> None:
-    _transition(job, JOB_ACTIVE, JobState.PAUSED, f"Paused by {_who(user)}.")
+    _transition(job, JOB_ACTIVE, JobState.PAUSED, "Paused", user)
     audit_record(action=AuditAction.PAUSE, obj=job, user=user)
 
 
@@ -215,7 +215,7 @@ def job_resume(*, job: MigrationJob, user=None) -> None:
         else:
             state = JobState.COPYING if p.scan_finished else JobState.SCANNING
         MigrationJob.objects.filter(pk=job.pk).update(state=state, last_activity=timezone.now())
-        event_add(job_id=job.pk, message=f"Resumed by {_who(user)}.")
+        event_add_by(job_id=job.pk, done="Resumed", user=user)
         audit_record(action=AuditAction.RESUME, obj=job, user=user)
         if p is None:
             enqueue("jobs.tasks.customer_dispatch", job.customer_id)
@@ -229,8 +229,7 @@ def job_resume(*, job: MigrationJob, user=None) -> None:
 
 def job_cancel(*, job: MigrationJob, user=None) -> None:
     with transaction.atomic():
-        _transition(job, (*JOB_ACTIVE, JobState.PAUSED), JobState.CANCELLED,
-                    f"Cancelled by {_who(user)}.")  # fmt: skip
+        _transition(job, (*JOB_ACTIVE, JobState.PAUSED), JobState.CANCELLED, "Cancelled", user)
         audit_record(action=AuditAction.CANCEL, obj=job, user=user)
         now = timezone.now()
         MigrationJob.objects.filter(pk=job.pk).update(finished_at=now)
@@ -270,14 +269,14 @@ def job_retry_failed(*, job: MigrationJob, user=None) -> int:
         MigrationJob.objects.filter(pk=job.pk).update(
             state=JobState.COPYING, finished_at=None, last_activity=now
         )
-        event_add(job_id=job.pk, message=f"Retrying {len(rows)} failed file(s), by {_who(user)}.")
+        event_add_by(job_id=job.pk, done=f"Retrying {len(rows)} failed file(s)", user=user)
         audit_record(action=AuditAction.RETRY, obj=job, user=user, detail=f"{len(rows)} file(s)")
         for batch in batches:
             enqueue("jobs.tasks.copy_batch", batch.pk)
     return len(rows)
 
 
-def _transition(job: MigrationJob, allowed: Iterable[str], to: str, message: str) -> None:
+def _transition(job: MigrationJob, allowed: Iterable[str], to: str, done: str, user) -> None:
     with transaction.atomic():
         changed = MigrationJob.objects.filter(pk=job.pk, state__in=list(allowed)).update(
             state=to, last_activity=timezone.now()
@@ -285,11 +284,23 @@ def _transition(job: MigrationJob, allowed: Iterable[str], to: str, message: str
         if not changed:
             job.refresh_from_db()
             raise JobStateError(f"Job “{job.name}” is {job.get_state_display().lower()}.")
-        event_add(job_id=job.pk, level=EventLevel.INFO, message=message)
+        event_add_by(job_id=job.pk, done=done, user=user)
 
 
 def _who(user) -> str:
     return getattr(user, "username", None) or "the system"
+
+
+def event_add_by(*, job_id: int, done: str, user) -> None:
+    """What a person did ("Queued", "Paused"): staff read who it was; customers read that
+    support did it, never a staff account's name."""
+    person = bool(getattr(user, "pk", None))
+    event_add_detail(
+        job_id=job_id,
+        level=EventLevel.INFO,
+        detail=f"{done} by {_who(user)}.",
+        public=f"{done} by the support team." if person else f"{done}.",
+    )
 
 
 # --- events -------------------------------------------------------------------------------
@@ -587,8 +598,9 @@ def identity_overrides_import(*, job: MigrationJob, data: bytes | str, user=None
                              line=lines.get(key, 0))
             for key, identity in parsed.items()
         )  # fmt: skip
-        who = getattr(user, "username", None) or "the system"
-        event_add(job_id=job.pk, message=f"Identity CSV imported by {who}: {len(parsed)} line(s).")
+        event_add_by(
+            job_id=job.pk, done=f"Identity CSV of {len(parsed)} line(s) imported", user=user
+        )
     return len(parsed)
 
 

@@ -216,3 +216,35 @@ def test_job_list_costs_the_same_queries_for_one_job_or_many(people, tmp_path):
     one = queries()
     made += [make_and_run(n) for n in range(1, 5)]
     assert queries() == one
+
+
+def test_customers_read_that_support_acted_never_a_staff_account(people, tmp_path):
+    """A job started by a support engineer (pause, resume, cancel and retry say it the same
+    way): staff read the account in
+    the admin's events; the customer's pages and events CSV say "the support team"."""
+    customer, staff, viewer = people
+    staff.username = "ops.jsmith"
+    staff.save()
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a.txt").write_text("a")
+    source = job_services.endpoint_create(name="S", url=src.as_uri(), customer=customer)
+    destination = job_services.endpoint_create(
+        name="D", url=(tmp_path / "dst").as_uri(), customer=customer
+    )
+    job = job_services.job_create(customer=customer, name="Move", source=source,
+                                  destination=destination, user=staff)  # fmt: skip
+    run_to_end(job, user=staff)
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED
+    client = signed_in(viewer)
+    pages = [
+        html(client.get(f"/portal/jobs/{job.pk}/")),
+        html(client.get(f"/reports/jobs/{job.pk}/events/")),
+        client.get(f"/reports/jobs/{job.pk}/events/?format=csv").getvalue().decode(),
+    ]
+    for page in pages:
+        assert "ops.jsmith" not in page
+    assert "Queued by the support team." in pages[1] and "Queued by the support team." in pages[2]
+    staff_view = html(signed_in(staff).get(f"/reports/jobs/{job.pk}/events/"))
+    assert "Queued by ops.jsmith." in staff_view
