@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from accounts import crypto
@@ -59,6 +60,11 @@ class Endpoint(models.Model):
     @property
     def has_secret(self) -> bool:
         return bool(self.secret_encrypted)
+
+    def clean(self) -> None:
+        # the URL is shown in lists, events and logs: a password in it would be shown too
+        if urlsplit(self.url).password is not None:
+            raise ValidationError({"url": "Put the password in the secret, not in the URL."})
 
     def set_secret(self, plain: str) -> None:
         self.secret_encrypted = crypto.encrypt(plain)
