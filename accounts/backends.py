@@ -22,7 +22,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.db import transaction
 from django.utils import timezone
-from django_auth_ldap.backend import LDAPBackend
+from django_auth_ldap.backend import LDAPBackend, ldap_error
 from django_auth_ldap.config import LDAPGroupQuery
 
 from . import directory
@@ -169,9 +169,35 @@ class _DirectoryBackend(LDAPBackend):
             )
         stale.delete()
 
+    def recheck(self, user) -> bool | None:
+        """Is `user` still let in by this directory (its account there, its groups)? Asked
+        with the service account, no password. None when the directory could not say
+        (unreachable): the caller keeps what it had. A user it no longer lets in loses
+        the roles and memberships it gave."""
+        login = directory.parse_login(user.username)
+        if not login.name or not self.prepare(login):
+            return None
+        term = login.typed if (self.kind() == AD and login.upn_form) else login.name
+        failed: list[Exception] = []
+
+        def on_error(sender, context, exception, **kwargs) -> None:
+            failed.append(exception)
+
+        ldap_error.connect(on_error)
+        try:
+            found = self.populate_user(term)
+        finally:
+            ldap_error.disconnect(on_error)
+        if failed:
+            return None
+        if found is None:  # gone from the directory, or in none of the mapped groups
+            self.revoke(user)
+            return False
+        return True
+
     def revoke(self, user) -> None:
         """Removed from the directory's groups: nothing is left to the Django user."""
-        type(user).objects.filter(pk=user.pk).update(is_staff=False, is_superuser=False)
+        get_user_model().objects.filter(pk=user.pk).update(is_staff=False, is_superuser=False)
         Membership.objects.filter(user=user, source=MembershipSource.DIRECTORY).delete()
 
     def _member(self, ldap_user, group_dn: str) -> bool:

@@ -212,9 +212,12 @@ from accounts.ldap_config import staff_directory_settings  # noqa: E402
 
 globals().update(staff_directory_settings(os.environ))
 MIGRATOR_DIRECTORY_TIMEOUT = float(env("AUTH_LDAP_TIMEOUT") or "3")
+# a directory user's session is checked against the directory at most this often
+MIGRATOR_DIRECTORY_RECHECK_SECONDS = env_int("MIGRATOR_DIRECTORY_RECHECK_SECONDS", 300)
 INSTALLED_APPS += ["axes"]
 MIDDLEWARE += [
     "accounts.middleware.AuditContextMiddleware",
+    "accounts.middleware.DirectoryRecheckMiddleware",
     "accounts.middleware.StaffOnlyAdminMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes requires
 ]

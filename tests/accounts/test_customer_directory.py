@@ -132,3 +132,30 @@ def test_second_customer_directory_is_used_for_its_own_domain_only(client, samba
     second.save()
     assert login(client, "alice@example.test", samba_dc.users["alice"]).status_code == 302
     assert Membership.objects.get().customer == second
+
+
+def test_a_session_ends_soon_after_the_directory_stops_letting_the_viewer_in(
+    client, customer_ad, samba_dc, settings
+):
+    """Signed in and browsing: while the AD still lets alice in, a re-check keeps her
+    session; once she is no longer in the viewer group, the next request after the
+    re-check interval signs her out, and her membership is gone."""
+    settings.MIGRATOR_DIRECTORY_RECHECK_SECONDS = 300
+    make_job(customer_ad, "Finance share move", "srv/finance")
+    assert login(client, "alice@example.test", samba_dc.users["alice"]).status_code == 302
+    assert "Finance share move" in client.get("/portal/").content.decode()
+    settings.MIGRATOR_DIRECTORY_RECHECK_SECONDS = 0  # every request asks the directory
+    assert client.get("/portal/").status_code == 200  # still a member: asked, kept
+    settings.MIGRATOR_DIRECTORY_RECHECK_SECONDS = 300
+    customer_ad.directory_viewer_group = f"CN=Engineering,CN=Users,{samba_dc.base_dn}"
+    customer_ad.save()
+    # within the interval the session goes on (the directory is not asked per request)
+    assert client.get("/portal/").status_code == 200
+    settings.MIGRATOR_DIRECTORY_RECHECK_SECONDS = 0
+    response = client.get("/portal/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+    assert not Membership.objects.filter(user__username="alice@example.test").exists()
+    after = client.get(response["Location"])
+    assert "Your access was removed in your directory" in after.content.decode()
+    assert client.get("/portal/").status_code == 302  # signed out for good
