@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from migrator.web.csv import csv_filename, csv_response
 
-from . import services
+from . import directory, services
 from .forms import CustomerAdminForm, InvitationAdminForm
 from .models import AuditEntry, Customer, Invitation, Membership, Profile
 
@@ -32,6 +32,7 @@ class CustomerAdmin(admin.ModelAdmin):
     list_display = ["name", "max_running_jobs", "directory_kind", "created_at"]
     search_fields = ["name"]
     inlines = [MembershipInline]
+    actions = ["test_directory"]
     fieldsets = [
         (None, {"fields": ["name", "max_running_jobs"]}),
         (
@@ -54,6 +55,14 @@ class CustomerAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    @admin.action(description="Test directory connection")
+    def test_directory(self, request, queryset) -> None:
+        for customer in queryset:
+            usable, said = directory.customer_directory_test(customer)
+            level = messages.SUCCESS if usable else messages.ERROR
+            verdict = "directory OK" if usable else "directory cannot be used"
+            self.message_user(request, f"{customer.name}: {verdict}. {' '.join(said)}", level)
 
 
 @admin.register(Membership)

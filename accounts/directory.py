@@ -9,6 +9,7 @@ same directory and the same Django user.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -135,3 +136,75 @@ def staff_directory_reachable(timeout: float = 1.0) -> bool:
 
 def mark_directory_available() -> None:
     cache.set(STATE_KEY, "up", STATE_SECONDS)
+
+
+def customer_directory_test(customer: Customer) -> tuple[bool, list[str]]:
+    """Can this customer's directory be used for sign-in, as set on its row? Bind with
+    the service account, then find the user search base and the viewer group. Returns
+    (usable, what was found or what is wrong, in words that say what to fix)."""
+    import ldap
+
+    conf = customer.directory_connection()
+    if not conf["uri"]:
+        return False, ["No directory is set: fill in its URI (ldap://host or ldaps://host)."]
+    timeout = getattr(settings, "MIGRATOR_DIRECTORY_TIMEOUT", 3.0)
+    said: list[str] = []
+    try:
+        conn = ldap.initialize(conf["uri"])
+    except ldap.LDAPError:
+        return False, [f"“{conf['uri']}” is not a directory address: use ldap://host[:port]."]
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, timeout)
+    conn.set_option(ldap.OPT_TIMEOUT, timeout)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    if conf["ca_file"]:
+        conn.set_option(ldap.OPT_X_TLS_CACERTFILE, conf["ca_file"])
+        conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+    try:
+        if conf["start_tls"]:
+            conn.start_tls_s()
+        conn.simple_bind_s(conf["bind_dn"], conf["bind_password"])
+        said.append(
+            f"Connected to {conf['uri']} and signed in as {conf['bind_dn'] or 'anonymous'}."
+        )
+        checks = [
+            ("user search base", conf["user_search_base"]),
+            ("group search base", conf["group_search_base"]),
+            ("viewer group", customer.directory_viewer_group),
+        ]
+        usable = True
+        for what, dn in checks:
+            if not dn:
+                if what != "group search base":
+                    said.append(f"No {what} is set.")
+                    usable = False
+                continue
+            try:
+                found = conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["member"])
+            except ldap.NO_SUCH_OBJECT:
+                said.append(f"The {what} “{dn}” was not found in the directory: check its DN.")
+                usable = False
+                continue
+            members = len(found[0][1].get("member", [])) if found else 0
+            extra = f" ({members} direct member(s))" if what == "viewer group" else ""
+            said.append(f"The {what} “{dn}” was found{extra}.")
+        return usable, said
+    except ldap.INVALID_CREDENTIALS:
+        said.append("The directory refused the bind DN or its password: check both.")
+    except ldap.SERVER_DOWN:
+        said.append(
+            f"Could not reach {conf['uri']}: check the host and port, and that this "
+            "server may connect to it."
+        )
+    except ldap.CONNECT_ERROR as exc:
+        said.append(f"Could not set up TLS with {conf['uri']}: {_ldap_words(exc)}")
+    except ldap.LDAPError as exc:
+        said.append(f"The directory answered with an error: {_ldap_words(exc)}")
+    finally:
+        with contextlib.suppress(ldap.LDAPError):
+            conn.unbind_s()
+    return False, said
+
+
+def _ldap_words(exc: Exception) -> str:
+    info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return str(info.get("info") or info.get("desc") or exc)

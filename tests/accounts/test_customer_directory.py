@@ -159,3 +159,36 @@ def test_a_session_ends_soon_after_the_directory_stops_letting_the_viewer_in(
     after = client.get(response["Location"])
     assert "Your access was removed in your directory" in after.content.decode()
     assert client.get("/portal/").status_code == 302  # signed out for good
+
+
+def test_test_directory_connection_says_what_is_wrong_in_words(admin_client, samba_dc):
+    """The admin's "Test directory connection" on real AD settings, then with a wrong
+    password, an unknown viewer group and an address where nothing listens."""
+    import socket
+
+    good = customer_with_ad(samba_dc, name="Good Corp")
+    wrong_password = customer_with_ad(samba_dc, name="Wrong Password Ltd")
+    wrong_password.set_directory_bind_password("not-the-password")
+    wrong_password.save()
+    no_group = customer_with_ad(samba_dc, name="No Group Inc", group="Nobody-Here")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = customer_with_ad(samba_dc, name="Down GmbH")
+    down.directory_uri = f"ldap://127.0.0.1:{port}"
+    down.save()
+    ids = [good.pk, wrong_password.pk, no_group.pk, down.pk]
+    page = admin_client.post(
+        "/admin/accounts/customer/",
+        {"action": "test_directory", "_selected_action": ids},
+        follow=True,
+    ).content.decode()
+    said = {c.name: page.split(f"{c.name}: ")[1].split("</li>")[0] for c in
+            (good, wrong_password, no_group, down)}  # fmt: skip
+    assert said["Good Corp"].startswith("directory OK.")
+    assert "viewer group" in said["Good Corp"] and "direct member(s)" in said["Good Corp"]
+    assert "refused the bind DN or its password" in said["Wrong Password Ltd"]
+    assert "Nobody-Here" in said["No Group Inc"] and "was not found" in said["No Group Inc"]
+    assert said["No Group Inc"].startswith("directory cannot be used.")
+    assert f"Could not reach ldap://127.0.0.1:{port}" in said["Down GmbH"]
+    assert samba_dc.admin_password not in page  # never the password itself
