@@ -52,6 +52,7 @@ def production_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIGRATOR_", "DJANGO_"))}
     env.update(
         MIGRATOR_DEV="0",
+        MIGRATOR_ENV_FILE="",  # a server has no checkout .env with development keys
         DJANGO_SETTINGS_MODULE="migrator.settings",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
         MIGRATOR_FERNET_KEYS=Fernet.generate_key().decode(),
