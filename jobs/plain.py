@@ -34,6 +34,10 @@ REASON_WORDS = {
 }
 
 CANNOT_START = "The migration could not start"
+DESTINATION_FULL = (
+    "The destination is full: copying is paused and nothing is lost. Make room there (or "
+    "raise its quota), then resume the migration."
+)
 
 
 def kind_words(kind: str) -> str:

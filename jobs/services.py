@@ -214,7 +214,9 @@ def job_resume(*, job: MigrationJob, user=None) -> None:
             state = JobState.QUEUED
         else:
             state = JobState.COPYING if p.scan_finished else JobState.SCANNING
-        MigrationJob.objects.filter(pk=job.pk).update(state=state, last_activity=timezone.now())
+        MigrationJob.objects.filter(pk=job.pk).update(
+            state=state, error="", last_activity=timezone.now()
+        )
         event_add_by(job_id=job.pk, done="Resumed", user=user)
         audit_record(action=AuditAction.RESUME, obj=job, user=user)
         if p is None:
@@ -355,6 +357,20 @@ def job_cannot_start(*, job_id: int, where: str, error: Exception) -> None:
         message=f"Could not start: {error}",
         public=plain.cannot_start_words(where, error),
     )
+
+
+def job_halt(*, job_id: int, detail: str, public: str) -> bool:
+    """Work stops until a person acts (the destination is full): the job is paused with
+    `detail` as its error (staff) and `public` said to everyone; Resume carries on where
+    it stopped. False when the job was not running (another batch halted it first)."""
+    now = timezone.now()
+    with transaction.atomic():
+        changed = MigrationJob.objects.filter(pk=job_id, state__in=JOB_ACTIVE).update(
+            state=JobState.PAUSED, error=detail, last_activity=now
+        )
+        if changed:
+            event_add_detail(job_id=job_id, level=EventLevel.ERROR, detail=detail, public=public)
+    return bool(changed)
 
 
 # --- batches and leases ---------------------------------------------------------------------

@@ -410,6 +410,11 @@ class BatchSink:
         else:
             services.event_add(job_id=self.job.pk, message=message, level=level)
 
+    def halt(self, error: StorageError) -> None:
+        detail = f"Paused: {error}. Make room at the destination, then Resume the job."
+        services.job_halt(job_id=self.job.pk, detail=detail, public=plain.DESTINATION_FULL)
+        self.watch.stop.set()  # this worker's other threads stop between files too
+
     def acl_records(self, keys: Iterable[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         rows = AclRecord.objects.filter(
             job_pass_id=self.batch.job_pass_id, key__in=list(keys)

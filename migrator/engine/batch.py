@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from migrator.storage import Connector, StorageError
 
-from .copy import CopyOptions, CopyTask, Outcome, State, copy_batch
+from .copy import CopyOptions, CopyTask, Halted, Outcome, State, copy_batch
 from .permissions import BatchAcl, BatchPermissions, copy_with_permissions
 from .sink import BatchSink
 
@@ -29,10 +29,13 @@ def run_batch(
 
     `source()`/`destination()` open a connector per thread. Items not reached because
     the sink said stop are left out (they stay pending, and the batch is handed out
-    again). A connector that cannot be opened at all fails every item with its reason.
+    again). A connector that cannot be opened at all fails every item with its reason. A
+    destination that is full keeps what was done, and the sink is told to halt the job
+    (sink.halt) until there is space; the rest stay pending.
     `only` with no `permissions`: a permissions-only pass with nothing to apply, so the
     data is left as it is."""
     acl: BatchAcl | None = None
+    halted: Halted | None = None
     try:
         if permissions is not None:
             outcomes, acl = copy_with_permissions(
@@ -42,8 +45,12 @@ def run_batch(
             outcomes = [Outcome(t.item_id, State.UNCHANGED) for t in tasks]
         else:
             outcomes = copy_batch(tasks, source, destination, options)
+    except Halted as exc:  # the items done are kept; the rest wait for space
+        halted, outcomes = exc, exc.outcomes
     except (StorageError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, StorageError) else CONNECT_FAILED
         outcomes = [Outcome(t.item_id, State.FAILED, reason, str(exc)) for t in tasks]
     sink.batch_record(tasks, outcomes, acl)
+    if halted is not None:
+        sink.halt(halted.error)
     return outcomes

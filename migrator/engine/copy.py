@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from migrator.storage import (
     ChangedDuringCopy,
     Connector,
+    DestinationFull,
     Entry,
     InvalidPath,
     NotFound,
@@ -85,6 +86,15 @@ class CopyOptions:
     retry_attempts: int = 4
     backoff: float = 0.5  # seconds, doubled per attempt
     should_stop: Callable[[], bool] = field(default=lambda: False)
+
+
+class Halted(Exception):
+    """The batch stopped because the destination cannot take more (DestinationFull):
+    `outcomes` are the items done before; the rest stay pending until there is space."""
+
+    def __init__(self, error: StorageError, outcomes: list[Outcome]) -> None:
+        self.error, self.outcomes = error, outcomes
+        super().__init__(str(error))
 
 
 class SourceFailed(Exception):
@@ -196,6 +206,8 @@ def copy_one(
             exc = failed.error
             transient = isinstance(exc, StorageError) and exc.transient
             reason, message = _source_reason(exc), str(exc)
+        except DestinationFull:
+            raise  # no further write can succeed: the whole batch stops (see copy_batch)
         except StorageError as exc:
             transient = exc.transient
             reason, message = _dest_reason(exc), str(exc)
@@ -323,6 +335,7 @@ def copy_batch(
     results: list[Outcome] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
+    full: list[DestinationFull] = []  # once one thread meets it, every thread stops
 
     def work(opened: list[Connector]) -> None:
         done: list[Outcome] = []
@@ -338,9 +351,11 @@ def copy_batch(
                 except queue.Empty:
                     return
                 for task in tasks_run:
-                    if options.should_stop():
+                    if full or options.should_stop():
                         return
                     done.append(copy_one(task, src, dst, options, limiter, index))
+        except DestinationFull as exc:
+            full.append(exc)
         except BaseException as exc:  # a connector that cannot even open: surface it
             errors.append(exc)
         finally:
@@ -358,6 +373,8 @@ def copy_batch(
             t.start()
         for t in pool:
             t.join()
+    if full:
+        raise Halted(full[0], results)
     if errors and not results:
         raise errors[0]
     return results

@@ -61,6 +61,10 @@ class MemorySink:
             return
         self.events.append((level, message))
 
+    def halt(self, error: StorageError) -> None:
+        self.stop = True
+        self.events.append(("error", f"Halted: {error}"))
+
     def acl_records(self, keys: Iterable[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         return {k: (self.records[k][0], self.records[k][1].stored) for k in keys
                 if k in self.records}  # fmt: skip

@@ -62,6 +62,11 @@ class BatchSink(Protocol):
         """Store new records; one another worker stored meanwhile is as good."""
         ...
 
+    def halt(self, error: StorageError) -> None:
+        """Nothing more can be written (the destination is full): stop the job's work
+        until a person makes room and resumes it. Nothing is failed for it."""
+        ...
+
     def batch_record(self, tasks: Sequence[CopyTask], outcomes: list[Outcome], acl: Any) -> bool:
         """Record the batch's outcomes (and what permissions did, `acl`: a BatchAcl or
         None) exactly once. False when the lease was lost: another holder counts them."""

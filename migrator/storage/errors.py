@@ -10,6 +10,7 @@ __all__ = [
     "AccessDenied",
     "ChangedDuringCopy",
     "ConnectFailed",
+    "DestinationFull",
     "InvalidPath",
     "Locked",
     "NotFound",
@@ -56,6 +57,13 @@ class ChangedDuringCopy(Transient):
     torn, so nothing is kept of it; retried, then failed with this reason."""
 
     reason = "changed_during_copy"
+
+
+class DestinationFull(StorageError):
+    """No space (or quota) left where the data goes: every further write would fail the
+    same way, so the work stops and waits for space instead of failing each file."""
+
+    reason = "destination_full"
 
 
 class Unsupported(StorageError):

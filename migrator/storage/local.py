@@ -10,7 +10,14 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from .base import Capabilities, Connector, Entry, ScanError, Written
-from .errors import AccessDenied, ConnectFailed, InvalidPath, NotFound, StorageError
+from .errors import (
+    AccessDenied,
+    ConnectFailed,
+    DestinationFull,
+    InvalidPath,
+    NotFound,
+    StorageError,
+)
 from .walk import children, temp_name, walk
 
 CHUNK = 1 << 20
@@ -33,6 +40,8 @@ def _wrap(exc: OSError, path: str) -> StorageError:
         return NotFound(path, "no such file or folder")
     if isinstance(exc, PermissionError):
         return AccessDenied(path, "permission denied")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DestinationFull(path, "no space left on the destination's disk")
     if exc.errno == errno.ENAMETOOLONG:
         return InvalidPath(path, "name too long")
     return StorageError(path, exc.strerror or str(exc))
@@ -143,7 +152,13 @@ class LocalConnector(Connector):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 while chunk := stream.read(CHUNK):
-                    size += os.write(fd, chunk)
+                    written = os.write(fd, chunk)
+                    if written != len(chunk):  # a short write (a disk filling up): the rest,
+                        rest = memoryview(chunk)[written:]  # until it raises ENOSPC
+                        while rest:
+                            n = os.write(fd, rest)
+                            rest, written = rest[n:], written + n
+                    size += written
                 if entry.mtime_ns:  # by descriptor: no second path lookup
                     os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             finally:

@@ -28,7 +28,7 @@ from migrator.engine.permissions import PermissionOptions
 from migrator.sanitize import PROFILES
 from migrator.storage import StorageError, connector_module
 
-EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED, EXIT_PAUSED = 0, 1, 2, 3, 4
 
 
 class Usage(Exception):
@@ -156,11 +156,13 @@ class Command(BaseCommand):
                 job.options = {**(job.options or {}), "profile": opts["profile"]}
             job.bwlimit = bwlimit or None
             job.save(update_fields=["on_exists", "bwlimit", "options"])
-            if job.state not in (JobState.DRAFT, *selectors.FINISHED):
+            if job.state not in (JobState.DRAFT, JobState.PAUSED, *selectors.FINISHED):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
         if perms is not None:  # options, the source's directory, the identity CSV
             cli_apply(perms, job=job, source=source)
         start = services.job_start_permissions if perms and perms.only else services.job_start
+        if job.state == JobState.PAUSED:  # paused (say, the destination was full): go on
+            start = services.job_resume
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
         start(job=job)
@@ -177,6 +179,9 @@ class Command(BaseCommand):
             return EXIT_COMPLETED
         if job.state == JobState.COMPLETED_WITH_ERRORS:
             return EXIT_ERRORS
+        if job.state == JobState.PAUSED:  # waits for a person: the same command goes on
+            sys.stderr.write(f"migrator_run: {job.error or 'the job is paused'}\n")
+            return EXIT_PAUSED
         return EXIT_FAILED
 
     def _endpoint(self, url: str, customer: Customer):

@@ -26,6 +26,7 @@ from ..base import Capabilities, Connector, Entry, ScanError, Written
 from ..errors import (
     AccessDenied,
     ConnectFailed,
+    DestinationFull,
     InvalidPath,
     Locked,
     NotFound,
@@ -57,6 +58,7 @@ from .wire import (
     FILE_READ_DATA,
     FILE_WRITE_ATTRIBUTES,
     FILE_WRITE_DATA,
+    FULL,
     INFO_SECURITY,
     INVALID,
     LOCKED,
@@ -324,6 +326,8 @@ class SMBConnector(Connector):
             return InvalidPath(path, "name not accepted by the server")
         if status in BUSY:
             return Transient(path, f"server busy ({status:#010x})")
+        if status in FULL:
+            return DestinationFull(path, OTHER[status])
         if status == 0xC0000257:
             return Unsupported(path, "DFS referrals are not followed")
         return StorageError(path, OTHER.get(status, f"SMB error {status:#010x}"))
