@@ -430,12 +430,14 @@ def batch_lease(*, batch_id: int, token: str) -> bool:
     return bool(Batch.objects.filter(leasable, pk=batch_id).update(**taken))
 
 
-def batch_release(*, batch_id: int, token: str) -> None:
-    """Hand the batch back unfinished: queued again, sent again if its task is lost."""
+def batch_release(*, batch_id: int, token: str, delay: float | None = None) -> None:
+    """Hand the batch back unfinished: queued again, and sent again by the reaper after
+    `delay` seconds (default: when its task would be retried, if it was lost)."""
+    wait = settings.MIGRATOR_TASK_RETRY if delay is None else delay
     Batch.objects.filter(pk=batch_id, lease_owner=token).update(
         state=BatchState.QUEUED,
         lease_owner="",
-        lease_expires=timezone.now() + timedelta(seconds=settings.MIGRATOR_TASK_RETRY),
+        lease_expires=timezone.now() + timedelta(seconds=wait),
     )
 
 

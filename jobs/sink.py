@@ -443,6 +443,7 @@ class BatchSink:
         batch, job = self.batch, self.job
         by_id = {t.item_id: t for t in tasks}
         now = timezone.now()
+        outcomes, later = _retry_later(outcomes, batch.attempts)
         finished = len(outcomes) == len(tasks)
         with transaction.atomic():
             held = (
@@ -500,7 +501,15 @@ class BatchSink:
                     state=BatchState.DONE, finished_at=now, lease_owner=""
                 )
             else:
-                services.batch_release(batch_id=batch.pk, token=self.token)
+                delay = settings.MIGRATOR_RETRY_LATER_SECONDS if later else None
+                services.batch_release(batch_id=batch.pk, token=self.token, delay=delay)
+            if later:
+                services.event_add(
+                    job_id=job.pk, level=EventLevel.WARNING, staff_only=True,
+                    message=f"{len(later)} item(s) of batch {batch.pk} wait for their endpoint "
+                    f"(attempt {batch.attempts} of {settings.MIGRATOR_BATCH_ATTEMPTS}): "
+                    f"{later[0].message}",
+                )  # fmt: skip
             MigrationJob.objects.filter(pk=job.pk).update(last_activity=now)
             _sample_progress(batch.job_pass_id, now)
             self._failure_event(by_id, outcomes)
@@ -525,6 +534,21 @@ class BatchSink:
             services.event_add(
                 job_id=self.job.pk, level=EventLevel.ERROR, message=detail, path=example
             )
+
+
+def _retry_later(outcomes: list[Outcome], attempts: int) -> tuple[list[Outcome], list[Outcome]]:
+    """(what to record now, what to leave pending): files that failed only because an
+    endpoint was away after their retries wait for the batch's next try, until the batch
+    has had MIGRATOR_BATCH_ATTEMPTS; then they fail with their reason."""
+    if attempts >= settings.MIGRATOR_BATCH_ATTEMPTS:
+        return outcomes, []
+    now, later = [], []
+    for o in outcomes:
+        (later if o.state == State.FAILED and o.reason in RETRY_LATER else now).append(o)
+    return now, later
+
+
+RETRY_LATER = {"destination_unavailable", "source_unavailable"}
 
 
 def _pass_may_finish(pass_id: int) -> bool:

@@ -166,6 +166,10 @@ MIGRATOR_BATCH_BYTES = env_int("MIGRATOR_BATCH_BYTES", 256 * 1024 * 1024)
 MIGRATOR_COPY_THREADS = env_int("MIGRATOR_COPY_THREADS", 8)
 MIGRATOR_RETRY_ATTEMPTS = env_int("MIGRATOR_RETRY_ATTEMPTS", 4)
 MIGRATOR_RETRY_BACKOFF = float(env("MIGRATOR_RETRY_BACKOFF") or "0.5")
+# an endpoint away for longer than a file's retries (a restart, a network blip): its files
+# stay pending and the batch is tried again this much later, up to this many times in all
+MIGRATOR_RETRY_LATER_SECONDS = env_int("MIGRATOR_RETRY_LATER_SECONDS", 15)
+MIGRATOR_BATCH_ATTEMPTS = env_int("MIGRATOR_BATCH_ATTEMPTS", 20)
 
 REDIS_URL = env("REDIS_URL")
 # A cache every process shares: django-q2 keeps its cluster stats there, so the web

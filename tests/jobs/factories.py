@@ -60,9 +60,11 @@ class Steps:
     def __exit__(self, *exc) -> None:
         set_inline(None)
 
-    def run(self, only: str | None = None) -> int:
+    def run(self, only: str | None = None, limit: int | None = None) -> int:
+        """Run what is queued (only the tasks named `only`; at most `limit` of them),
+        and what they queue in turn; returns how many ran."""
         ran = 0
-        while True:
+        while limit is None or ran < limit:
             pick = next((t for t in self.queue if only is None or t[0].endswith(only)), None)
             if pick is None:
                 return ran
@@ -70,6 +72,7 @@ class Steps:
             module, _, name = pick[0].rpartition(".")
             getattr(importlib.import_module(module), name)(*pick[1])
             ran += 1
+        return ran
 
 
 def new_job(src_url: str, dst_url: str, **kwargs) -> MigrationJob:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 
 import pytest
 
 from jobs import services
 from jobs.choices import JobState
-from jobs.models import FileItem, Pass
+from jobs.models import Event, FileItem, Pass
 from tests.servers.gcs import _stop, start_emulator
 
 from .conftest import make_tree, tree_of
@@ -59,6 +60,7 @@ def test_cli_missing_bucket_is_one_clear_line(cli, tmp_path, gcs_server):
 def test_destination_down_mid_job_retries_then_fails_with_reason(tmp_path, settings, monkeypatch):
     settings.MIGRATOR_RETRY_BACKOFF = 0.05
     settings.MIGRATOR_RETRY_ATTEMPTS = 3
+    settings.MIGRATOR_BATCH_ATTEMPTS = 1  # no later tries of the batch: it never comes back
     proc, url = start_emulator(tmp_path / "emulator.log")
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
@@ -137,3 +139,67 @@ def test_objects_with_empty_and_dot_parts_each_get_a_row_and_a_safe_name(tmp_pat
         ("//abs2.txt", "unsafe_path"), ("/abs.txt", "unsafe_path")
     ]  # fmt: skip
     assert all("choose the folder above" in m for m in failed.values_list("message", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gcs_away_for_30_seconds_mid_job_loses_nothing_and_the_job_completes(
+    tmp_path, settings, monkeypatch
+):
+    """The GCS server stops after some batches and comes back 30 s later on the same
+    address: the files it could not take wait (pending, their batches tried again later),
+    and the job then completes with every object once, whole."""
+    settings.MIGRATOR_RETRY_BACKOFF = 0.05
+    settings.MIGRATOR_RETRY_ATTEMPTS = 2
+    settings.MIGRATOR_RETRY_LATER_SECONDS = 3
+    settings.MIGRATOR_BATCH_FILES = 5
+    data = tmp_path / "gcs-data"
+    data.mkdir()
+    log = tmp_path / "emulator.log"
+    proc, url = start_emulator(log, data_dir=data)
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(project="test", credentials=AnonymousCredentials())
+        client.create_bucket("outage")
+        src = tmp_path / "src"
+        expected = make_tree(src, files=30, folders=3, size=2000)
+        job = new_job(src.as_uri(), "gs://outage/x")
+        with Steps() as steps:
+            services.job_start(job=job)
+            steps.run("customer_dispatch")
+            steps.run("scan_pass")
+            assert steps.run("copy_batch", limit=2) == 2  # some batches land first
+            _stop(proc)  # away
+            down_until = time.monotonic() + 30
+            while time.monotonic() < down_until:  # workers keep trying meanwhile
+                services.leases_reap()
+                steps.run()
+                time.sleep(1)
+            p = Pass.objects.get(job=job)
+            assert p.failed == 0 and p.pending > 0  # waiting, not failed
+            proc, _ = start_emulator(log, port=port, data_dir=data)  # back, same address
+            deadline = time.monotonic() + 60
+            while job.state != JobState.COMPLETED and time.monotonic() < deadline:
+                services.leases_reap()
+                steps.run()
+                job.refresh_from_db()
+                time.sleep(0.5)
+        blobs = {b.name: b for b in client.list_blobs("outage")}
+        files = FileItem.objects.filter(job=job, kind="file")
+        where = dict(files.values_list("source_path", "dest_path"))
+        assert sorted(where) == sorted(expected)
+        for rel, content in expected.items():  # (the gcs profile renames '#' and '?')
+            got = client.bucket("outage").blob(f"x/{where[rel]}").download_as_bytes()
+            assert got == content, rel
+    finally:
+        _stop(proc)
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED
+    p = Pass.objects.get(job=job)
+    assert (p.seen, p.copied + p.unchanged, p.failed, p.pending) == (30, 30, 0, 0)
+    assert sorted(blobs) == sorted(f"x/{d}" for d in where.values())  # each once, no more
+    waited = Event.objects.filter(job=job, message__contains="wait for their endpoint")
+    assert waited.exists() and all(e.staff_only for e in waited)

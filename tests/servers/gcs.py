@@ -39,17 +39,23 @@ class GCSServer:
 _stop = stop_group
 
 
-def start_emulator(log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start gcp-storage-emulator on a free loopback port; return it and its URL."""
+def start_emulator(
+    log_path: Path, *, port: int | None = None, data_dir: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start gcp-storage-emulator on a loopback port (a free one unless given); return it
+    and its URL. With `data_dir` it keeps its buckets there, so a restart on the same port
+    finds them again (a server that went away and came back); else in memory."""
     executable = Path(sys.executable).parent / "gcp-storage-emulator"
-    port = free_port()
-    with open(log_path, "wb") as log:
+    port = port or free_port()
+    storage = [] if data_dir else ["--in-memory"]
+    with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [str(executable), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+            [str(executable), "start", "--host=127.0.0.1", f"--port={port}", *storage],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=data_dir,
         )
     try:
         wait_for_port(port, proc=proc)
