@@ -136,3 +136,66 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(cli, tmp_path):
     assert tree_of(dst) == expected  # every file, whole, once; no temp file left behind
     retried = cli.query("SELECT MAX(attempts) FROM jobs_batch")[0][0]
     assert retried >= 2, "a batch interrupted by the kill was handed out again"
+
+
+def test_postgresql_restarted_mid_job_the_workers_reconnect_and_nothing_is_lost(tmp_path):
+    """A cluster on a PostgreSQL server of the test's own (and Redis) copies a job; the
+    database is stopped and started again mid-job: the workers reconnect, the batches
+    that failed with it are handed out again, every file arrives once and whole."""
+    import psycopg
+
+    from tests.servers.stack import private_postgres, redis
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    expected = make_tree(src, files=200, folders=4, size=4000)
+    with private_postgres() as pg, redis() as redis_url:
+        with psycopg.connect(f"{pg.url}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE faults")
+        db = f"{pg.url}/faults"
+        env = base_env(db, **CLUSTER_ENV, REDIS_URL=redis_url,
+                       MIGRATOR_Q_NAME=f"pgrestart{os.getpid()}")  # fmt: skip
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env,
+                       check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c",
+             CREATE_AND_START.format(src=src.as_uri(), dst=dst.as_uri(), bw=120_000)],
+            cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        job_id = int(out.stdout.strip().splitlines()[-1])
+
+        def query(sql: str):
+            try:
+                with psycopg.connect(db, connect_timeout=3) as conn:
+                    return conn.execute(sql, (job_id,)).fetchall()
+            except psycopg.OperationalError:
+                return None  # the server is down or starting
+
+        log = tmp_path / "cluster.log"
+        cluster = start_cluster(env, log)
+        try:
+            copied = "SELECT copied, seen FROM jobs_pass WHERE job_id = %s"
+            wait_until(lambda: (r := query(copied)) and r[0][0] >= 30, 90, "the first copies")
+            pg.stop()
+            time.sleep(3)  # down for a while: tasks running now fail on the database
+            pg.start()
+            before = query(copied)[0]
+            assert before[0] < before[1], "the restart came after the job had finished"
+            state = wait_until(
+                lambda: (
+                    (s := query("SELECT state FROM jobs_migrationjob WHERE id = %s"))
+                    and s[0][0] in ("completed", "completed_with_errors", "failed")
+                    and s[0][0]
+                ),
+                240,
+                "the job to finish after the restart",
+            )
+        finally:
+            kill_group(cluster)
+        assert state == "completed", log.read_text()[-3000:]
+        counts = query("SELECT seen, copied, unchanged, failed, pending FROM jobs_pass "
+                       "WHERE job_id = %s")[0]  # fmt: skip
+        assert counts == (200, counts[1], 200 - counts[1], 0, 0)
+        rows = query("SELECT COUNT(*), COUNT(DISTINCT source_path) FROM jobs_fileitem "
+                     "WHERE kind = 'file' AND job_id = %s")  # fmt: skip
+        assert rows == [(200, 200)]
+    assert tree_of(dst) == expected

@@ -45,31 +45,58 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+class PrivatePostgres:
+    """A PostgreSQL server of our own in a temporary folder, on a free port, that a test
+    may restart (stop it, start it again on the same port and data)."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="migrator-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = os.path.join(self.folder, "data")
+        subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", self.data, "-U", "postgres",
+                                     "--auth=trust", "-E", "UTF8"]),
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            _as_postgres([_pg_bin("postgres"), "-D", self.data, "-p", str(self.port), "-h",
+                          "127.0.0.1", "-k", self.folder, "-c", "fsync=off"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port, proc=self.proc, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, term_wait=10)
+            self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @contextmanager
 def postgres() -> Iterator[str]:
     """A server URL (no database name): reuse 5432 when it answers, else start one."""
     if _listening(5432):
         yield "postgres://postgres@127.0.0.1:5432"
         return
-    folder = tempfile.mkdtemp(prefix="migrator-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    data = os.path.join(folder, "data")
-    subprocess.run(_as_postgres([_pg_bin("initdb"), "-D", data, "-U", "postgres",
-                                 "--auth=trust", "-E", "UTF8"]),
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        _as_postgres([_pg_bin("postgres"), "-D", data, "-p", str(port), "-h", "127.0.0.1",
-                      "-k", folder, "-c", "fsync=off"]),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, proc=proc, timeout=60)
-        yield f"postgres://postgres@127.0.0.1:{port}"
-    finally:
-        stop_group(proc, term_wait=10)
-        shutil.rmtree(folder, ignore_errors=True)
+    with private_postgres() as server:
+        yield server.url
 
 
 @contextmanager
