@@ -208,7 +208,7 @@ def _read_source(stream: BinaryIO, size: int) -> bytes:
 
 def _hashes_of_bytes(data: bytes) -> dict[str, str]:
     return {
-        "md5": hashlib.md5(data).hexdigest(),
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
         "crc32c": google_crc32c.Checksum(data).digest().hex(),
     }
 
@@ -222,7 +222,7 @@ class _HashingReader(io.RawIOBase):
         self._stream = stream
         self._head = head
         self._pos = 0
-        self.md5 = hashlib.md5(head)
+        self.md5 = hashlib.md5(head, usedforsecurity=False)
         self.crc32c = google_crc32c.Checksum(head)
 
     def readable(self) -> bool:

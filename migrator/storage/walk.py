@@ -22,7 +22,8 @@ TEMP_SUFFIX = ".tmp"
 def temp_name(name: str) -> str:
     """A fixed-length temp name derived from the final name: a retried write reuses (and
     so replaces) the temp file of an interrupted one, and none is ever left behind."""
-    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    raw = name.encode("utf-8", "surrogateescape")
+    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()[:16]
     return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
 
 
