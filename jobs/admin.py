@@ -14,7 +14,11 @@ from django.utils.html import format_html
 from migrator.storage import StorageError, kind_of
 from migrator.web.csv import csv_filename, csv_response
 
-from . import selectors, services
+from . import (
+    admin_agents,  # noqa: F401 - registers the agent pools and agents
+    selectors,
+    services,
+)
 from .admin_permissions import (
     IdentityOverrideInline,
     job_permission_urls,
@@ -188,8 +192,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
                        "signoff_display", "permissions_display"]  # fmt: skip
-    fields = ["name", "customer", "source", "destination", "on_exists", "bwlimit", "options",
-              *readonly_fields]  # fmt: skip
+    fields = ["name", "customer", "source", "destination", "agent_pool", "on_exists",
+              "bwlimit", "options", *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
     actions = [
         _job_action(services.job_start, "Start"),
@@ -222,6 +226,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
             on_exists=job.on_exists,
             bwlimit=job.bwlimit,
             options=job.options,
+            agent_pool=job.agent_pool,
             user=request.user,
         )
         job.pk = created.pk  # the admin's log entry and redirect name the created job

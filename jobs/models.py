@@ -114,6 +114,12 @@ class MigrationJob(models.Model):
     # the kind of the next pass when it is not the usual one ("permissions": re-apply
     # permissions without copying data); cleared when that pass starts
     next_pass_kind = models.CharField(max_length=12, blank=True, editable=False)
+    # a source the cloud cannot reach: the on-premises agents of this pool scan and copy
+    # it (the worker cluster leaves its scan and batches alone)
+    agent_pool = models.ForeignKey(
+        "AgentPool", on_delete=models.PROTECT, null=True, blank=True, related_name="jobs",
+        help_text="Run by the on-premises agents of this pool (the source is at the customer's).",
+    )  # fmt: skip
 
     class Meta:
         ordering = ["-created_at"]
@@ -423,3 +429,53 @@ class DirectoryIdentity(models.Model):
 
     def __str__(self) -> str:
         return self.upn or self.account or self.sid
+
+
+class AgentPool(models.Model):
+    """On-premises agents of one customer that share its jobs' work."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="agent_pools")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "name"], name="agent_pool_unique_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.customer})"
+
+
+class EnrollmentCode(models.Model):
+    """A one-time code that lets one agent join a pool; only its SHA-256 is kept."""
+
+    pool = models.ForeignKey(AgentPool, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey("Agent", on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"enrolment code for {self.pool.name}"
+
+
+class Agent(models.Model):
+    """One enrolled agent: its token (only a SHA-256 kept) and what it last said."""
+
+    pool = models.ForeignKey(AgentPool, on_delete=models.CASCADE, related_name="agents")
+    name = models.CharField(max_length=200, help_text="The host it runs on, as it said.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=50, blank=True)
+    status = models.JSONField(default=dict, blank=True)  # its last heartbeat
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.pool.name})"

@@ -16,11 +16,7 @@ PERMISSIONS = "permissions"
 def sanitizer_for(job: MigrationJob) -> Sanitizer:
     """The job's sanitization: its profile (default from the destination kind) and options,
     always with the destination's hard limits."""
-    options = job.options or {}
-    extra = {
-        k: options[k] for k in ("replacement", "normalize", "case_insensitive") if k in options
-    }
-    return Sanitizer.for_destination(job.destination.kind, options.get("profile") or None, **extra)
+    return Sanitizer.from_options(job.destination.kind, job.options)
 
 
 def filters_for(job: MigrationJob) -> Filters:

@@ -8,6 +8,8 @@ jobs/sink.py, which calls these."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -41,9 +43,12 @@ from .choices import (
 )
 from .dispatch import enqueue
 from .models import (
+    Agent,
+    AgentPool,
     Batch,
     DirectoryIdentity,
     Endpoint,
+    EnrollmentCode,
     Event,
     FileItem,
     IdentityOverride,
@@ -94,15 +99,19 @@ def job_create(
     on_exists: str = OnExists.SKIP_IDENTICAL,
     bwlimit: int | None = None,
     options: dict | None = None,
+    agent_pool: AgentPool | None = None,
     user=None,
 ) -> MigrationJob:
     if on_exists not in OnExists.values:
         raise ValueError(f"unknown policy {on_exists!r}: one of {', '.join(OnExists.values)}")
+    if agent_pool is not None and agent_pool.customer_id != customer.pk:
+        raise ValueError(f"the agent pool {agent_pool.name} belongs to another customer")
     job_options_check(options=options or {}, destination=destination)
     with transaction.atomic():
         job = MigrationJob.objects.create(
             customer=customer,
             name=name,
+            agent_pool=agent_pool,
             source=source,
             destination=destination,
             on_exists=on_exists,
@@ -441,6 +450,16 @@ def batch_release(*, batch_id: int, token: str, delay: float | None = None) -> N
     )
 
 
+def batch_lease_renew(*, batch_id: int, token: str) -> bool:
+    """Keep the batch's lease while its holder works; False when it was lost."""
+    expires = timezone.now() + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    return bool(
+        Batch.objects.filter(pk=batch_id, lease_owner=token, state=BatchState.LEASED).update(
+            lease_expires=expires
+        )
+    )
+
+
 def batch_orphaned(*, batch_id: int) -> None:
     """The process copying this batch is known to be dead: the reaper may hand it out
     again at once, instead of when its lease would lapse."""
@@ -486,7 +505,10 @@ def leases_reap() -> dict[str, int]:
     now = timezone.now()
     resend_at = now + timedelta(seconds=settings.MIGRATOR_TASK_RETRY)
     counts = {"batches": 0, "scans": 0}
-    running_jobs = MigrationJob.objects.filter(state__in=JOB_RUNNING).values("pk")
+    # (the agents of a job's pool lease its work themselves: no task is sent for it)
+    running_jobs = MigrationJob.objects.filter(
+        state__in=JOB_RUNNING, agent_pool__isnull=True
+    ).values("pk")
     # a job nobody works on: its queued batches' tasks were lost (a killed worker that
     # had taken them from Redis); a job being worked on just has a long queue
     busy_jobs = Batch.objects.filter(state=BatchState.LEASED, lease_expires__gte=now).values(
@@ -665,3 +687,101 @@ def directory_export(*, customer) -> dict[str, int]:
             flush()
     DirectoryIdentity.objects.filter(customer=customer, refreshed_at__lt=now).delete()
     return counts
+
+
+# --- on-premises agents ---------------------------------------------------------------------
+
+ENROLLMENT_TTL = timedelta(hours=24)
+
+
+class EnrollmentError(Exception):
+    """An enrolment code that cannot be used, said in words the agent shows."""
+
+
+def token_hash(token: str) -> str:
+    """What is kept of a code or token: its SHA-256 (the value itself is shown once)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def agent_pool_create(*, customer: Customer, name: str, user=None) -> AgentPool:
+    pool = AgentPool.objects.create(customer=customer, name=name)
+    audit_record(action=AuditAction.CREATE, obj=pool, user=user)
+    return pool
+
+
+def enrollment_code_create(*, pool: AgentPool, user=None, ttl: timedelta = ENROLLMENT_TTL) -> str:
+    """A one-time code for one agent to join `pool`, valid for `ttl`: returned once,
+    only its hash is stored."""
+    code = f"mgr-enroll-{secrets.token_urlsafe(24)}"
+    EnrollmentCode.objects.create(
+        pool=pool,
+        code_hash=token_hash(code),
+        created_by=user if getattr(user, "pk", None) else None,
+        expires_at=timezone.now() + ttl,
+    )
+    return code
+
+
+def agent_enroll(*, code: str, name: str, version: str = "") -> tuple[Agent, str]:
+    """Trade an enrolment code for an agent and its token (returned once). The code works
+    once, before it expires."""
+    now = timezone.now()
+    with transaction.atomic():
+        found = (
+            EnrollmentCode.objects.select_for_update()
+            .filter(code_hash=token_hash(code or ""))
+            .first()
+        )
+        if found is None:
+            raise EnrollmentError("This enrolment code is not known: ask support for a new one.")
+        if found.used_at is not None:
+            raise EnrollmentError(
+                "This enrolment code was used already (each works once): ask support for a new one."
+            )
+        if found.expires_at <= now:
+            raise EnrollmentError("This enrolment code has expired: ask support for a new one.")
+        token = f"mgr-agent-{secrets.token_urlsafe(32)}"
+        agent = Agent.objects.create(
+            pool=found.pool, name=name[:200] or "agent", token_hash=token_hash(token),
+            version=version[:50], last_seen=now,
+        )  # fmt: skip
+        EnrollmentCode.objects.filter(pk=found.pk).update(used_at=now, used_by=agent)
+    return agent, token
+
+
+def agent_revoke(*, agent: Agent, user=None) -> None:
+    """The agent's token stops working at its next call; what it holds lapses and goes to
+    the pool's other agents."""
+    now = timezone.now()
+    Agent.objects.filter(pk=agent.pk, revoked_at__isnull=True).update(revoked_at=now)
+    Batch.objects.filter(lease_owner__startswith=f"agent:{agent.pk}:").update(lease_expires=now)
+    Pass.objects.filter(scan_lease_owner__startswith=f"agent:{agent.pk}:").update(
+        scan_lease_expires=now
+    )
+    audit_record(action=AuditAction.EDIT, obj=agent, user=user, detail="revoked")
+
+
+def agent_heartbeat(*, agent: Agent, status: dict) -> None:
+    Agent.objects.filter(pk=agent.pk).update(
+        last_seen=timezone.now(), status=status, version=str(status.get("version", ""))[:50]
+    )
+
+
+def agent_work_lease(*, agent: Agent) -> tuple[str, int, str] | None:
+    """Lease the next piece of work of the agent's pool: ("scan", pass id, lease) or
+    ("batch", batch id, lease), with the same semantics as a worker's (an expiry the
+    agent renews, handed out again when it lapses); None when there is nothing."""
+    jobs = MigrationJob.objects.filter(agent_pool_id=agent.pool_id, state__in=JOB_RUNNING)
+    for job in jobs.exclude(current_pass=None).order_by("queued_at", "pk"):
+        lease = f"agent:{agent.pk}:{secrets.token_hex(8)}"
+        p = job.current_pass_id
+        if scan_lease(pass_id=p, token=lease):
+            return "scan", p, lease
+        now = timezone.now()
+        leasable = Batch.objects.filter(job_pass_id=p).filter(
+            Q(state=BatchState.QUEUED) | Q(state=BatchState.LEASED, lease_expires__lt=now)
+        )
+        for batch_id in leasable.order_by("pk").values_list("pk", flat=True)[:20]:
+            if batch_lease(batch_id=batch_id, token=lease):
+                return "batch", batch_id, lease
+    return None

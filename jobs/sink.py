@@ -179,7 +179,7 @@ class ScanSink:
                     state=JobState.VERIFYING
                 )
                 enqueue("jobs.tasks.finish_pass", job_pass.pk)
-            if job.state != JobState.PAUSED:
+            if job.state != JobState.PAUSED and job.agent_pool_id is None:  # agents poll
                 for batch in batches:
                     enqueue("jobs.tasks.copy_batch", batch.pk)
         return True
@@ -226,6 +226,8 @@ def pass_scan(*, pass_id: int) -> None:
     """Lease the pass's scan and run the engine's scan into the manifest, creating batches
     as it goes so copying starts at once. Resumes after the last committed entry when
     handed out again."""
+    if Pass.objects.filter(pk=pass_id, job__agent_pool__isnull=False).exists():
+        return  # the source is behind an agent: one of its pool scans it
     token = _token()
     if not services.scan_lease(pass_id=pass_id, token=token):
         return
@@ -607,6 +609,8 @@ def _batch_permissions(
 
 def batch_copy(*, batch_id: int) -> None:
     """Lease a batch, run the engine on its pending rows, record the outcomes."""
+    if Batch.objects.filter(pk=batch_id, job__agent_pool__isnull=False).exists():
+        return  # the source is behind an agent: one of its pool copies it
     token = _token()
     if not services.batch_lease(batch_id=batch_id, token=token):
         return

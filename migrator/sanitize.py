@@ -25,7 +25,7 @@ import functools
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -460,6 +460,16 @@ class Sanitizer:
         always with the destination's hard limits."""
         chosen = profile_for_destination(kind) if profile is None else profile
         return cls(chosen, hard=hard_limits_for(kind), **options)
+
+    @classmethod
+    def from_options(cls, kind: str, options: Mapping[str, Any] | None) -> Sanitizer:
+        """The sanitizer a job's options ask for ("profile", "replacement", "normalize",
+        "case_insensitive") at a destination of `kind`; ValueError in words."""
+        options = options or {}
+        extra = {
+            k: options[k] for k in ("replacement", "normalize", "case_insensitive") if k in options
+        }
+        return cls.for_destination(kind, options.get("profile") or None, **extra)
 
     def __repr__(self) -> str:
         return (

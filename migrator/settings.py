@@ -170,6 +170,8 @@ MIGRATOR_RETRY_BACKOFF = float(env("MIGRATOR_RETRY_BACKOFF") or "0.5")
 # stay pending and the batch is tried again this much later, up to this many times in all
 MIGRATOR_RETRY_LATER_SECONDS = env_int("MIGRATOR_RETRY_LATER_SECONDS", 15)
 MIGRATOR_BATCH_ATTEMPTS = env_int("MIGRATOR_BATCH_ATTEMPTS", 20)
+# on-premises agents ask for work (and heartbeat) this often; three missed: offline
+MIGRATOR_AGENT_POLL_SECONDS = env_int("MIGRATOR_AGENT_POLL_SECONDS", 5)
 
 REDIS_URL = env("REDIS_URL")
 # A cache every process shares: django-q2 keeps its cluster stats there, so the web

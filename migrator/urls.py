@@ -10,4 +10,5 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("portal/", include("reports.portal_urls")),
     path("reports/", include("reports.urls")),
+    path("api/agent/", include("jobs.agent_api")),
 ]

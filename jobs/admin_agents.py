@@ -1,0 +1,108 @@
+"""The admin of on-premises agents: pools, their one-time enrolment codes, the agents
+(online or not, what they hold, how fast they go) and revoking one."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.html import format_html
+
+from . import services
+from .agent_api import agents_online_since
+from .models import Agent, AgentPool
+
+
+class AgentInline(admin.TabularInline):
+    model = Agent
+    extra = 0
+    can_delete = False
+    fields = ["name", "online", "last_seen", "version", "revoked_at"]
+    readonly_fields = fields
+
+    @admin.display(description="online")
+    def online(self, obj: Agent) -> str:
+        return _online(obj)
+
+
+def _online(agent: Agent) -> str:
+    if agent.revoked_at is not None:
+        return "revoked"
+    if agent.last_seen and agent.last_seen >= agents_online_since():
+        return "online"
+    return "offline"
+
+
+@admin.register(AgentPool)
+class AgentPoolAdmin(admin.ModelAdmin):
+    list_display = ["name", "customer", "agents_online", "created_at"]
+    list_filter = ["customer"]
+    inlines = [AgentInline]
+    actions = ["create_enrollment_code"]
+
+    @admin.display(description="agents online")
+    def agents_online(self, obj: AgentPool) -> str:
+        agents = list(obj.agents.all())
+        online = sum(1 for a in agents if _online(a) == "online")
+        return f"{online} of {len(agents)}"
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = services.agent_pool_create(customer=obj.customer, name=obj.name,
+                                             user=request.user)  # fmt: skip
+        obj.pk = created.pk
+
+    @admin.action(description="Create a one-time enrolment code")
+    def create_enrollment_code(self, request, queryset) -> None:
+        for pool in queryset:
+            code = services.enrollment_code_create(pool=pool, user=request.user)
+            expires = timezone.localtime(timezone.now() + services.ENROLLMENT_TTL)
+            self.message_user(
+                request,
+                format_html(
+                    "{}: run <code>python -m migrator.agent enroll --server {} --code {}</code> "
+                    "on the agent's machine. The code works once, until {}; it is shown only "
+                    "now.",
+                    pool.name, request.build_absolute_uri("/").rstrip("/"), code,
+                    expires.strftime("%Y-%m-%d %H:%M"),
+                ),
+                messages.SUCCESS,
+            )  # fmt: skip
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    list_display = ["name", "pool", "online", "last_seen", "version", "throughput", "holding"]
+    list_filter = ["pool"]
+    readonly_fields = ["pool", "name", "created_at", "last_seen", "version", "status",
+                       "revoked_at"]  # fmt: skip
+    fields = readonly_fields
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # agents join with an enrolment code
+
+    @admin.display(description="online")
+    def online(self, obj: Agent) -> str:
+        return _online(obj)
+
+    @admin.display(description="throughput")
+    def throughput(self, obj: Agent) -> str:
+        rate = (obj.status or {}).get("bytes_per_s")
+        return f"{rate / 1e6:.1f} MB/s" if rate else "—"
+
+    @admin.display(description="holds")
+    def holding(self, obj: Agent) -> str:
+        held = (obj.status or {}).get("holding") or {}
+        if "batch" in held:
+            return f"batch {held['batch']} ({held.get('files', '?')} files)"
+        if "scan" in held:
+            return f"the scan of pass {held['scan']}"
+        return "—"
+
+    @admin.action(description="Revoke (its token stops working; its work goes to the others)")
+    def revoke(self, request, queryset) -> None:
+        for agent in queryset:
+            services.agent_revoke(agent=agent, user=request.user)
+        self.message_user(request, f"Revoked {queryset.count()} agent(s).", messages.SUCCESS)

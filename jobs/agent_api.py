@@ -1,0 +1,281 @@
+"""The on-premises agent's side of the server: `/api/agent/…`, JSON over HTTPS.
+
+An agent authenticates with its token (`Authorization: Agent <token>`, only a SHA-256 of
+it kept) and can do nothing but its own pool's work: lease a scan or a batch (the same
+leases as a worker: an expiry it renews, handed out again when it lapses), post what the
+engine produced, and heartbeat. Every post is idempotent: a scan chunk names the cursor
+it continues from, a batch's outcomes are recorded once under the lease (the database
+sink, jobs/sink.py, does the writing), so a post retried after a lost answer counts once.
+It never receives a key of the destination cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
+
+from . import services, sink
+from .choices import JOB_RUNNING, BatchState, PassState
+from .models import Agent, Batch, FileItem, MigrationJob, Pass
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+def agent_view(view: Callable) -> Callable:
+    """POST with a JSON body, by an agent whose token is valid and not revoked."""
+
+    @csrf_exempt  # no cookies: the token in the header is the credential
+    @require_POST
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        kind, _, token = request.headers.get("Authorization", "").partition(" ")
+        if kind != "Agent" or not token:
+            return _error(401, "An agent token is needed: Authorization: Agent <token>.")
+        agent = (
+            Agent.objects.select_related("pool")
+            .filter(token_hash=services.token_hash(token))
+            .first()
+        )
+        if agent is None:
+            return _error(401, "This agent token is not known: enrol the agent again.")
+        if agent.revoked_at is not None:
+            return _error(401, "This agent was revoked: enrol it again to use it.")
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            return _error(400, "The body is not JSON.")
+        return view(request, agent, body, *args, **kwargs)
+
+    return wrapped
+
+
+def _own_pass(agent: Agent, pass_id: int) -> Pass | None:
+    return Pass.objects.filter(pk=pass_id, job__agent_pool_id=agent.pool_id).first()
+
+
+def _own_batch(agent: Agent, batch_id: int) -> Batch | None:
+    return Batch.objects.filter(pk=batch_id, job__agent_pool_id=agent.pool_id).first()
+
+
+@csrf_exempt
+@require_POST
+def enroll(request: HttpRequest) -> JsonResponse:
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _error(400, "The body is not JSON.")
+    try:
+        agent, token = services.agent_enroll(
+            code=str(body.get("code", "")), name=str(body.get("name", "")),
+            version=str(body.get("version", "")),
+        )  # fmt: skip
+    except services.EnrollmentError as exc:
+        return _error(403, str(exc))
+    return JsonResponse({"agent_id": agent.pk, "token": token, "pool": agent.pool.name})
+
+
+@agent_view
+def heartbeat(request, agent: Agent, body: dict) -> JsonResponse:
+    services.agent_heartbeat(agent=agent, status=body.get("status") or {})
+    return JsonResponse({"ok": True, "poll_seconds": settings.MIGRATOR_AGENT_POLL_SECONDS})
+
+
+def _endpoint(endpoint) -> dict:
+    # the source is at the agent's site: its credentials go with the work (over HTTPS);
+    # a cloud destination's never do
+    return {"url": endpoint.url, "secret": endpoint.get_secret() or None}
+
+
+@agent_view
+def work(request, agent: Agent, body: dict) -> JsonResponse:
+    services.agent_heartbeat(agent=agent, status=body.get("status") or agent.status)
+    leased = services.agent_work_lease(agent=agent)
+    if leased is None:
+        return JsonResponse({"kind": "none", "poll_seconds": settings.MIGRATOR_AGENT_POLL_SECONDS})
+    kind, pk, lease = leased
+    if kind == "scan":
+        p = Pass.objects.select_related("job__source", "job__destination").get(pk=pk)
+        job = p.job
+        return JsonResponse({
+            "kind": "scan", "pass_id": p.pk, "job_id": job.pk, "lease": lease,
+            "source": _endpoint(job.source), "destination_kind": job.destination.kind,
+            "options": job.options or {}, "cursor": p.scan_cursor,
+            "mappings": [[m.position, m.source_path, m.destination_prefix]
+                         for m in job.mappings.all()],
+        })  # fmt: skip
+    batch = Batch.objects.get(pk=pk)
+    job = MigrationJob.objects.select_related("source", "destination").get(pk=batch.job_id)
+    tasks = (
+        FileItem.objects.filter(job_pass_id=batch.job_pass_id, id__gte=batch.first_id,
+                                id__lte=batch.last_id, state="pending")
+        .order_by("id").values_list(*TASK_FIELDS)
+    )  # fmt: skip
+    return JsonResponse({
+        "kind": "batch", "batch_id": batch.pk, "job_id": job.pk, "lease": lease,
+        "source": _endpoint(job.source), "destination": _endpoint(job.destination),
+        "tasks": [list(t) for t in tasks],
+        "options": {"policy": job.on_exists, "bwlimit": job.bwlimit,
+                    "threads": settings.MIGRATOR_COPY_THREADS,
+                    "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
+                    "backoff": settings.MIGRATOR_RETRY_BACKOFF},
+    })  # fmt: skip
+
+
+@agent_view
+def lease(request, agent: Agent, body: dict) -> JsonResponse:
+    """Renew a lease while the work goes on; says whether it is still held and whether the
+    job still runs (paused, cancelled: stop between files)."""
+    token, kind, pk = str(body.get("lease", "")), body.get("kind"), int(body.get("id", 0))
+    if kind == "scan":
+        p = _own_pass(agent, pk)
+        held = bool(p) and services.scan_lease_renew(pass_id=pk, token=token)
+    else:
+        b = _own_batch(agent, pk)
+        held = bool(b) and services.batch_lease_renew(batch_id=pk, token=token)
+        p = Pass.objects.filter(pk=b.job_pass_id).first() if b else None
+    running = bool(p) and MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).exists()
+    return JsonResponse({"held": held, "running": running})
+
+
+@agent_view
+def scan_chunk(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
+    p = _own_pass(agent, pass_id)
+    if p is None:
+        return _error(404, "No such pass for this agent.")
+    cursor, after = str(body.get("cursor", "")), str(body.get("after", ""))
+    if p.scan_cursor == cursor and cursor != after:
+        return JsonResponse({"ok": True, "duplicate": True})  # a retried post, kept already
+    if p.scan_cursor != after:
+        return _error(409, f"The scan is at {p.scan_cursor!r}, not {after!r}.")
+    try:
+        rows = [row_from_wire(p.job_id, p.pk, values) for values in body.get("rows", [])]
+    except (ValueError, TypeError) as exc:
+        return _error(400, f"Bad rows: {exc}.")
+    kept = sink.ScanSink(p, str(body.get("lease", ""))).scan_chunk(rows, cursor)
+    return JsonResponse({"ok": kept, "stop": not kept})
+
+
+@agent_view
+def scan_done(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
+    p = _own_pass(agent, pass_id)
+    if p is None:
+        return _error(404, "No such pass for this agent.")
+    if p.scan_finished:
+        return JsonResponse({"ok": True, "duplicate": True})
+    kept = sink.ScanSink(p, str(body.get("lease", ""))).scan_done(None)
+    return JsonResponse({"ok": kept})
+
+
+@agent_view
+def scan_interrupted(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
+    from migrator.storage import Transient
+
+    p = _own_pass(agent, pass_id)
+    if p is None or p.state != PassState.RUNNING:
+        return _error(404, "No such pass for this agent.")
+    error = Transient(str(body.get("path", "")), str(body.get("error", ""))[:500])
+    sink.ScanSink(p, str(body.get("lease", ""))).scan_interrupted(error)
+    return JsonResponse({"ok": True})
+
+
+class _Held:
+    """BatchSink's stop signal, for a batch recorded from an agent's post."""
+
+    class stop:  # noqa: N801 - the shape of threading.Event the sink reads
+        @staticmethod
+        def is_set() -> bool:
+            return False
+
+        @staticmethod
+        def set() -> None:
+            pass
+
+
+def _batch_sink(batch: Batch, token: str) -> sink.BatchSink:
+    job = MigrationJob.objects.select_related("customer").get(pk=batch.job_id)
+    return sink.BatchSink(batch, job, token, _Held())  # type: ignore[arg-type]
+
+
+@agent_view
+def batch_record(request, agent: Agent, body: dict, batch_id: int) -> JsonResponse:
+    batch = _own_batch(agent, batch_id)
+    if batch is None:
+        return _error(404, "No such batch for this agent.")
+    if batch.state == BatchState.DONE:
+        return JsonResponse({"recorded": False, "duplicate": True})
+    try:
+        outcomes = [outcome_from_wire(values) for values in body.get("outcomes", [])]
+    except (ValueError, TypeError) as exc:
+        return _error(400, f"Bad outcomes: {exc}.")
+    # the batch's pending items, as a worker reads them: outcomes for all of them
+    # finish it; fewer (the agent was told to stop) hand it back, the rest pending
+    rows = FileItem.objects.filter(
+        job_pass_id=batch.job_pass_id, id__gte=batch.first_id, id__lte=batch.last_id,
+        state="pending",
+    ).values_list(*TASK_FIELDS)  # fmt: skip
+    tasks = [task_from_wire(values) for values in rows]
+    known = {t.item_id for t in tasks}
+    if any(o.item_id not in known for o in outcomes):
+        return _error(400, "An outcome names an item that is not pending in this batch.")
+    batch_sink = _batch_sink(batch, str(body.get("lease", "")))
+    recorded = batch_sink.batch_record(tasks, outcomes, None)
+    return JsonResponse({"recorded": recorded})
+
+
+@agent_view
+def batch_halt(request, agent: Agent, body: dict, batch_id: int) -> JsonResponse:
+    from migrator.storage import DestinationFull
+
+    batch = _own_batch(agent, batch_id)
+    if batch is None:
+        return _error(404, "No such batch for this agent.")
+    error = DestinationFull(str(body.get("path", "")), str(body.get("error", ""))[:500])
+    _batch_sink(batch, str(body.get("lease", ""))).halt(error)
+    return JsonResponse({"ok": True})
+
+
+@agent_view
+def batch_event(request, agent: Agent, body: dict, batch_id: int) -> JsonResponse:
+    batch = _own_batch(agent, batch_id)
+    if batch is None:
+        return _error(404, "No such batch for this agent.")
+    level = body.get("level") if body.get("level") in ("info", "warning", "error") else "info"
+    _batch_sink(batch, "").event(str(body.get("message", ""))[:2000], level=level,
+                                 once=bool(body.get("once")))  # fmt: skip
+    return JsonResponse({"ok": True})
+
+
+def agents_online_since():
+    """Agents seen within three heartbeats count as online."""
+    return timezone.now() - timezone.timedelta(seconds=3 * settings.MIGRATOR_AGENT_POLL_SECONDS)
+
+
+app_name = "agent_api"
+urlpatterns = [
+    path("enroll/", enroll, name="enroll"),
+    path("heartbeat/", heartbeat, name="heartbeat"),
+    path("work/", work, name="work"),
+    path("lease/", lease, name="lease"),
+    path("scan/<int:pass_id>/chunk/", scan_chunk, name="scan_chunk"),
+    path("scan/<int:pass_id>/done/", scan_done, name="scan_done"),
+    path("scan/<int:pass_id>/interrupted/", scan_interrupted, name="scan_interrupted"),
+    path("batch/<int:batch_id>/record/", batch_record, name="batch_record"),
+    path("batch/<int:batch_id>/halt/", batch_halt, name="batch_halt"),
+    path("batch/<int:batch_id>/event/", batch_event, name="batch_event"),
+]

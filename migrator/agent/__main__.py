@@ -1,0 +1,107 @@
+"""python -m migrator.agent enroll --server URL --code CODE | run [--bwlimit B/S]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import os
+import socket
+import sys
+from pathlib import Path
+
+from . import VERSION
+from .client import AgentError, Client
+from .worker import Agent
+
+DEFAULT_CONFIG = Path(
+    os.environ.get("MIGRATOR_AGENT_CONFIG", "~/.config/migrator-agent/agent.json")
+).expanduser()
+
+
+def _write_config(path: Path, config: dict) -> None:
+    """Mode 0600 from the start: the token is never readable by anyone else."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=2)
+    os.chmod(path, 0o600)
+
+
+def _logging(config_path: Path, verbose: bool) -> None:
+    handler = logging.handlers.RotatingFileHandler(
+        config_path.with_name("agent.log"), maxBytes=10 << 20, backupCount=5
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if verbose or sys.stderr.isatty():
+        root.addHandler(logging.StreamHandler())
+    root.setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migrator.agent", description=__doc__)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"where the agent keeps its token (default {DEFAULT_CONFIG})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    enroll = sub.add_parser("enroll", help="join a pool with a one-time enrolment code")
+    enroll.add_argument("--server", required=True, help="https://migrator.example.com")
+    enroll.add_argument("--code", required=True)
+    enroll.add_argument("--name", default=socket.gethostname())
+    run = sub.add_parser("run", help="work for the pool until stopped")
+    run.add_argument("--bwlimit", type=int, default=None, help="bytes per second, at most")
+    run.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        help="stop after this many seconds without work (for scripts)",
+    )
+    run.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "enroll":
+        try:
+            answer = Client(args.server).post(
+                "enroll/",
+                {"code": args.code, "name": args.name, "version": VERSION},
+                patience=30,
+            )
+        except AgentError as exc:
+            sys.stderr.write(f"migrator-agent: enrolment refused: {exc}\n")
+            return 2
+        _write_config(
+            args.config,
+            {
+                "server": args.server,
+                "token": answer["token"],
+                "agent_id": answer["agent_id"],
+                "pool": answer["pool"],
+            },
+        )
+        print(
+            f"Enrolled as agent {answer['agent_id']} of pool {answer['pool']}; "
+            f"token kept in {args.config} (mode 0600)."
+        )
+        return 0
+
+    try:
+        config = json.loads(args.config.read_text())
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(
+            f"migrator-agent: no usable config at {args.config} ({exc}): enroll first\n"
+        )
+        return 2
+    _logging(args.config, args.verbose)
+    client = Client(config["server"], config["token"])
+    agent = Agent(client, bwlimit=args.bwlimit, spool=str(args.config.parent))
+    return agent.run(idle_exit=args.idle_exit)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The agent's HTTP client: JSON posts with its token, retried while the server is away."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+
+class AgentError(Exception):
+    """The server refused (a 4xx): what it said, in words."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class Client:
+    """Posts to the server; connection errors and 5xx answers are retried with backoff
+    (up to `patience` seconds, None: until the server is back), so a result is never
+    dropped while the server restarts."""
+
+    def __init__(self, server: str, token: str = "", *, timeout: float = 60) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.requests = 0  # how many were sent, for the figures
+
+    def post(
+        self, path: str, payload: dict | None = None, *, patience: float | None = None
+    ) -> dict[str, Any]:
+        url = f"{self.server}/api/agent/{path.lstrip('/')}"
+        headers = {"Authorization": f"Agent {self.token}"} if self.token else {}
+        started, pause = time.monotonic(), 0.5
+        while True:
+            self.requests += 1
+            try:
+                response = self.session.post(
+                    url, json=payload or {}, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                problem = f"cannot reach {self.server}: {exc.__class__.__name__}"
+            else:
+                if response.status_code < 500:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = {"error": response.text[:200]}
+                    if response.status_code >= 400:
+                        raise AgentError(response.status_code, body.get("error", "refused"))
+                    return body
+                problem = f"the server answered {response.status_code}"
+            if patience is not None and time.monotonic() - started > patience:
+                raise AgentError(0, problem)
+            log.warning("%s; trying again in %.1f s", problem, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
