@@ -8,14 +8,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
+from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from migrator.web.csv import csv_filename, csv_response
 
 from . import directory, services
+from .api import services as api_services
 from .forms import CustomerAdminForm, InvitationAdminForm
-from .models import AuditEntry, Customer, Invitation, Membership, Profile
+from .models import ApiToken, AuditEntry, Customer, Invitation, Membership, Profile
 
 
 class MembershipInline(admin.TabularInline):
@@ -198,3 +200,65 @@ if admin.site.is_registered(User):
 class MigratorUserAdmin(UserAdmin):
     inlines = [ProfileInline, UserMembershipInline]
     list_display = ["username", "email", "is_staff", "is_superuser", "is_active", "last_login"]
+
+
+# --- API tokens: made here (shown once), listed with when they were last used, revoked -----
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "user__username", "prefix"]
+    list_select_related = ["user"]
+    fields = ["user", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    autocomplete_fields = ["user"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a token is made or revoked, never edited
+
+    def get_readonly_fields(self, request, obj=None) -> list[str]:
+        return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        token, plain = api_services.api_token_create(
+            user=form.cleaned_data["user"], name=form.cleaned_data["name"], created_by=request.user
+        )
+        obj.pk = token.pk
+        obj._state.adding = False
+        request._migrator_new_token = (token, plain)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The token, on this one page, never again (never in a message: those are
+        stored in the session or a cookie until read)."""
+        token, plain = request._migrator_new_token
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API token created",
+            "token": token,
+            "plain": plain,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, TOKEN_CREATED, context)
+        return response
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        for token in queryset:
+            api_services.api_token_revoke(token=token)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+TOKEN_CREATED = engines["django"].from_string(
+    """{% extends "admin/base_site.html" %}
+{% block content %}
+<p>The API token <strong>{{ token.name }}</strong> of <strong>{{ token.user }}</strong>:</p>
+<p><code id="api-token" style="font-size:1.2em;user-select:all">{{ plain }}</code></p>
+<p>Copy it now: it is shown this once. Only its SHA-256 is kept, so nobody can show it
+again; if it is lost, revoke it and make another.</p>
+<p>Use it as <code>Authorization: Bearer {{ token.prefix }}…</code>.</p>
+<p><a href="{% url 'admin:accounts_apitoken_changelist' %}">Back to API tokens</a></p>
+{% endblock %}"""
+)
