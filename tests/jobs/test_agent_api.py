@@ -1,0 +1,107 @@
+"""/api/agent/ in-process: an agent's token does its own pool's work and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+from django.urls import get_resolver
+
+from accounts.models import Customer
+from jobs import services
+from jobs.agent_api import urlpatterns
+from jobs.models import Batch, FileItem, MigrationJob, Pass
+from migrator.engine.scan import Row
+from migrator.engine.wire import row_to_wire
+
+from .factories import Steps
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def side(name: str, tmp_path):
+    customer = Customer.objects.create(name=name)
+    pool = services.agent_pool_create(customer=customer, name=f"{name} site")
+    code = services.enrollment_code_create(pool=pool)
+    agent, token = services.agent_enroll(code=code, name=f"{name}-host")
+    src = services.endpoint_create(name="s", url=(tmp_path / name).as_uri(), customer=customer)
+    dst = services.endpoint_create(name="d", url=(tmp_path / f"{name}-d").as_uri(),
+                                   customer=customer)  # fmt: skip
+    job = services.job_create(customer=customer, name=f"{name} job", source=src,
+                              destination=dst, agent_pool=pool)  # fmt: skip
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+    return job, agent, token
+
+
+def post(token: str | None, path: str, body: dict | None = None):
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Agent {token}"} if token else {}
+    response = client.post(f"/api/agent/{path}", json.dumps(body or {}),
+                           content_type="application/json", **headers)  # fmt: skip
+    return response.status_code, response.json()
+
+
+def test_an_agent_gets_only_its_pools_work_and_404_for_every_other_object(tmp_path):
+    a_job, _, a_token = side("alpha", tmp_path)
+    b_job, _, b_token = side("beta", tmp_path)
+    MigrationJob.objects.filter(pk=a_job.pk).update(state="paused")  # A has nothing to do
+    status, work = post(b_token, "work/")
+    assert (status, work["kind"], work["job_id"]) == (200, "scan", b_job.pk)
+    rows = [row_to_wire(Row(0, 0, "file", f"f{i}.txt", f"f{i}.txt", 10)) for i in range(3)]
+    status, answer = post(b_token, f"scan/{work['pass_id']}/chunk/",
+                          {"lease": work["lease"], "after": "", "cursor": "0/f2.txt",
+                           "rows": rows})  # fmt: skip
+    assert (status, answer["ok"]) == (200, True)
+    b_pass = Pass.objects.get(job=b_job)
+    b_batch = Batch.objects.get(job_pass=b_pass)
+    assert post(a_token, "work/")[1]["kind"] == "none"  # never the other pool's work
+    before = (FileItem.objects.count(), Batch.objects.filter(state="queued").count())
+    ids = {"pass_id": b_pass.pk, "batch_id": b_batch.pk}
+    routes = [str(p.pattern) for p in urlpatterns]
+    asked = 0
+    for route in routes:
+        if "<int:" not in route:
+            continue
+        path = route.replace("<int:pass_id>", str(ids["pass_id"])).replace(
+            "<int:batch_id>", str(ids["batch_id"])
+        )
+        body = {"lease": work["lease"], "outcomes": [], "rows": rows, "cursor": "0/z", "after": ""}
+        status, answer = post(a_token, path, body)
+        assert status == 404, (path, status, answer)
+        asked += 1
+    assert asked == len([r for r in routes if "<int:" in r]) >= 6
+    for kind, pk in (("scan", b_pass.pk), ("batch", b_batch.pk)):
+        status, answer = post(a_token, "lease/", {"kind": kind, "id": pk,
+                                                  "lease": work["lease"]})  # fmt: skip
+        assert (status, answer["held"]) == (200, False)
+    assert (FileItem.objects.count(), Batch.objects.filter(state="queued").count()) == before
+    # every agent route is one of these (none added without this test knowing)
+    mounted = {str(p.pattern) for r in get_resolver().url_patterns
+               if str(r.pattern) == "api/agent/" for p in r.url_patterns}  # fmt: skip
+    assert mounted == set(routes)
+
+
+def test_a_retried_chunk_counts_once_and_a_stale_one_is_refused(tmp_path):
+    job, _, token = side("gamma", tmp_path)
+    status, work = post(token, "work/")
+    rows = [row_to_wire(Row(0, 0, "file", "a.txt", "a.txt", 5))]
+    body = {"lease": work["lease"], "after": "", "cursor": "0/a.txt", "rows": rows}
+    assert post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
+    again = post(token, f"scan/{work['pass_id']}/chunk/", body)  # the answer was lost
+    assert again == (200, {"ok": True, "duplicate": True})
+    stale = post(token, f"scan/{work['pass_id']}/chunk/", {**body, "cursor": "0/b.txt"})
+    assert stale[0] == 409
+    p = Pass.objects.get(job=job)
+    assert (p.seen, FileItem.objects.filter(job_pass=p).count()) == (1, 1)
+
+
+def test_no_token_an_unknown_token_and_a_revoked_agent_are_refused(tmp_path):
+    _, agent, token = side("delta", tmp_path)
+    assert post(None, "work/")[0] == 401
+    assert post("mgr-agent-made-up", "work/")[0] == 401
+    services.agent_revoke(agent=agent)
+    status, answer = post(token, "heartbeat/", {"status": {}})
+    assert status == 401 and "revoked" in answer["error"]
