@@ -3,21 +3,33 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from dataclasses import fields as dataclass_fields
+from datetime import datetime
+from typing import NamedTuple
 
 from django.db import connection
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Window
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from accounts.selectors import sees_all_customers
 
-from . import permissions, plain
-from .choices import JOB_FINISHED, EventLevel, ItemKind, ItemState, JobState
-from .models import Endpoint, Event, FileItem, MigrationJob, Pass, ProgressSample
+from . import fixes, permissions, plain
+from .choices import (
+    CONNECTION_REASONS,
+    JOB_FINISHED,
+    EventLevel,
+    ItemKind,
+    ItemState,
+    JobState,
+    Reason,
+)
+from .models import Batch, Endpoint, Event, FileItem, MigrationJob, Pass, ProgressSample
 
 FINISHED = JOB_FINISHED
 PAGE_SIZE = 100
@@ -356,3 +368,190 @@ def manifest_truth(*, pass_id: int) -> dict[str, int]:
         .annotate(n=Count("id"))
         .values_list("state", "n")
     )
+
+
+# --- failures grouped by cause: reason x folder x the source's error text normalised, the
+# largest first, each told in words (jobs.fixes). Two queries whatever the pass's size:
+# the failed rows streamed (memory bounded by the number of groups), then the batches
+# that say when the groups were first and last seen -------------------------------------
+
+ERROR_GROUPS_MAX = 50  # groups held at most; the rest are one "other causes" group
+ERROR_GROUP_EXAMPLES = 3
+ERROR_GROUP_DEPTH = 2  # folders of an item's parent path that name its group's folder
+OTHER_CAUSES = "other"
+_ERROR_COLUMNS = ("id", "kind", "source_path", "dest_path", "size", "reason", "message",
+                  "attempts")  # fmt: skip
+# failures the copy records without counting an attempt (the connector could not be
+# opened, permissions): all others with no attempt were met by the scan
+_COPY_ONLY_REASONS = {*CONNECTION_REASONS, Reason.ACL_FAILED, Reason.DENY_ACE, "unavailable"}
+_NORMALISED_CACHE = 10_000  # distinct error texts remembered while streaming
+
+
+@dataclass
+class ErrorGroup:
+    """Failed files and folders of one cause. `error` is the source's error text with
+    what names one item replaced: staff only; customers read `cause` and `fix`."""
+
+    key: str
+    reason: str
+    folder: str
+    error: str
+    count: int = 0
+    files: int = 0
+    bytes: int = 0
+    attempts: int = 0  # the most any of its items was tried
+    examples: list[str] = dataclass_field(default_factory=list)
+    seen_at_scan: bool = False
+    first_copy_id: int | None = None
+    last_copy_id: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    cause: str = ""
+    fix: str = ""
+
+    @property
+    def other(self) -> bool:
+        return self.key == OTHER_CAUSES
+
+    @property
+    def reason_label(self) -> str:
+        if self.other:
+            return "Other causes"
+        return Reason(self.reason).label if self.reason in Reason.values else self.reason
+
+    @property
+    def words(self) -> str:
+        return f"{self.cause} {self.fix}"
+
+    @property
+    def bytes_h(self) -> str:
+        return human_bytes(self.bytes)
+
+
+class ItemRef(NamedTuple):
+    pk: int
+    size: int
+
+
+def error_group_key(reason: str, folder: str, error: str) -> str:
+    """A group's name in URLs and forms: the same cause has the same key in every pass."""
+    return hashlib.sha256(f"{reason}\x1f{folder}\x1f{error}".encode()).hexdigest()[:16]
+
+
+def error_folder(source_path: str) -> str:
+    """'Finance/2024/q1/a.txt' -> 'Finance/2024': the first folders of the parent path."""
+    parent = source_path.rpartition("/")[0]
+    return "/".join(parent.split("/")[:ERROR_GROUP_DEPTH])
+
+
+def _failed_rows(job_pass: Pass) -> Iterator[tuple]:
+    return (
+        FileItem.objects.filter(job_pass=job_pass, state=ItemState.FAILED)
+        .order_by("id")
+        .values_list(*_ERROR_COLUMNS)
+        .iterator(chunk_size=5000)
+    )
+
+
+def _grouped(job_pass: Pass, limit: int) -> Iterator[tuple[tuple, ErrorGroup]]:
+    """Each failed row of the pass, in id order, with its group: the first `limit` causes
+    met are groups of their own, the rest share the "other causes" group."""
+    groups: dict[tuple[str, str, str], ErrorGroup] = {}
+    other: ErrorGroup | None = None
+    normalised: dict[str, str] = {}
+    for row in _failed_rows(job_pass):
+        _pk, _kind, source_path, dest_path, _size, reason, message, _attempts = row
+        text = fixes.strip_paths(message, source_path, dest_path) if message else ""
+        error = normalised.get(text)
+        if error is None:
+            if len(normalised) >= _NORMALISED_CACHE:
+                normalised.clear()
+            error = normalised[text] = fixes.normalise(text)
+        cause = (reason, error_folder(source_path), error)
+        group = groups.get(cause)
+        if group is None:
+            if len(groups) < limit:
+                group = groups[cause] = ErrorGroup(error_group_key(*cause), *cause)
+            else:
+                other = other or ErrorGroup(OTHER_CAUSES, "", "", "")
+                group = other
+        yield row, group
+
+
+def error_groups(
+    *, job_pass: Pass | None, profile: str = "", limit: int = ERROR_GROUPS_MAX
+) -> list[ErrorGroup]:
+    """The pass's failed files and folders grouped by cause, the largest first (the
+    "other causes" group last). `profile`: the job's naming profile, for the words."""
+    if job_pass is None:
+        return []
+    found: dict[str, ErrorGroup] = {}
+    for (pk, kind, path, _dest, size, reason, _message, attempts), group in _grouped(
+        job_pass, limit
+    ):
+        found[group.key] = group
+        group.count += 1
+        if kind == ItemKind.FILE:
+            group.files += 1
+            group.bytes += size
+        group.attempts = max(group.attempts, attempts)
+        if len(group.examples) < ERROR_GROUP_EXAMPLES:
+            group.examples.append(path)
+        if attempts == 0 and reason not in _COPY_ONLY_REASONS:
+            group.seen_at_scan = True
+        else:
+            group.first_copy_id = group.first_copy_id or pk
+            group.last_copy_id = pk
+    groups = list(found.values())
+    _error_group_times(job_pass, groups)
+    for group in groups:
+        if group.other:
+            group.cause = f"Failures of more causes than the {limit} groups shown."
+            group.fix = "Filter the errors below by reason or folder, or download them as CSV."
+        else:
+            group.cause, group.fix = fixes.advice(
+                group.reason, group.error, folder=group.folder, attempts=group.attempts,
+                profile=profile,
+            )  # fmt: skip
+    groups.sort(key=lambda g: (g.other, -g.count, -g.bytes, g.reason, g.folder, g.error))
+    return groups
+
+
+def _error_group_times(job_pass: Pass, groups: list[ErrorGroup]) -> None:
+    """First and last seen: the manifest has no time, so the finish of the batch that
+    holds the group's first and last item (the latest, when a retry copied it again), and
+    the pass's start for what the scan met. One query."""
+    ids = {i for g in groups for i in (g.first_copy_id, g.last_copy_id) if i is not None}
+    finished: dict[int, datetime] = {}
+    if ids:
+        holds = Q()
+        for pk in ids:
+            holds |= Q(first_id__lte=pk, last_id__gte=pk)
+        batches = Batch.objects.filter(holds, job_pass=job_pass, finished_at__isnull=False)
+        for first, last, at in batches.values_list("first_id", "last_id", "finished_at"):
+            for pk in ids:
+                if first <= pk <= last and (pk not in finished or at > finished[pk]):
+                    finished[pk] = at
+    start = job_pass.started_at
+    for g in groups:
+        first = finished.get(g.first_copy_id or 0, start)
+        last = finished.get(g.last_copy_id or 0, start)
+        g.first_seen = start if g.seen_at_scan else first
+        g.last_seen = last if g.last_copy_id is not None else start
+
+
+def error_group_files(
+    *, job_pass: Pass, key: str, limit: int = ERROR_GROUPS_MAX
+) -> tuple[ErrorGroup | None, list[ItemRef]]:
+    """One group (as error_groups makes them; None when no failure has that cause) and
+    its failed files that can be copied again, those with a destination path, in id
+    order."""
+    found: ErrorGroup | None = None
+    files: list[ItemRef] = []
+    for row, group in _grouped(job_pass, limit):
+        if group.key != key:
+            continue
+        found = group
+        if row[1] == ItemKind.FILE and row[3]:
+            files.append(ItemRef(row[0], row[4]))
+    return found, files
