@@ -250,17 +250,28 @@ def job_cancel(*, job: MigrationJob, user=None) -> None:
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
 
 
-def job_retry_failed(*, job: MigrationJob, user=None) -> int:
-    """Put the failed files of the last pass back to pending and copy them again."""
+def job_retry_failed(*, job: MigrationJob, user=None, group: str = "") -> int:
+    """Put the failed files of the last pass back to pending and copy them again; with
+    `group` (an error group's key, jobs.selectors.error_groups), only that group's."""
+    from .fixes import folder_words
+    from .selectors import error_group_files
+
     with transaction.atomic():
         job = MigrationJob.objects.select_for_update().get(pk=job.pk)
         if job.state not in JOB_FINISHED or job.current_pass is None:
             raise JobStateError(f"Job “{job.name}” has no finished pass to retry.")
         p = job.current_pass
-        failed = FileItem.objects.filter(
-            job_pass=p, state=ItemState.FAILED, kind=ItemKind.FILE
-        ).exclude(dest_path="")
-        rows = list(failed.only("pk", "size").order_by("pk"))
+        if group:
+            which, rows = error_group_files(job_pass=p, key=group)
+            if which is None:
+                raise JobStateError(f"Job “{job.name}” has no such error group (any more).")
+            what = f"of one error group ({which.reason_label} in {folder_words(which.folder)})"
+        else:
+            failed = FileItem.objects.filter(
+                job_pass=p, state=ItemState.FAILED, kind=ItemKind.FILE
+            ).exclude(dest_path="")
+            rows = list(failed.only("pk", "size").order_by("pk"))
+            what = ""
         if not rows:
             raise JobStateError(f"Job “{job.name}” has no failed files that can be retried.")
         FileItem.objects.filter(pk__in=[r.pk for r in rows]).update(
@@ -280,8 +291,10 @@ def job_retry_failed(*, job: MigrationJob, user=None) -> int:
         MigrationJob.objects.filter(pk=job.pk).update(
             state=JobState.COPYING, finished_at=None, last_activity=now
         )
-        event_add_by(job_id=job.pk, done=f"Retrying {len(rows)} failed file(s)", user=user)
-        audit_record(action=AuditAction.RETRY, obj=job, user=user, detail=f"{len(rows)} file(s)")
+        done = " ".join(filter(None, (f"Retrying {len(rows)} failed file(s)", what)))
+        event_add_by(job_id=job.pk, done=done, user=user)
+        detail = f"{len(rows)} file(s)" + (f", error group {group}" if group else "")
+        audit_record(action=AuditAction.RETRY, obj=job, user=user, detail=detail)
         for batch in batches:
             enqueue("jobs.tasks.copy_batch", batch.pk)
     return len(rows)
