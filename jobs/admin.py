@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from migrator.storage import StorageError, kind_of
 from migrator.web.csv import csv_filename, csv_response
@@ -181,6 +181,70 @@ def _job_action(service, verb: str):
     return action
 
 
+@admin.action(description="Retry one error group of selected jobs (from the errors report)")
+def action_retry_error_group(modeladmin, request, queryset):
+    """The errors report's "Retry this group" button posts here with the group's key:
+    only that group's files go back to pending and are copied again."""
+    group = request.POST.get("group", "")[:64]
+    job = queryset.first()
+    if not group or job is None:
+        modeladmin.message_user(
+            request, "Pick the group on the job's errors report.", messages.WARNING
+        )
+        return None
+    try:
+        n = services.job_retry_failed(job=job, user=request.user, group=group)
+        modeladmin.message_user(request, f"Retrying {n} file(s) of the group.", messages.SUCCESS)
+    except services.JobStateError as exc:
+        modeladmin.message_user(request, str(exc), messages.WARNING)
+    return redirect(reverse("reports:job_report", args=[job.pk, "errors"]))
+
+
+def error_groups_table(job: MigrationJob) -> str:
+    """The job's failures by cause, largest first, with the normalised error text (staff
+    read it) and a button that retries one group (the form is outside the change form)."""
+    groups = selectors.error_groups(
+        job_pass=job.current_pass, profile=str((job.options or {}).get("profile") or "")
+    )
+    if not groups:
+        return "—"
+    rows = format_html_join(
+        "",
+        "<tr><td><strong>{}</strong><br><small>{}</small></td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{} – {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                g.reason_label,
+                g.error,
+                g.folder or "(top folder)",
+                g.count,
+                g.bytes_h,
+                f"{g.first_seen:%Y-%m-%d %H:%M:%S}" if g.first_seen else "",
+                f"{g.last_seen:%H:%M:%S}" if g.last_seen else "",
+                format_html_join("", "{}<br>", ((e,) for e in g.examples)),
+                f"{g.cause} {g.fix}",
+                format_html(
+                    '<button type="submit" form="mg-retry-group" name="group" value="{}">'
+                    "Retry this group</button>",
+                    g.key,
+                )
+                if g.files
+                else "",
+            )
+            for g in groups
+        ),
+    )
+    return format_html(
+        '<table class="mg-error-groups"><thead><tr><th>Cause</th><th>Folder</th>'
+        "<th>Items</th><th>Bytes</th><th>First – last seen</th><th>Examples</th>"
+        "<th>What to do</th><th></th></tr></thead><tbody>{}</tbody></table>"
+        '<p><a href="{}">Errors report</a> · <a href="{}">Groups as CSV</a></p>',
+        rows,
+        reverse("reports:job_report", args=[job.pk, "errors"]),
+        reverse("reports:job_report", args=[job.pk, "errors"]) + "?format=csv&list=groups",
+    )
+
+
 @admin.register(MigrationJob)
 class MigrationJobAdmin(admin.ModelAdmin):
     form = MigrationJobForm
@@ -191,7 +255,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
     inlines = [PathMappingInline, PassInline, IdentityOverrideInline]
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
-                       "signoff_display", "permissions_display"]  # fmt: skip
+                       "signoff_display", "permissions_display", "error_groups"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "agent_pool", "on_exists",
               "bwlimit", "options", *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
@@ -201,6 +265,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         _job_action(services.job_resume, "Resume"),
         _job_action(services.job_cancel, "Cancel"),
         _job_action(services.job_retry_failed, "Retry failed"),
+        action_retry_error_group,
         reapply_permissions,
     ]
 
@@ -306,6 +371,12 @@ class MigrationJobAdmin(admin.ModelAdmin):
         if signoff is None:
             return "—"
         return f"{signoff.user.get_username()} at {signoff.accepted_at:%Y-%m-%d %H:%M %Z}"
+
+    @admin.display(description="failures by cause")
+    def error_groups(self, obj: MigrationJob) -> str:
+        if obj.pk is None or obj.current_pass is None:
+            return "—"
+        return error_groups_table(obj)
 
     @admin.display(description="permissions")
     def permissions_display(self, obj: MigrationJob) -> str:

@@ -12,6 +12,8 @@ from jobs import plain
 from jobs import selectors as job_selectors
 from jobs.choices import JOB_ACTIVE, STATE_COLOURS
 
+from . import selectors, tables
+
 LIVE_STATES = set(JOB_ACTIVE)  # pages of running jobs reload themselves
 
 
@@ -48,9 +50,12 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
 def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_selectors.job_get_for(user=request.user, pk=pk)
     events = job_selectors.job_events_for(user=request.user, job=job).order_by("-id")[:50]
+    current = selectors.report_pass(job=job)
     context = {
         "job": job,
-        "p": job_selectors.job_progress(job=job),
+        "p": job_selectors.job_progress(job=job, job_pass=current),
+        # failures by cause, in the customer's words (whoever looks: this is their page)
+        "groups": tables.error_groups(job, current, staff=False),
         "colour": STATE_COLOURS.get(job.state),
         "refresh": job.state in LIVE_STATES,
         "passes": job.passes.order_by("-number"),

@@ -74,6 +74,26 @@ def _manifest(kind: str) -> Report:
     return Report(f"reports/{kind}.html", page, csv)
 
 
+def _errors() -> Report:
+    """The failed rows, and above them the failures grouped by cause (on the first page;
+    its CSV list "groups")."""
+    manifest = _manifest("errors")
+
+    def page(q: ReportQuery) -> dict:
+        groups = None if q.cursor else tables.error_groups(q.job, q.job_pass, staff=q.staff)
+        return {**manifest.page(q), "groups": groups}
+
+    def csv(q: ReportQuery) -> Csv:
+        if not q.listing:
+            return manifest.csv(q)
+        if q.listing != "groups":
+            raise KeyError(q.listing)
+        return Csv(tables.group_columns(staff=q.staff),
+                   lambda: tables.group_rows(q.job, q.job_pass, staff=q.staff))  # fmt: skip
+
+    return Report(manifest.template, page, csv, lambda: ("groups",))
+
+
 def _summary_page(q: ReportQuery) -> dict:
     return {**tables.summary(q.job, q.job_pass), "charts": _summary_charts(q.job_pass)}
 
@@ -132,7 +152,7 @@ REPORTS: dict[str, Report] = {
         lambda q: Csv(("item", "value"), lambda: tables.summary_rows(q.job, q.job_pass)),
     ),
     "files": _manifest("files"),
-    "errors": _manifest("errors"),
+    "errors": _errors(),
     "renames": _manifest("renames"),
     "passes": Report(
         "reports/passes.html",

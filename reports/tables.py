@@ -128,6 +128,42 @@ def manifest_rows(
         yield (*r[:4], mtime_text(r[4]), *r[5:11], message)
 
 
+# --- the errors report's groups: failures by cause, largest first (jobs.selectors) ----------
+
+GROUP_COLUMNS = ("reason", "folder", "items", "files", "bytes", "first_seen", "last_seen",
+                 "example_1", "example_2", "example_3", "cause", "fix")  # fmt: skip
+GROUP_ERROR_COLUMN = "error"  # the source's error text, normalised: staff only
+
+
+def error_groups(job: MigrationJob, job_pass: Pass | None, *, staff: bool) -> list:
+    """The groups as a page shows them: customers read the words, never the error text
+    (it can name a host, a share or an account)."""
+    groups = job_selectors.error_groups(job_pass=job_pass, profile=job_profile(job))
+    if not staff:
+        for group in groups:
+            group.error = ""
+    return groups
+
+
+def job_profile(job: MigrationJob) -> str:
+    options = job.options if isinstance(job.options, dict) else {}
+    return str(options.get("profile") or "")
+
+
+def group_columns(*, staff: bool) -> tuple[str, ...]:
+    return (*GROUP_COLUMNS, GROUP_ERROR_COLUMN) if staff else GROUP_COLUMNS
+
+
+def group_rows(job: MigrationJob, job_pass: Pass | None, *, staff: bool) -> Iterator[tuple]:
+    for g in error_groups(job, job_pass, staff=staff):
+        examples = (*g.examples, "", "", "")[:3]
+        seen = [at.isoformat(timespec="seconds") if at else "" for at in (g.first_seen,
+                                                                          g.last_seen)]  # fmt: skip
+        row = ("other" if g.other else g.reason, g.folder, g.count, g.files, g.bytes, *seen,
+               *examples, g.cause, g.fix)  # fmt: skip
+        yield (*row, g.error) if staff else row
+
+
 PASS_COLUMNS = ("number", "kind", "state", "started", "finished", "seen", "copied",
                 "unchanged", "excluded", "failed", "pending", "bytes_seen", "bytes_copied",
                 "folders_seen", "folders_created", "folders_failed")  # fmt: skip
