@@ -181,3 +181,18 @@ def test_search_costs_the_same_queries_over_a_million_rows(
     with django_assert_num_queries(small_queries):
         page = staff.get(url, {"q": many}).content.decode()
     assert "folder123/file0000123.dat" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["portal:job", "admin:jobs_migrationjob_change"])
+def test_pages_with_failures_by_cause_cost_the_same_queries_over_a_million_rows(
+    staff, big_and_small, django_assert_num_queries, page
+):
+    """The groups stream the failed rows in one query (100,000 of them here, in more
+    causes than the cap), whatever their number."""
+    big, small = big_and_small
+    count_queries(staff, reverse(page, args=[small.job_id]), {})  # the first fills caches
+    small_queries = count_queries(staff, reverse(page, args=[small.job_id]), {})
+    with django_assert_num_queries(small_queries):
+        response = staff.get(reverse(page, args=[big.job_id]))
+    assert "Other causes" in response.content.decode()
