@@ -331,3 +331,15 @@ def test_smb_folders_bob_may_not_read_are_one_group_customers_see_no_host(
     card = pages[0].split('id="error-groups"')[1].split("Recent events")[0]
     for text in (card, pages[2]):
         assert not any(message and message in text for message in raw)
+
+
+def test_readme_says_what_each_failure_reason_means():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## When something goes wrong")[1].split("\n## ")[0]
+    codes = [r.value for r in Reason]
+    failures = codes[1 : codes.index("symlink")] + ["deny_ace", "acl_failed",
+                                                   "directory_unavailable"]  # fmt: skip
+    missing = [code for code in failures if f"`{code}`" not in section]
+    assert not missing, missing
+    assert "Retry this group" in section and "migrator_run" in section
+    assert "--list groups" in section
