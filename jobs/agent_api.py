@@ -25,9 +25,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
+from migrator.storage import StorageError
 
 from . import services, sink
 from .choices import JOB_RUNNING, BatchState, PassState
+from .connectors import open_endpoint
 from .models import Agent, Batch, FileItem, MigrationJob, Pass
 
 log = logging.getLogger(__name__)
@@ -126,15 +128,59 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
                                 id__lte=batch.last_id, state="pending")
         .order_by("id").values_list(*TASK_FIELDS)
     )  # fmt: skip
+    tasks = [list(t) for t in tasks]
+    destination, given = _endpoint(job.destination), {}
+    if job.destination.kind == "gs":  # no key leaves the server: a session per object
+        try:
+            destination, given = _gcs_sessions(job, tasks)
+        except StorageError as exc:
+            services.batch_release(batch_id=batch.pk, token=lease,
+                                   delay=settings.MIGRATOR_RETRY_LATER_SECONDS)  # fmt: skip
+            return JsonResponse({"kind": "none", "poll_seconds": 1, "error": str(exc)})
     return JsonResponse({
         "kind": "batch", "batch_id": batch.pk, "job_id": job.pk, "lease": lease,
-        "source": _endpoint(job.source), "destination": _endpoint(job.destination),
-        "tasks": [list(t) for t in tasks],
+        "source": _endpoint(job.source), "destination": destination, "given": given,
+        "tasks": tasks,
         "options": {"policy": job.on_exists, "bwlimit": job.bwlimit,
                     "threads": settings.MIGRATOR_COPY_THREADS,
                     "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
                     "backoff": settings.MIGRATOR_RETRY_BACKOFF},
     })  # fmt: skip
+
+
+def _gcs_sessions(job: MigrationJob, tasks: list[list]) -> tuple[dict, dict]:
+    """For a GCS destination: an upload session per object to write, and the outcomes
+    decided here, where the keys are (already there and the same: unchanged; newer there
+    under the "newer" policy: excluded). One listing per folder answers what is there."""
+    from migrator.engine.compare import newer, same_file
+    from migrator.engine.copy import DestinationIndex, Policy
+    from migrator.storage import capabilities_of
+
+    policy = Policy(job.on_exists)
+    source_caps = capabilities_of(job.source.url)
+    sessions: dict[str, str] = {}
+    given: dict[int, list[str]] = {}
+    with open_endpoint(job.destination) as gcs:
+        index = DestinationIndex(gcs)
+        for values in tasks:
+            task = task_from_wire(values)
+            if task.kind == "dir":
+                continue  # a bucket has no folders: the engine counts them unchanged
+            existing = index.stat(task.dest_path) if policy is not Policy.OVERWRITE else None
+            if existing is not None:
+                entry = task.entry()
+                if same_file(entry, existing, source_caps, gcs.capabilities):
+                    given[task.item_id] = ["unchanged", ""]
+                    continue
+                if policy is Policy.NEWER and not newer(entry, existing, source_caps,
+                                                        gcs.capabilities):  # fmt: skip
+                    given[task.item_id] = ["excluded", "destination_newer"]
+                    continue
+                if policy is Policy.KEEP_BOTH:
+                    given[task.item_id] = ["failed", "unsupported"]
+                    continue
+            sessions[task.dest_path] = gcs.upload_session(task.dest_path, task.entry())
+    return {"kind": "sessions", "url": job.destination.url, "sessions": sessions}, given
 
 
 @agent_view
@@ -208,7 +254,7 @@ class _Held:
 
 
 def _batch_sink(batch: Batch, token: str) -> sink.BatchSink:
-    job = MigrationJob.objects.select_related("customer").get(pk=batch.job_id)
+    job = MigrationJob.objects.select_related("customer", "destination").get(pk=batch.job_id)
     return sink.BatchSink(batch, job, token, _Held())  # type: ignore[arg-type]
 
 
@@ -230,11 +276,22 @@ def batch_record(request, agent: Agent, body: dict, batch_id: int) -> JsonRespon
         state="pending",
     ).values_list(*TASK_FIELDS)  # fmt: skip
     tasks = [task_from_wire(values) for values in rows]
-    known = {t.item_id for t in tasks}
+    by_id = {t.item_id: t for t in tasks}
+    known = set(by_id)
     if any(o.item_id not in known for o in outcomes):
         return _error(400, "An outcome names an item that is not pending in this batch.")
     batch_sink = _batch_sink(batch, str(body.get("lease", "")))
     recorded = batch_sink.batch_record(tasks, outcomes, None)
+    refused = [o.dest_path or by_id[o.item_id].dest_path for o in outcomes
+               if o.reason == "checksum_mismatch"]  # fmt: skip
+    job = batch_sink.job
+    if recorded and refused and job.destination.kind == "gs":  # the agent cannot delete
+        with open_endpoint(job.destination) as gcs:
+            for dest in refused:
+                try:
+                    gcs.delete(dest)
+                except StorageError:
+                    log.warning("could not remove a refused upload: %s", dest)
     return JsonResponse({"recorded": recorded})
 
 

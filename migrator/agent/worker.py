@@ -11,18 +11,33 @@ import time
 from typing import Any
 
 from migrator.engine.batch import run_batch
-from migrator.engine.copy import CopyOptions, Policy
+from migrator.engine.copy import CopyOptions, Outcome, Policy, State
 from migrator.engine.filters import Filters
 from migrator.engine.scan import Mapping, Planner, scan
 from migrator.engine.wire import task_from_wire
 from migrator.sanitize import Sanitizer
-from migrator.storage import StorageError, connector_for
+from migrator.storage import Connector, StorageError, capabilities_of, connector_for
+from migrator.storage.upload import SessionUploads
 
 from . import VERSION
 from .client import AgentError, Client
 from .sinks import HttpBatchSink, HttpScanSink
 
 log = logging.getLogger("migrator.agent")
+
+
+class _WithDecided:
+    """The batch's sink, with the outcomes the server decided (already at the destination)
+    added to those the engine produced: the batch is recorded whole, in one post."""
+
+    def __init__(self, sink: HttpBatchSink, decided: list[Outcome]) -> None:
+        self.sink, self.decided = sink, decided
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def batch_record(self, tasks, outcomes, acl) -> bool:
+        return self.sink.batch_record(tasks, [*self.decided, *outcomes], acl)
 
 
 class Agent:
@@ -124,13 +139,30 @@ class Agent:
             should_stop=sink.should_stop,
         )
         source, destination = work["source"], work["destination"]
+        given = {int(pk): value for pk, value in (work.get("given") or {}).items()}
+        if destination.get("kind") == "sessions":  # a cloud: sessions, never its keys
+            caps = capabilities_of(destination["url"])
+
+            def opener() -> Connector:
+                return SessionUploads(destination["sessions"], caps)
+        else:
+
+            def opener() -> Connector:
+                return connector_for(destination["url"], destination["secret"])
+
+        decided = [
+            Outcome(t.item_id, State(given[t.item_id][0]), given[t.item_id][1])
+            for t in tasks
+            if t.item_id in given
+        ]
+        recorder = _WithDecided(sink, decided)
         try:
             outcomes = run_batch(
-                tasks,
+                [t for t in tasks if t.item_id not in given],
                 source=lambda: connector_for(source["url"], source["secret"]),
-                destination=lambda: connector_for(destination["url"], destination["secret"]),
+                destination=opener,
                 options=options,
-                sink=sink,
+                sink=recorder,  # type: ignore[arg-type]
             )
         finally:
             sink.close()

@@ -563,6 +563,27 @@ class GCSConnector(Connector):
         except Exception:
             pass  # best effort: the caller gets ChecksumMismatch either way
 
+    def upload_session(self, path: str, entry: Entry) -> str:
+        """A resumable upload session for one object (its name, type and mtime metadata
+        set now): whoever holds the URI can upload that object's bytes, and nothing else
+        — what the on-premises agent is given instead of a key."""
+        name = self._name(path)
+        if name == self.root:
+            raise InvalidPath(path, "cannot write the root")
+        blob = self.bucket.blob(name)
+        content_type = (
+            mimetypes.types_map.get(posixpath.splitext(name)[1].lower())
+            or "application/octet-stream"
+        )
+        if entry.mtime_ns:
+            blob.metadata = mtime_metadata(entry.mtime_ns)
+        try:
+            return blob.create_resumable_upload_session(
+                content_type=content_type, size=entry.size, timeout=TIMEOUT
+            )
+        except Exception as exc:
+            raise _wrap(exc, path) from exc
+
     def mkdir(self, path: str, entry: Entry | None = None) -> bool:
         # capabilities.directories is False: callers check it and never get here
         raise Unsupported(path, "a bucket has no folders: they are implied by object names")

@@ -4,6 +4,8 @@ enrolment flow; local folders at the agent's side."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -35,7 +37,7 @@ from accounts.models import Customer
 from jobs import services
 c, _ = Customer.objects.get_or_create(name="Agent test")
 pool = services.agent_pool_create(customer=c, name="site-a")
-s = services.endpoint_create(name="src", url={src!r}, customer=c)
+s = services.endpoint_create(name="src", url={src!r}, customer=c, secret={secret!r})
 d = services.endpoint_create(name="dst", url={dst!r}, customer=c)
 job = services.job_create(customer=c, name="behind a firewall", source=s, destination=d,
                           bwlimit={bw}, agent_pool=pool)
@@ -156,10 +158,12 @@ def stack(cli, tmp_path):
     s.close()
 
 
-def setup(stack: Stack, src: Path, dst: Path, *, bw: int | None = None, agents: int = 1):
-    out = json.loads(
-        stack.shell(SETUP.format(src=src.as_uri(), dst=dst.as_uri(), bw=bw, agents=agents))
-    )
+def setup(stack: Stack, src: Path | str, dst: Path | str, *, bw: int | None = None,
+          agents: int = 1, secret: str | None = None):  # fmt: skip
+    src = src.as_uri() if isinstance(src, Path) else src
+    dst = dst.as_uri() if isinstance(dst, Path) else dst
+    code = SETUP.format(src=src, dst=dst, bw=bw, agents=agents, secret=secret)
+    out = json.loads(stack.shell(code))
     stack.shell(
         f"from jobs import services; from jobs.models import MigrationJob; "
         f"services.job_start(job=MigrationJob.objects.get(pk={out['job']}))"
@@ -303,3 +307,34 @@ def test_a_revoked_agent_is_refused_and_an_expired_code_says_so(stack, tmp_path)
     assert late.returncode == 2 and "expired" in late.stderr
     unknown = stack.enroll("a3", "mgr-enroll-made-up")
     assert unknown.returncode == 2 and "not known" in unknown.stderr
+
+
+def test_smb_source_to_gcs_through_the_agent_which_never_holds_a_gcs_key(
+    stack, samba_dc, gcs_server, tmp_path
+):
+    """The issue's end to end: the Samba DC's share as the source, the GCS server as the
+    destination; the agent streams each object through an upload session the server made,
+    its environment and config have no GCS credential or address, md5s equal the source."""
+    from .test_smb_jobs import make_smb_tree, smb_source
+
+    name, disk = smb_source(samba_dc)
+    expected = make_smb_tree(disk, files=15, long_path=False)
+    bucket = gcs_server.make_bucket()
+    job_id, (code,) = setup(stack, samba_dc.smb_url("data", name), f"gs://{bucket}/in",
+                            secret=samba_dc.password_for(samba_dc.admin_user))  # fmt: skip
+    assert stack.enroll("agent1", code).returncode == 0
+    agent = stack.start_agent("agent1")
+    assert stack.finished(job_id) == "completed", (tmp_path / "agent1.err").read_text()[-2000:]
+    seen, copied, unchanged, failed, pending = accounting(stack, job_id)
+    assert (seen, copied, failed, pending) == (len(expected), len(expected), 0, 0)
+    client = gcs_server.client()
+    blobs = {b.name: b for b in client.list_blobs(bucket)}
+    assert set(blobs) == {f"in/{rel}" for rel in expected}
+    for rel, data in expected.items():
+        md5 = base64.b64decode(blobs[f"in/{rel}"].md5_hash).hex()
+        assert md5 == hashlib.md5(data).hexdigest(), rel
+        assert client.bucket(bucket).blob(f"in/{rel}").download_as_bytes() == data
+    environ = Path(f"/proc/{agent.pid}/environ").read_bytes()
+    assert b"STORAGE_EMULATOR_HOST" not in environ and b"GOOGLE_" not in environ
+    config = (tmp_path / "agent1" / "a.json").read_text()
+    assert "gs://" not in config and "STORAGE" not in config
