@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import multiprocessing
 import os
 import socket
 import sys
@@ -41,6 +42,14 @@ def _logging(config_path: Path, verbose: bool) -> None:
     root.setLevel(logging.INFO)
 
 
+def _work(
+    server: str, token: str, bwlimit: int | None, spool: str, idle_exit: float | None
+) -> tuple[int, int]:
+    """One agent loop (a process of its own with --workers): its exit code, its requests."""
+    client = Client(server, token)
+    return Agent(client, bwlimit=bwlimit, spool=spool).run(idle_exit=idle_exit), client.requests
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migrator.agent", description=__doc__)
     parser.add_argument(
@@ -56,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     enroll.add_argument("--name", default=socket.gethostname())
     run = sub.add_parser("run", help="work for the pool until stopped")
     run.add_argument("--bwlimit", type=int, default=None, help="bytes per second, at most")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes taking work at once (one Python process holds one core)",
+    )
     run.add_argument(
         "--idle-exit",
         type=float,
@@ -98,9 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     _logging(args.config, args.verbose)
-    client = Client(config["server"], config["token"])
-    agent = Agent(client, bwlimit=args.bwlimit, spool=str(args.config.parent))
-    return agent.run(idle_exit=args.idle_exit)
+    workers = max(1, args.workers)
+    bwlimit = args.bwlimit // workers if args.bwlimit else None  # the limit is the agent's
+
+    work = (config["server"], config["token"], bwlimit, str(args.config.parent), args.idle_exit)
+    if workers == 1:
+        code, requests = _work(*work)
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = [r.get() for r in [pool.apply_async(_work, work) for _ in range(workers)]]
+        code, requests = max(c for c, _ in done), sum(n for _, n in done)
+    print(json.dumps({"exit": code, "requests": requests}))  # for scripts and benchmarks
+    return code
 
 
 if __name__ == "__main__":
