@@ -255,7 +255,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
     inlines = [PathMappingInline, PassInline, IdentityOverrideInline]
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
-                       "signoff_display", "permissions_display", "error_groups"]  # fmt: skip
+                       "signoff_display", "permissions_display", "error_groups",
+                       "agents_health"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "agent_pool", "on_exists",
               "bwlimit", "options", *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
@@ -371,6 +372,12 @@ class MigrationJobAdmin(admin.ModelAdmin):
         if signoff is None:
             return "—"
         return f"{signoff.user.get_username()} at {signoff.accepted_at:%Y-%m-%d %H:%M %Z}"
+
+    @admin.display(description="agents")
+    def agents_health(self, obj: MigrationJob) -> str:
+        if obj.agent_pool_id is None:
+            return "— (run by the worker cluster)"
+        return admin_agents.pool_health(obj.agent_pool)
 
     @admin.display(description="failures by cause")
     def error_groups(self, obj: MigrationJob) -> str:

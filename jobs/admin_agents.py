@@ -32,6 +32,30 @@ def _online(agent: Agent) -> str:
     return "offline"
 
 
+def pool_health(pool: AgentPool) -> str:
+    """'site-a: 2 of 3 agents online (host1 holds batch 12, host2 idle); host3 offline
+    since …', for the job page."""
+    agents = list(pool.agents.filter(revoked_at__isnull=True).order_by("name"))
+    if not agents:
+        return f"{pool.name}: no agent enrolled yet: create an enrolment code on the pool."
+    online = [a for a in agents if _online(a) == "online"]
+    parts = []
+    for a in agents:
+        if a in online:
+            held = (a.status or {}).get("holding") or {}
+            doing = (f"holds batch {held['batch']}" if "batch" in held
+                     else f"scans pass {held['scan']}" if "scan" in held else "idle")  # fmt: skip
+            parts.append(f"{a.name} {doing}")
+        else:
+            seen = (
+                timezone.localtime(a.last_seen).strftime("%Y-%m-%d %H:%M")
+                if a.last_seen
+                else "never"
+            )
+            parts.append(f"{a.name} offline (last seen {seen})")
+    return f"{pool.name}: {len(online)} of {len(agents)} agents online — " + "; ".join(parts)
+
+
 @admin.register(AgentPool)
 class AgentPoolAdmin(admin.ModelAdmin):
     list_display = ["name", "customer", "agents_online", "created_at"]

@@ -105,3 +105,16 @@ def test_no_token_an_unknown_token_and_a_revoked_agent_are_refused(tmp_path):
     services.agent_revoke(agent=agent)
     status, answer = post(token, "heartbeat/", {"status": {}})
     assert status == 401 and "revoked" in answer["error"]
+
+
+def test_the_job_page_shows_the_pools_health(tmp_path, admin_client):
+    job, agent, token = side("epsilon", tmp_path)
+    page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
+    assert "epsilon site: 1 of 1 agents online" in page  # enrolment counts as seen
+    post(token, "work/")  # takes the scan
+    post(token, "heartbeat/", {"status": {"version": "t", "holding": {"scan": 7}}})
+    page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
+    assert "epsilon-host scans pass 7" in page
+    services.agent_revoke(agent=agent)
+    page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
+    assert "no agent enrolled yet" in page
