@@ -307,6 +307,7 @@ def test_a_lost_connection_names_its_host_to_staff_only(tmp_path, django_user_mo
     from migrator.storage.local import LocalConnector
 
     settings.MIGRATOR_RETRY_ATTEMPTS = 1
+    settings.MIGRATOR_BATCH_ATTEMPTS = 1  # fail it now, not after later tries of its batch
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "docs").mkdir(parents=True)
     (src / "docs" / "lost.txt").write_text("lost")
