@@ -46,7 +46,7 @@ def _work(
     server: str, token: str, bwlimit: int | None, spool: str, idle_exit: float | None
 ) -> tuple[int, int]:
     """One agent loop (a process of its own with --workers): its exit code, its requests."""
-    client = Client(server, token)
+    client = Client(server, token, spool=Path(spool) / "spool")
     return Agent(client, bwlimit=bwlimit, spool=spool).run(idle_exit=idle_exit), client.requests
 
 
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = max(1, args.workers)
     bwlimit = args.bwlimit // workers if args.bwlimit else None  # the limit is the agent's
 
+    spool = args.config.parent / "spool"
+    replayed = Client(config["server"], config["token"], spool=spool).replay_spool()
+    if replayed:
+        logging.getLogger("migrator.agent").info("sent %d kept result(s) again", replayed)
     work = (config["server"], config["token"], bwlimit, str(args.config.parent), args.idle_exit)
     if workers == 1:
         code, requests = _work(*work)

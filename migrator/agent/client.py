@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -24,12 +27,45 @@ class Client:
     (up to `patience` seconds, None: until the server is back), so a result is never
     dropped while the server restarts."""
 
-    def __init__(self, server: str, token: str = "", *, timeout: float = 60) -> None:
+    def __init__(self, server: str, token: str = "", *, timeout: float = 60,
+                 spool: Path | None = None) -> None:  # fmt: skip
         self.server = server.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.session = requests.Session()
         self.requests = 0  # how many were sent, for the figures
+        self.spool = spool  # results kept on disk until the server has them
+
+    def post_durable(self, path: str, payload: dict) -> dict[str, Any]:
+        """A result: written to the spool first, removed once the server answered, so an
+        agent stopped while the server was away sends it again at its next start
+        (replay_spool); every result post is idempotent on the server."""
+        if self.spool is None:
+            return self.post(path, payload)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        kept = self.spool / f"{time.time_ns()}-{os.getpid()}.json"
+        kept.write_text(json.dumps({"path": path, "payload": payload}))
+        try:
+            return self.post(path, payload)
+        finally:
+            kept.unlink(missing_ok=True)
+
+    def replay_spool(self) -> int:
+        """Send what an earlier run kept and could not send; returns how many."""
+        if self.spool is None or not self.spool.is_dir():
+            return 0
+        sent = 0
+        for kept in sorted(self.spool.glob("*.json")):
+            try:
+                saved = json.loads(kept.read_text())
+                self.post(saved["path"], saved["payload"])
+                sent += 1
+            except AgentError as exc:  # taken over or recorded meanwhile: nothing to add
+                log.info("a kept result was not needed any more: %s", exc)
+            except ValueError:
+                log.warning("an unreadable kept result was dropped: %s", kept.name)
+            kept.unlink(missing_ok=True)
+        return sent
 
     def post(
         self, path: str, payload: dict | None = None, *, patience: float | None = None

@@ -30,7 +30,7 @@ class HttpScanSink:
             "rows": [row_to_wire(r) for r in rows],
         }
         try:
-            answer = self.client.post(f"scan/{self.pass_id}/chunk/", body)
+            answer = self.client.post_durable(f"scan/{self.pass_id}/chunk/", body)
         except AgentError:  # the scan is someone else's now (409), or gone (404)
             return False
         self.after = cursor
@@ -49,7 +49,8 @@ class HttpScanSink:
         return bool(answer.get("held"))
 
     def done(self) -> bool:
-        return bool(self.client.post(f"scan/{self.pass_id}/done/", {"lease": self.lease})["ok"])
+        done = self.client.post_durable(f"scan/{self.pass_id}/done/", {"lease": self.lease})
+        return bool(done["ok"])
 
 
 class HttpBatchSink:
@@ -105,5 +106,5 @@ class HttpBatchSink:
 
     def batch_record(self, tasks: Sequence[CopyTask], outcomes: list[Outcome], acl: Any) -> bool:
         body = {"lease": self.lease, "outcomes": [outcome_to_wire(o) for o in outcomes]}
-        answer = self.client.post(f"batch/{self.batch_id}/record/", body)
+        answer = self.client.post_durable(f"batch/{self.batch_id}/record/", body)
         return bool(answer.get("recorded"))

@@ -338,3 +338,37 @@ def test_smb_source_to_gcs_through_the_agent_which_never_holds_a_gcs_key(
     assert b"STORAGE_EMULATOR_HOST" not in environ and b"GOOGLE_" not in environ
     config = (tmp_path / "agent1" / "a.json").read_text()
     assert "gs://" not in config and "STORAGE" not in config
+
+
+def test_results_kept_on_disk_while_the_server_is_away_are_sent_after_a_restart(stack, tmp_path):
+    """The server goes away; the agent finishes a batch and keeps its outcomes on disk;
+    the agent is killed too. Both start again: the kept outcomes are sent first, so no
+    batch is copied twice (every batch leased once) and nothing is lost."""
+    src, dst = tmp_path / "share", tmp_path / "copy"
+    expected = make_tree(src, files=40, folders=1, size=4000)
+    job_id, (code,) = setup(stack, src, dst, bw=12_000)  # a batch of 10 takes ~3.5 s
+    assert stack.enroll("a1", code).returncode == 0
+    agent = stack.start_agent("a1", "--workers", "1")
+    wait_until(
+        lambda: (
+            accounting(stack, job_id)[1] >= 10
+            if stack.cli.query("SELECT 1 FROM jobs_pass WHERE job_id = ?", job_id)
+            else False
+        ),
+        90,
+        "a first batch",
+    )
+    stack.stop_server()
+    spool = tmp_path / "a1" / "spool"
+    wait_until(lambda: spool.is_dir() and any(spool.glob("*.json")), 60, "a result kept on disk")
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait(timeout=10)
+    stack.start_server()
+    stack.start_agent("a1", "--workers", "1")
+    assert stack.finished(job_id, timeout=240) == "completed"
+    assert not list(spool.glob("*.json"))
+    seen, copied, unchanged, failed, pending = accounting(stack, job_id)
+    assert (seen, copied, failed, pending) == (40, 40, 0, 0)
+    assert tree_of(dst) == expected
+    attempts = stack.cli.query("SELECT attempts FROM jobs_batch")
+    assert attempts and all(a == 1 for (a,) in attempts), attempts
