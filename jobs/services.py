@@ -145,9 +145,15 @@ def job_options_check(*, options: dict, destination: Endpoint) -> None:
 def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:
     """A migration job with the assessed job's source, destination, mappings and choices."""
     options = {k: v for k, v in (job.options or {}).items() if k != "assess_only"}
+    name = job.name.removesuffix(" (assessment)") + " (migration)"
+    return _job_like(job, name=name, options=options, user=user)
+
+
+def _job_like(job: MigrationJob, *, name: str, options: dict, user) -> MigrationJob:
+    """A new job with `job`'s customer, endpoints, mappings and choices."""
     return job_create(
         customer=job.customer,
-        name=job.name.removesuffix(" (assessment)") + " (migration)",
+        name=name,
         source=job.source,
         destination=job.destination,
         mappings=[(m.source_path, m.destination_prefix) for m in job.mappings.all()],
@@ -156,6 +162,17 @@ def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:
         options=options,
         user=user,
     )
+
+
+def job_assess(*, job: MigrationJob, user=None) -> MigrationJob:
+    """An assessment of the job's source, started: a job of its own with the same
+    endpoints, mappings and choices (as `migrator_run --assess` makes one), nothing copied."""
+    if (job.options or {}).get("assess_only"):
+        return job_start(job=job, user=user)
+    name = job.name.removesuffix(" (migration)") + " (assessment)"
+    options = {**(job.options or {}), "assess_only": True}
+    assessment = _job_like(job, name=name, options=options, user=user)
+    return job_start(job=assessment, user=user)
 
 
 def job_start(*, job: MigrationJob, user=None) -> MigrationJob:

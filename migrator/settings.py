@@ -311,3 +311,41 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL") or "INFO"},
     "loggers": {"django_q": {"level": env("Q_LOG_LEVEL") or "WARNING"}},
 }
+
+# --- REST API (djangorestframework + drf-spectacular) -------------------------------------
+# /api/v1/: API tokens (accounts.ApiToken, hashed at rest) or the browser's session; staff
+# do everything, a customer viewer reads its customers' jobs. /api/docs/ is served from the
+# vendored Swagger UI (drf-spectacular-sidecar): no CDN.
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.api.authentication.ApiTokenAuthentication",
+        "accounts.api.authentication.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.api.permissions.StaffOrReadOnly"],
+    "DEFAULT_PAGINATION_CLASS": "accounts.api.pagination.Cursor",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # failed API authentications per client address, then 429 until the minute is over
+    "DEFAULT_THROTTLE_RATES": {
+        "api_auth_failures": f"{env_int('MIGRATOR_API_AUTH_FAILURES_PER_MINUTE', 20)}/min"
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Migrator API",
+    "DESCRIPTION": "Customers, endpoints, migration jobs and their actions, progress, "
+    "passes, files, errors, renames, events, permissions and reports as CSV. "
+    "Authenticate with `Authorization: Bearer <token>` (make one at POST /api/v1/tokens/).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "accounts.api.schema.error_responses",
+    ],
+}

@@ -1,0 +1,173 @@
+"""What the API shows of endpoints, jobs, passes, the manifest, events and permissions,
+and what it takes to create endpoints and jobs. Endpoint secrets are write-only; endpoint
+URLs, job errors and connection messages are for staff only (customers read words)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from accounts.models import Customer
+from accounts.selectors import sees_all_customers
+from reports.tables import mtime_text
+
+from .. import plain, selectors
+from ..choices import OnExists
+from ..models import Endpoint, Event, FileItem, MigrationJob, Pass
+
+
+def _staff(serializer: serializers.Serializer) -> bool:
+    request = serializer.context.get("request")
+    return sees_all_customers(getattr(request, "user", None))
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        style={"input_type": "password"},
+        help_text="Password or service-account JSON. Write-only: never returned.",
+    )
+    customer = serializers.PrimaryKeyRelatedField(
+        queryset=Customer.objects.all(), allow_null=True, required=False
+    )
+    has_secret = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Endpoint
+        fields = ["id", "name", "url", "kind", "customer", "has_secret", "secret",
+                  "created_at", "updated_at"]  # fmt: skip
+        read_only_fields = ["kind", "created_at", "updated_at"]
+
+
+class MappingSerializer(serializers.Serializer):
+    source_path = serializers.CharField(allow_blank=True, max_length=2000, default="")
+    destination_prefix = serializers.CharField(allow_blank=True, max_length=2000, default="")
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """A job as its reader may see it: staff read the endpoints' ids and the error as the
+    system wrote it; a customer reads the route and the error in words."""
+
+    mappings = MappingSerializer(many=True, read_only=True)
+    route = serializers.SerializerMethodField(help_text="The endpoints' kinds, in words.")
+    error = serializers.SerializerMethodField()
+    current_pass = serializers.SlugRelatedField(
+        slug_field="number", read_only=True, allow_null=True
+    )
+
+    class Meta:
+        model = MigrationJob
+        fields = ["id", "name", "customer", "state", "source", "destination", "route",
+                  "mappings", "on_exists", "bwlimit", "options", "error", "current_pass",
+                  "created_at", "queued_at", "started_at", "finished_at",
+                  "last_activity"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_route(self, job: MigrationJob) -> str:
+        return plain.route_words(job.source, job.destination)
+
+    def get_error(self, job: MigrationJob) -> str:
+        return job.error if _staff(self) else selectors.job_public_error(job)
+
+
+class JobCreateSerializer(serializers.Serializer):
+    customer = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all())
+    name = serializers.CharField(max_length=200)
+    source = serializers.PrimaryKeyRelatedField(queryset=Endpoint.objects.all())
+    destination = serializers.PrimaryKeyRelatedField(queryset=Endpoint.objects.all())
+    mappings = MappingSerializer(many=True, required=False)
+    on_exists = serializers.ChoiceField(OnExists.choices, default=OnExists.SKIP_IDENTICAL)
+    bwlimit = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, help_text="Bytes per second."
+    )
+    options = serializers.DictField(
+        required=False,
+        help_text='{"profile": "gcs|windows|smb|sharepoint|egnyte|posix", "filters": {...}, '
+        '"assess_only": false, …} as in the admin.',
+    )
+
+
+class RetrySerializer(serializers.Serializer):
+    group = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="Only this error group's files (its key, from the errors report).",
+    )
+
+
+class ProgressSerializer(serializers.Serializer):
+    """jobs.selectors.job_progress: counters, rate and ETA of the job's current pass."""
+
+    state = serializers.CharField()
+    pass_number = serializers.IntegerField(allow_null=True)
+    seen = serializers.IntegerField()
+    done = serializers.IntegerField()
+    pending = serializers.IntegerField(default=0)
+    fraction = serializers.FloatField()
+    bytes_seen = serializers.IntegerField()
+    bytes_done = serializers.IntegerField()
+    bytes_fraction = serializers.FloatField()
+    files_rate = serializers.FloatField(allow_null=True, help_text="Files per second now.")
+    bytes_rate = serializers.FloatField(allow_null=True, help_text="Bytes per second now.")
+    avg_files_rate = serializers.FloatField(allow_null=True)
+    avg_bytes_rate = serializers.FloatField(allow_null=True, default=None)
+    eta_seconds = serializers.FloatField(allow_null=True)
+    rate_h = serializers.CharField()
+    eta_h = serializers.CharField()
+    elapsed_h = serializers.CharField(default="—")
+
+
+class PassSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Pass
+        fields = ["number", "kind", "state", "started_at", "finished_at", "scan_finished",
+                  "seen", "copied", "unchanged", "excluded", "failed", "pending",
+                  "bytes_seen", "bytes_copied", "bytes_done", "folders_seen",
+                  "folders_created", "folders_failed", "batches_total", "batches_done",
+                  "acl_applied", "acl_narrowed", "acl_denied", "acl_unmapped"]  # fmt: skip
+        read_only_fields = fields
+
+
+class FileItemSerializer(serializers.ModelSerializer):
+    mtime = serializers.SerializerMethodField()
+    message = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FileItem
+        fields = ["id", "kind", "source_path", "dest_path", "size", "mtime", "state",
+                  "reason", "message", "attempts", "md5", "crc32c", "renamed_from",
+                  "rules"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_mtime(self, item: FileItem) -> str:
+        return mtime_text(item.mtime_ns)
+
+    def get_message(self, item: FileItem) -> str:
+        return item.message if _staff(self) else plain.item_message(item.reason, item.message)
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["id", "created_at", "level", "message", "path"]
+        read_only_fields = fields
+
+
+class PermissionRowSerializer(serializers.Serializer):
+    """One path of the permissions report (reports.permissions.row_of), lists in words."""
+
+    id = serializers.IntegerField()
+    path = serializers.CharField()
+    destination_path = serializers.CharField()
+    kind = serializers.CharField()
+    state = serializers.CharField()
+    reason = serializers.CharField()
+    source_entries = serializers.ListField(child=serializers.CharField())
+    grants = serializers.ListField(child=serializers.CharField())
+    narrowed = serializers.ListField(child=serializers.CharField())
+    denied = serializers.ListField(child=serializers.CharField())
+    unmapped = serializers.ListField(child=serializers.CharField())
+    inheritance = serializers.CharField()
+    owner = serializers.CharField(allow_blank=True)
