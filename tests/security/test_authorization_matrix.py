@@ -34,7 +34,7 @@ from django.urls.resolvers import RegexPattern, RoutePattern
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from accounts.models import AuditEntry, Invitation, Membership
+from accounts.models import ApiToken, AuditEntry, Invitation, Membership
 from jobs.models import DirectoryIdentity, Endpoint, Pass
 from reports.models import SignOff
 from reports.registry import REPORTS
@@ -53,6 +53,9 @@ class Access(Enum):
     CUSTOMER = "a customer's own data: portal, reports, CSV, search, live, completion"
     ACCEPT = "the customer's viewer accepts its own finished job (POST only)"
     STAFF = "the admin: support engineers only"
+    API = "the REST API's reads of a customer's jobs: nobody 401, viewers their own (GET)"
+    API_ACTION = "the REST API's job actions (POST): staff only, a viewer's write is 403"
+    API_STAFF = "the REST API's customers, endpoints and tokens: staff only"
 
 
 # Every route the project has, by its full pattern. A new one must be added here, with who
@@ -101,7 +104,25 @@ ROUTES: dict[str, Access] = {
     "admin/jobs/migrationjob/<int:job_id>/events.csv": Access.STAFF,
     "admin/jobs/migrationjob/<int:job_id>/from-assessment/": Access.STAFF,
     "admin/jobs/migrationjob/<int:job_id>/identity-csv/": Access.STAFF,
-}
+    # the REST API (tests/api walks it with tokens), its schema and its docs page
+    "api/schema/": Access.PUBLIC,
+    "api/docs/": Access.PUBLIC,
+    "api/v1/customers/": Access.API_STAFF,
+    "api/v1/customers/<int:pk>/": Access.API_STAFF,
+    "api/v1/tokens/": Access.API_STAFF,
+    "api/v1/tokens/<int:pk>/revoke/": Access.API_STAFF,
+    "api/v1/endpoints/": Access.API_STAFF,
+    "api/v1/endpoints/<int:pk>/": Access.API_STAFF,
+    "api/v1/jobs/": Access.API,
+    "api/v1/jobs/<int:pk>/": Access.API,
+    **{f"api/v1/jobs/<int:pk>/{action}/": Access.API_ACTION
+       for action in ("start", "pause", "resume", "cancel", "retry-failed", "assess")},
+    **{f"api/v1/jobs/<int:pk>/{listing}/": Access.API
+       for listing in ("progress", "passes", "files", "errors", "renames", "events",
+                       "permissions")},
+    "api/v1/jobs/<int:pk>/reports/<slug:report>.csv": Access.API,
+}  # fmt: skip
+API_ACCESS = (Access.API, Access.API_ACTION, Access.API_STAFF)
 
 # Every model registered in the admin, with the object of one side its pages are asked
 # about (the standard changelist/add/history/delete/change routes). A model registered
@@ -119,6 +140,9 @@ ADMIN_OBJECTS: dict[str, Callable[[Side], int | None]] = {
         Invitation.objects.filter(customer=s.customer).first(), "pk", None
     ),
     "accounts.auditentry": lambda s: AuditEntry.objects.filter(object_id=str(s.job.pk)).first().pk,
+    "accounts.apitoken": lambda s: getattr(
+        ApiToken.objects.filter(user=s.viewer).first(), "pk", None
+    ),
     "jobs.directoryidentity": lambda s: getattr(
         DirectoryIdentity.objects.filter(customer=s.customer).first(), "pk", None
     ),
@@ -238,6 +262,11 @@ def queries(path: str, side: Side | None) -> list[dict]:
             asked += [{"format": "csv", "list": name} for name in REPORTS[report].lists()]
         if report == "live":
             asked.append({"compact": "1"})
+    if path.startswith("/api/v1/jobs/") and path.endswith(".csv"):
+        report = path.rsplit("/", 1)[-1].removesuffix(".csv")
+        asked += [{"pass": "1"}]
+        if report in REPORTS:
+            asked += [{"list": name} for name in REPORTS[report].lists()]
     if path == "/reports/search/":
         # the page echoes the term: each is shorter than the marker it finds
         asked += [{"q": "alpha-sal"}, {"q": "bravo-rou"}, {"q": "finance/"}]
@@ -377,6 +406,11 @@ def test_authorization_matrix(world):
                     )  # fmt: skip
                     problems.check(not diff or allowed, f"{where} changed {diff}")
 
+                if who == "anonymous" and access in API_ACCESS:
+                    # no session, no token: 401 (a write: 403, its CSRF check comes first)
+                    expected = {"get": (401,), "post": (401, 403)}[method]
+                    problems.check(answer.status in expected, f"{where}: {answer.status}")
+                    continue
                 if who == "anonymous":
                     if access is Access.PUBLIC:
                         shown = words_of(a, answer.body) + words_of(b, answer.body)
@@ -388,15 +422,28 @@ def test_authorization_matrix(world):
                     continue
 
                 if who == "staff":
-                    real = not path.endswith("/no-such-report/")
-                    if access is Access.CUSTOMER and side is not None and method == "get" and real:
+                    real = not path.endswith(("/no-such-report/", "/no-such-report.csv"))
+                    read = access in (Access.CUSTOMER, Access.API)
+                    if read and side is not None and method == "get" and real:
                         problems.check(answer.status == 200, f"{where}: {answer.status}")
                     continue
 
                 mine, theirs = own[who], world.other(own[who])
                 leaked = words_of(theirs, answer.body)
                 problems.check(not leaked, f"{where}: shows the other customer's {leaked}")
-                if access is Access.STAFF:
+                if access is Access.API_STAFF:
+                    problems.check(answer.status == 403, f"{where}: {answer.status}, not 403")
+                elif access is Access.API_ACTION:
+                    expected = {"get": 405, "post": 403}[method]
+                    problems.check(answer.status == expected, f"{where}: {answer.status}")
+                elif access is Access.API and method == "post":
+                    problems.check(answer.status == 403, f"{where}: {answer.status}, not 403")
+                elif access is Access.API:
+                    per_job = "<int:pk>" in route
+                    missing = per_job and side is not mine or path.endswith("/no-such-report.csv")
+                    expected = 404 if missing else 200
+                    problems.check(answer.status == expected, f"{where}: {answer.status}")
+                elif access is Access.STAFF:
                     problems.check(answer.status == 403, f"{where}: {answer.status}, not 403")
                     token = re.sub(r'value="[\w-]{32,}"', "", answer.body)  # CSRF tokens
                     refused_admin.setdefault(f"{who} {route}", set()).add(token)
