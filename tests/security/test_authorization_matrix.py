@@ -56,6 +56,7 @@ class Access(Enum):
     API = "the REST API's reads of a customer's jobs: nobody 401, viewers their own (GET)"
     API_ACTION = "the REST API's job actions (POST): staff only, a viewer's write is 403"
     API_STAFF = "the REST API's customers, endpoints and tokens: staff only"
+    AGENT = "the on-premises agent's API: its agent token only, never a session: 401/405"
 
 
 # Every route the project has, by its full pattern. A new one must be added here, with who
@@ -122,6 +123,13 @@ ROUTES: dict[str, Access] = {
                        "permissions")},
     "api/v1/jobs/<int:pk>/reports/<slug:report>.csv": Access.API,
 }  # fmt: skip
+ROUTES.update({  # the agent's (tests/jobs/test_agent_api.py walks them with agent tokens)
+    f"api/agent/{route}": Access.AGENT
+    for route in ("enroll/", "heartbeat/", "work/", "lease/", "scan/<int:pass_id>/chunk/",
+                  "scan/<int:pass_id>/done/", "scan/<int:pass_id>/interrupted/",
+                  "batch/<int:batch_id>/record/", "batch/<int:batch_id>/halt/",
+                  "batch/<int:batch_id>/event/")
+})  # fmt: skip
 API_ACCESS = (Access.API, Access.API_ACTION, Access.API_STAFF)
 
 # Every model registered in the admin, with the object of one side its pages are asked
@@ -147,6 +155,8 @@ ADMIN_OBJECTS: dict[str, Callable[[Side], int | None]] = {
         DirectoryIdentity.objects.filter(customer=s.customer).first(), "pk", None
     ),
     "jobs.endpoint": lambda s: s.job.source_id,
+    "jobs.agentpool": lambda s: None,  # (the world has none: the pages are asked, empty)
+    "jobs.agent": lambda s: None,
     "jobs.migrationjob": lambda s: s.job.pk,
     "jobs.pass": lambda s: Pass.objects.filter(job=s.job).first().pk,
     "axes.accessattempt": lambda s: None,
@@ -235,6 +245,8 @@ def fill(route: str, side: Side | None) -> list[str]:
     values.update(
         pk=[job],
         job_id=[job],
+        pass_id=[str(Pass.objects.filter(job=side.job).first().pk if side else MISSING)],
+        batch_id=[str(MISSING)],  # (the world's jobs have no batch left; any id is refused)
         id=[str(side.viewer.pk if side else MISSING)],
         content_type_id=[str(ContentType.objects.get_for_model(Endpoint).pk)],
         uidb64=[uidb64(side.viewer.pk if side else MISSING)],
@@ -406,6 +418,13 @@ def test_authorization_matrix(world):
                     )  # fmt: skip
                     problems.check(not diff or allowed, f"{where} changed {diff}")
 
+                if access is Access.AGENT:
+                    # a session (or none) is never an agent's credential
+                    expected = {"get": (405,), "post": (401,)}[method]
+                    if route == "api/agent/enroll/" and method == "post":
+                        expected = (400, 403)  # a form, not JSON with a code: refused
+                    problems.check(answer.status in expected, f"{where}: {answer.status}")
+                    continue
                 if who == "anonymous" and access in API_ACCESS:
                     # no session, no token: 401 (a write: 403, its CSRF check comes first)
                     expected = {"get": (401,), "post": (401, 403)}[method]
