@@ -8,7 +8,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
-from django.template import engines
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
@@ -241,24 +240,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
             "plain": plain,
             "opts": self.model._meta,
         }
-        response = TemplateResponse(request, TOKEN_CREATED, context)
-        return response
+        # a template file, not one compiled at import: that loaded every tag library
+        # (DRF's pulls in psycopg and requests) into every process, migrator_run's too
+        return TemplateResponse(request, "admin/accounts/apitoken/created.html", context)
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset) -> None:
         for token in queryset:
             api_services.api_token_revoke(token=token)
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
-
-
-TOKEN_CREATED = engines["django"].from_string(
-    """{% extends "admin/base_site.html" %}
-{% block content %}
-<p>The API token <strong>{{ token.name }}</strong> of <strong>{{ token.user }}</strong>:</p>
-<p><code id="api-token" style="font-size:1.2em;user-select:all">{{ plain }}</code></p>
-<p>Copy it now: it is shown this once. Only its SHA-256 is kept, so nobody can show it
-again; if it is lost, revoke it and make another.</p>
-<p>Use it as <code>Authorization: Bearer {{ token.prefix }}…</code>.</p>
-<p><a href="{% url 'admin:accounts_apitoken_changelist' %}">Back to API tokens</a></p>
-{% endblock %}"""
-)
