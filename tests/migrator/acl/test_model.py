@@ -41,6 +41,7 @@ from migrator.acl.model import (
     well_known_name,
 )
 from migrator.acl.sd import Ace, SecurityDescriptor
+from tests.migrator.samples import SAMBA_FILE_ACL
 
 DOMAIN = "S-1-5-21-1004336348-1177238915-682003330"
 ALICE, BOB, FINANCE, ADMINS = (f"{DOMAIN}-{rid}" for rid in (1102, 1103, 1105, 512))
@@ -413,8 +414,6 @@ def test_translations_are_cached_per_distinct_descriptor():
 
 def test_translates_samba_bytes():
     # "O:LAG:DUD:P(A;OICI;FA;;;…-1103)(D;OICI;FA;;;…-1104)(A;OICIID;0x1200a9;;;DU)"
-    from tests.migrator.test_sd import SAMBA_FILE_ACL
-
     result = translate(sd.parse(SAMBA_FILE_ACL))
     assert result.protected
     assert result.grants == (Grant("S-1-5-21-1-2-3-1103", Level.FULL, Scope.THIS_SUBFOLDERS_FILES),)
