@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 FRAMEWORK = ("django", "rest_framework", "django_q", "jobs", "accounts", "reports")
 # what the engine imports that is not in the standard library (crc32c; python-ldap and
@@ -14,14 +16,26 @@ FRAMEWORK = ("django", "rest_framework", "django_q", "jobs", "accounts", "report
 THIRD_PARTY = ("google_crc32c", "ldap", "ldapurl", "ldif", "_ldap", "pyasn1", "pyasn1_modules")
 
 
+def modules_under(path: Path, prefix: str) -> list[str]:
+    """Every module and subpackage below the package at `path`. A subpackage that cannot
+    be imported fails the listing: walk_packages alone would skip it and its modules."""
+
+    def unimportable(name: str) -> None:
+        raise ImportError(f"{name} cannot be imported, so its modules cannot be listed") from (
+            sys.exc_info()[1]
+        )
+
+    found = pkgutil.walk_packages([str(path)], prefix=prefix, onerror=unimportable)
+    return [info.name for info in found]
+
+
 def engine_modules() -> list[str]:
-    """Every module of migrator.storage, migrator.engine, migrator.acl, and sanitize."""
+    """Every module of migrator.storage, migrator.engine, migrator.acl, migrator.agent
+    (the on-premises agent runs the engine with no Django), and sanitize."""
     names = ["migrator.sanitize"]
-    for package in ("storage", "engine", "acl"):
+    for package in ("storage", "engine", "acl", "agent"):
         names.append(f"migrator.{package}")
-        path = [str(REPO / "migrator" / package)]
-        for info in pkgutil.walk_packages(path, prefix=f"migrator.{package}."):
-            names.append(info.name)
+        names += modules_under(REPO / "migrator" / package, f"migrator.{package}.")
     return sorted(names)
 
 
@@ -29,8 +43,33 @@ def test_every_engine_module_is_listed():
     modules = engine_modules()
     for required in ("migrator.acl.apply", "migrator.engine.plan", "migrator.engine.prefetch",
                      "migrator.engine.scan", "migrator.engine.batch", "migrator.engine.sink",
-                     "migrator.storage.smb"):  # fmt: skip
+                     "migrator.storage.smb", "migrator.storage.smb.connector",
+                     "migrator.storage.smb.wire", "migrator.agent", "migrator.agent.__main__",
+                     "migrator.agent.client", "migrator.agent.sinks",
+                     "migrator.agent.worker"):  # fmt: skip
         assert required in modules
+
+
+def test_a_subpackage_that_cannot_be_imported_fails_the_listing(tmp_path, monkeypatch):
+    """walk_packages imports each subpackage to look inside it: one that cannot be imported
+    (as migrator.storage.smb would without smbprotocol) fails, it does not drop out."""
+    for top, init in (("probe_whole", ""), ("probe_broken", "import no_such_dependency\n")):
+        for folder, text in (("", ""), ("fine", ""), ("sub", init)):
+            (tmp_path / top / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / top / folder / "__init__.py").write_text(text)
+            (tmp_path / top / folder / "inner.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert sorted(modules_under(tmp_path / "probe_whole", "probe_whole.")) == [
+            "probe_whole.fine", "probe_whole.fine.inner", "probe_whole.inner",
+            "probe_whole.sub", "probe_whole.sub.inner",
+        ]  # fmt: skip
+        with pytest.raises(ImportError, match="probe_broken.sub cannot be imported") as caught:
+            modules_under(tmp_path / "probe_broken", "probe_broken.")
+        assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("probe_whole", "probe_broken")]:
+            del sys.modules[name]
 
 
 def test_engine_imports_no_django():
