@@ -31,6 +31,7 @@ from functools import cached_property
 from typing import Any
 
 from migrator.storage import Capabilities, capabilities_of
+from migrator.storage.gcs_limits import NAME_LIMITS as GCS_NAMES
 
 # --- rule codes (stored on manifest rows and in events; never rename one) -------------
 
@@ -231,13 +232,15 @@ def _fits(text: str, max_bytes: int | None, max_chars: int | None) -> bool:
     return max_chars is None or utf16_len(text) <= max_chars
 
 
+# GCS's own limits (1,024 bytes, CR/LF, the acme-challenge prefix) as its connector
+# declares them, plus what Google's naming guidelines advise against ('#', wildcards, controls)
 GCS = Profile(
     name="gcs",
-    forbidden_chars=frozenset("\r\n#[]*?"),
+    forbidden_chars=GCS_NAMES.forbidden_chars | frozenset("#[]*?"),
     control_chars=True,
-    reserved_paths=(".well-known/acme-challenge",),
-    max_component_bytes=1024,  # a component can be no longer than the whole object name
-    max_path_bytes=1024,
+    reserved_paths=GCS_NAMES.reserved_paths,
+    max_component_bytes=GCS_NAMES.max_name_bytes,  # a part is no longer than the whole name
+    max_path_bytes=GCS_NAMES.max_path_bytes,
 )
 WINDOWS = Profile(
     name="windows",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import dataclasses
 import hashlib
 import heapq
 import io
@@ -29,7 +30,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
-from .base import Capabilities, Connector, Entry, ScanError, Written
+from .base import Connector, Entry, ScanError, Written
 from .errors import (
     AccessDenied,
     ConnectFailed,
@@ -39,15 +40,14 @@ from .errors import (
     Transient,
     Unsupported,
 )
+from .gcs_limits import MAX_NAME_BYTES, NAME_LIMITS, RESERVED_PREFIX
 from .walk import walk
 
 SMALL_FILE_MAX = 8 << 20  # below this: one request, bytes in memory, md5 checked by the server
 CHUNK = 8 << 20  # resumable upload chunk and ranged download size (a multiple of 256 KiB)
 TIMEOUT = (5, 60)  # (connect, read) seconds; the engine retries transient errors itself
-MAX_NAME_BYTES = 1024  # GCS object names are 1-1024 bytes of UTF-8
 MTIME_SECONDS_KEY = "goog-reserved-file-mtime"  # gsutil: integer seconds
 MTIME_KEY = "mtime"  # rclone: RFC 3339 with nanoseconds
-RESERVED_PREFIX = ".well-known/acme-challenge/"
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
@@ -342,16 +342,13 @@ class GCSConnector(Connector):
     """Objects under `prefix` in `bucket_name`; one instance per thread."""
 
     scheme = "gs"
-    capabilities = Capabilities(
+    capabilities = dataclasses.replace(
+        NAME_LIMITS,  # the names GCS refuses, read by the gcs sanitization profile too
         hashes=frozenset({"md5", "crc32c"}),
         mtime_precision_ns=1,  # our custom metadata keeps nanoseconds
         acl=False,
         directories=False,
         literal_names=True,
-        max_name_bytes=MAX_NAME_BYTES,  # a part can be no longer than the whole name
-        max_path_bytes=MAX_NAME_BYTES,
-        forbidden_chars=frozenset("\r\n"),
-        reserved_paths=(RESERVED_PREFIX.rstrip("/"),),
     )
 
     def __init__(self, client: storage.Client, bucket_name: str, prefix: str = "") -> None:
