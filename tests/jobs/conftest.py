@@ -1,8 +1,10 @@
 """Fixtures to run the real CLI and the real worker cluster in subprocesses, each on a
-file-backed SQLite database of its own (migrated once per session, copied per test)."""
+file-backed SQLite database of its own (migrated once per session, copied per test), and
+`acl_share`, the ACL cases written to the Samba DC."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from migrator.storage import Entry, connector_for
+from tests.jobs.factories import CASES, FILES, OWNERS, descriptor, new_folder
 
 REPO = Path(__file__).resolve().parents[2]
 # "postgres" when run under `python -m tests.servers.stack` (PostgreSQL + Redis)
@@ -134,6 +139,20 @@ def cli(migrated_db: str, tmp_path: Path):
         db = tmp_path / "db.sqlite3"
         shutil.copy(migrated_db.removeprefix("sqlite:///"), db)
         yield Cli(db=f"sqlite:///{db}", env_extra=queue)
+
+
+@pytest.fixture(scope="module")
+def acl_share(samba_dc) -> str:
+    """A fresh folder in [data] holding the ACL cases; returns its share-relative path."""
+    base = new_folder(samba_dc, "data")
+    with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
+        for folder, (entries, protected) in CASES.items():
+            share.mkdir(folder)
+            owner = OWNERS.get(folder, "Administrator")
+            share.write_acl(folder, descriptor(samba_dc.sids, entries, protected, owner))
+        for path, data in FILES.items():  # after the folders' ACLs: they inherit them
+            share.write(path, io.BytesIO(data), Entry(path, "file", len(data), 0))
+    return base
 
 
 def make_tree(root: Path, files: int = 40, folders: int = 4, size: int = 3000) -> dict[str, bytes]:

@@ -1,16 +1,25 @@
-"""factory_boy factories for the jobs app, a job made through the real services, and
-`Steps`, which runs what the services enqueue when a test says so."""
+"""factory_boy factories for the jobs app, a job made through the real services,
+`Steps`, which runs what the services enqueue when a test says so, a customer viewer's
+client, and the share with the ACL cases (folders, files, who may open them) that the
+`acl_share` fixture (tests/jobs/conftest.py) writes to the Samba DC, with `smb_job` and
+`run_job` to migrate it in-process."""
 
 from __future__ import annotations
 
 import importlib
+import uuid
 
 import factory
+from django.test import Client
 
-from accounts.models import Customer
+from accounts.choices import AccountSource, MembershipSource
+from accounts.models import Customer, Membership, Profile
 from jobs import services
 from jobs.dispatch import set_inline
 from jobs.models import Endpoint, MigrationJob, Pass
+from migrator.acl import sd
+from migrator.acl.model import FULL_CONTROL, MODIFY, READ_EXECUTE
+from migrator.storage import connector_for
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
@@ -82,3 +91,121 @@ def new_job(src_url: str, dst_url: str, **kwargs) -> MigrationJob:
     return services.job_create(
         customer=customer, name="job", source=source, destination=destination, **kwargs
     )
+
+
+def viewer(django_user_model, name: str, customer: Customer) -> Client:
+    """A signed-in client of a new local user who views `customer`'s migrations."""
+    user = django_user_model.objects.create_user(
+        name, email=f"{name}@example.test", password="A-long-pass-9"
+    )
+    Profile.objects.create(user=user, source=AccountSource.LOCAL)
+    Membership.objects.create(user=user, customer=customer, source=MembershipSource.MANUAL)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+# --- the share with the ACL cases -----------------------------------------------------------
+
+OICI = sd.OBJECT_INHERIT_ACE | sd.CONTAINER_INHERIT_ACE
+# AUTO_INHERIT_REQ: the server flags what children inherit as INHERITED, as Windows does
+CONTROL = sd.SE_SELF_RELATIVE | sd.SE_DACL_AUTO_INHERITED | sd.SE_DACL_AUTO_INHERIT_REQ
+READ_WRITE = 0x1201BF  # read & execute and write, not delete: no level holds it (narrowed)
+
+# folder: (entries, protected); each folder holds one file made after its ACL (inherited)
+CASES: dict[str, tuple[list[tuple[str, str, int]], bool]] = {
+    "finance": ([("allow", "Finance", READ_EXECUTE), ("allow", "Administrator", FULL_CONTROL)],
+                False),
+    "alice-only": ([("allow", "alice", FULL_CONTROL), ("allow", "Administrator", FULL_CONTROL)],
+                   True),
+    "denied": ([("deny", "bob", FULL_CONTROL), ("allow", "Domain Users", MODIFY),
+                ("allow", "Administrator", FULL_CONTROL)], False),
+    "public": ([("allow", "Domain Users", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
+               False),
+    "engineering": ([("allow", "Engineering", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
+                    False),
+    "orphaned": ([("allow", "deleted", MODIFY), ("allow", "foreign", READ_EXECUTE),
+                  ("allow", "Domain Users", READ_EXECUTE),
+                  ("allow", "Administrator", FULL_CONTROL)], False),
+    "special": ([("allow", "Finance", READ_WRITE), ("allow", "Administrator", FULL_CONTROL)],
+                False),
+}  # fmt: skip
+FILES = {
+    "finance/report.txt": b"Q3: revenue up\n",
+    "alice-only/diary.txt": b"dear diary\n",
+    "denied/secret.txt": b"bob must not read this\n",
+    "public/readme.txt": b"hello everyone\n",
+    "engineering/design.txt": b"blueprints\n",
+    "orphaned/old-report.txt": b"2015\n",
+    "special/notes.txt": b"read and write, not delete\n",
+}
+# who may open each file (the same before and after the migration)
+ACCESS = {
+    "finance/report.txt": {"alice"},
+    "alice-only/diary.txt": {"alice"},
+    "denied/secret.txt": {"alice"},
+    "public/readme.txt": {"alice", "bob"},
+    "engineering/design.txt": {"bob"},
+    "orphaned/old-report.txt": {"alice", "bob"},
+    "special/notes.txt": {"alice"},
+}
+
+
+OWNERS = {"alice-only": "alice"}  # else Administrator: an owner other than the writer
+
+
+def descriptor(sids, entries, protected: bool, owner: str) -> sd.SecurityDescriptor:
+    dacl = tuple(sd.Ace(kind, sids[who], mask, OICI) for kind, who, mask in entries)
+    control = CONTROL | (sd.SE_DACL_PROTECTED if protected else 0)
+    return sd.SecurityDescriptor(sids[owner], sids["Domain Users"], dacl, control=control)
+
+
+def new_folder(dc, share: str) -> str:
+    """A fresh folder in `share` over a connection of its own (see session_as in
+    test_permissions.py)."""
+    name = f"p-{uuid.uuid4().hex[:12]}"
+    with connector_for(dc.smb_url(share), dc.admin_password) as conn:
+        conn.mkdir(name)
+    return name
+
+
+# --- an SMB job over the ACL share, run in-process -------------------------------------------
+
+# permissions on; users and groups mapped by the default rules to identities @example.test
+RULES = {"enabled": True, "domain": "example.test", "group_domain": "example.test"}
+
+
+def customer_with_ad(dc, name: str = "Example Corp") -> Customer:
+    """A customer whose directory is the Samba DC (for the mapping's lookups)."""
+    customer = Customer(
+        name=name,
+        directory_kind="ad",
+        directory_uri=dc.ldap_uri,
+        directory_bind_dn=f"CN=Administrator,CN=Users,{dc.base_dn}",
+        directory_user_search_base=dc.base_dn,
+        directory_domains=f"{dc.realm.lower()}, {dc.domain}",
+    )
+    customer.set_directory_bind_password(dc.admin_password)
+    customer.save()
+    return customer
+
+
+def smb_job(dc, source: str, destination: str, options: dict) -> MigrationJob:
+    """A job of a new AD customer from the folder `source` of [data] to `destination`."""
+    customer = customer_with_ad(dc)
+    src = services.endpoint_create(
+        name="share", url=dc.smb_url("data", source), customer=customer, secret=dc.admin_password
+    )
+    dst = services.endpoint_create(name="dest", url=destination, customer=customer)
+    return services.job_create(
+        customer=customer, name="share", source=src, destination=dst, options=options
+    )
+
+
+def run_job(job: MigrationJob) -> MigrationJob:
+    """Start `job` and run everything it enqueues, in this process; the job as it ended."""
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run()
+    job.refresh_from_db()
+    return job

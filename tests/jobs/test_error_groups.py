@@ -21,9 +21,8 @@ from accounts.models import AuditEntry, Customer
 from jobs import fixes, selectors, services
 from jobs.choices import Reason
 from jobs.models import Batch, Event, FileItem
-from tests.jobs.factories import Steps, new_job
-from tests.jobs.test_permissions import run_job as run
-from tests.reports.test_reports import viewer
+from tests.jobs.factories import Steps, new_job, viewer
+from tests.jobs.factories import run_job as run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

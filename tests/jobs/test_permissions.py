@@ -11,7 +11,6 @@ import io
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from urllib.parse import quote
@@ -21,7 +20,6 @@ import smbclient
 from django.urls import reverse
 from smbprotocol.exceptions import SMBOSError
 
-from accounts.models import Customer
 from jobs import permissions, services
 from jobs.choices import JobState
 from jobs.models import (
@@ -30,94 +28,27 @@ from jobs.models import (
     Event,
     FileItem,
     IdentityOverride,
-    MigrationJob,
     Pass,
 )
 from migrator.acl import sd
 from migrator.acl.apply import mapped_descriptor, same_descriptor
 from migrator.acl.mapping import MappingCSVError
-from migrator.acl.model import FULL_CONTROL, MODIFY, READ_EXECUTE
+from migrator.acl.model import FULL_CONTROL
 from migrator.engine.permissions import UNIFORM_ACCESS_MESSAGE
 from migrator.storage import Entry, connector_for
 
 from .conftest import REPO, base_env
-from .factories import Steps
-
-# --- the share with the ACL cases -----------------------------------------------------------
-
-OICI = sd.OBJECT_INHERIT_ACE | sd.CONTAINER_INHERIT_ACE
-# AUTO_INHERIT_REQ: the server flags what children inherit as INHERITED, as Windows does
-CONTROL = sd.SE_SELF_RELATIVE | sd.SE_DACL_AUTO_INHERITED | sd.SE_DACL_AUTO_INHERIT_REQ
-READ_WRITE = 0x1201BF  # read & execute and write, not delete: no level holds it (narrowed)
-
-# folder: (entries, protected); each folder holds one file made after its ACL (inherited)
-CASES: dict[str, tuple[list[tuple[str, str, int]], bool]] = {
-    "finance": ([("allow", "Finance", READ_EXECUTE), ("allow", "Administrator", FULL_CONTROL)],
-                False),
-    "alice-only": ([("allow", "alice", FULL_CONTROL), ("allow", "Administrator", FULL_CONTROL)],
-                   True),
-    "denied": ([("deny", "bob", FULL_CONTROL), ("allow", "Domain Users", MODIFY),
-                ("allow", "Administrator", FULL_CONTROL)], False),
-    "public": ([("allow", "Domain Users", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
-               False),
-    "engineering": ([("allow", "Engineering", MODIFY), ("allow", "Administrator", FULL_CONTROL)],
-                    False),
-    "orphaned": ([("allow", "deleted", MODIFY), ("allow", "foreign", READ_EXECUTE),
-                  ("allow", "Domain Users", READ_EXECUTE),
-                  ("allow", "Administrator", FULL_CONTROL)], False),
-    "special": ([("allow", "Finance", READ_WRITE), ("allow", "Administrator", FULL_CONTROL)],
-                False),
-}  # fmt: skip
-FILES = {
-    "finance/report.txt": b"Q3: revenue up\n",
-    "alice-only/diary.txt": b"dear diary\n",
-    "denied/secret.txt": b"bob must not read this\n",
-    "public/readme.txt": b"hello everyone\n",
-    "engineering/design.txt": b"blueprints\n",
-    "orphaned/old-report.txt": b"2015\n",
-    "special/notes.txt": b"read and write, not delete\n",
-}
-# who may open each file (the same before and after the migration)
-ACCESS = {
-    "finance/report.txt": {"alice"},
-    "alice-only/diary.txt": {"alice"},
-    "denied/secret.txt": {"alice"},
-    "public/readme.txt": {"alice", "bob"},
-    "engineering/design.txt": {"bob"},
-    "orphaned/old-report.txt": {"alice", "bob"},
-    "special/notes.txt": {"alice"},
-}
-
-
-OWNERS = {"alice-only": "alice"}  # else Administrator: an owner other than the writer
-
-
-def descriptor(sids, entries, protected: bool, owner: str) -> sd.SecurityDescriptor:
-    dacl = tuple(sd.Ace(kind, sids[who], mask, OICI) for kind, who, mask in entries)
-    control = CONTROL | (sd.SE_DACL_PROTECTED if protected else 0)
-    return sd.SecurityDescriptor(sids[owner], sids["Domain Users"], dacl, control=control)
-
-
-def new_folder(dc, share: str) -> str:
-    """A fresh folder in `share` over a connection of its own (see session_as)."""
-    name = f"p-{uuid.uuid4().hex[:12]}"
-    with connector_for(dc.smb_url(share), dc.admin_password) as conn:
-        conn.mkdir(name)
-    return name
-
-
-@pytest.fixture(scope="module")
-def acl_share(samba_dc) -> str:
-    """A fresh folder in [data] holding the ACL cases; returns its share-relative path."""
-    base = new_folder(samba_dc, "data")
-    with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
-        for folder, (entries, protected) in CASES.items():
-            share.mkdir(folder)
-            owner = OWNERS.get(folder, "Administrator")
-            share.write_acl(folder, descriptor(samba_dc.sids, entries, protected, owner))
-        for path, data in FILES.items():  # after the folders' ACLs: they inherit them
-            share.write(path, io.BytesIO(data), Entry(path, "file", len(data), 0))
-    return base
+from .factories import (
+    ACCESS,
+    CASES,
+    FILES,
+    RULES,
+    customer_with_ad,
+    descriptor,
+    new_folder,
+    run_job,
+    smb_job,
+)
 
 
 @contextlib.contextmanager
@@ -516,41 +447,6 @@ def test_cli_identity_csv_with_problems_stops_before_anything_starts(cli, samba_
 
 
 # --- in-process: the customer's directory, batching, assessment, report, admin --------------
-
-RULES = {"enabled": True, "domain": "example.test", "group_domain": "example.test"}
-
-
-def customer_with_ad(dc, name: str = "Example Corp") -> Customer:
-    customer = Customer(
-        name=name,
-        directory_kind="ad",
-        directory_uri=dc.ldap_uri,
-        directory_bind_dn=f"CN=Administrator,CN=Users,{dc.base_dn}",
-        directory_user_search_base=dc.base_dn,
-        directory_domains=f"{dc.realm.lower()}, {dc.domain}",
-    )
-    customer.set_directory_bind_password(dc.admin_password)
-    customer.save()
-    return customer
-
-
-def smb_job(dc, source: str, destination: str, options: dict) -> MigrationJob:
-    customer = customer_with_ad(dc)
-    src = services.endpoint_create(
-        name="share", url=dc.smb_url("data", source), customer=customer, secret=dc.admin_password
-    )
-    dst = services.endpoint_create(name="dest", url=destination, customer=customer)
-    return services.job_create(
-        customer=customer, name="share", source=src, destination=dst, options=options
-    )
-
-
-def run_job(job: MigrationJob) -> MigrationJob:
-    with Steps() as steps:
-        services.job_start(job=job)
-        steps.run()
-    job.refresh_from_db()
-    return job
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,29 +11,16 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from accounts.choices import AccountSource, MembershipSource
-from accounts.models import Customer, Membership, Profile
+from accounts.models import Customer
 from jobs import services
 from jobs.models import Event, MigrationJob
 from reports.registry import REPORTS
 from tests.jobs.conftest import REPO, base_env, current_db_url
-from tests.jobs.factories import Steps
-from tests.jobs.test_permissions import RULES, acl_share, run_job, smb_job  # noqa: F401
+from tests.jobs.factories import RULES, Steps, run_job, smb_job, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HOSTILE = '=HYPERLINK("x")<img src=x onerror=alert(1)>, "q".txt'
-
-
-def viewer(django_user_model, name: str, customer: Customer) -> Client:
-    user = django_user_model.objects.create_user(
-        name, email=f"{name}@example.test", password="A-long-pass-9"
-    )
-    Profile.objects.create(user=user, source=AccountSource.LOCAL)
-    Membership.objects.create(user=user, customer=customer, source=MembershipSource.MANUAL)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
@@ -191,7 +178,7 @@ def test_migrator_report_command_writes_the_same_csv(finished_job, admin_client)
 
 def test_migrator_report_writes_the_web_csv_of_an_assessed_smb_job_with_permissions(
     samba_dc,
-    acl_share,  # noqa: F811 - the module-scoped fixture of tests.jobs.test_permissions
+    acl_share,
     tmp_path,
     admin_client,
 ):
