@@ -88,6 +88,12 @@ class NamePlanner:
         unsafe = unsafe_reason(rel)
         if unsafe:
             return Planned("failed", reason="unsafe_path", message=unsafe)
+        top = self.stack[-1]
+        if isinstance(item, ScanError) and rel and top.rel == rel:
+            # the listing of the folder planned just before was refused: it is the same
+            # item (engine.scan gives its one row this outcome), not a name of its own
+            message = str(item.error)
+            return Planned("failed", top.dest_full, reason=item.error.reason, message=message)
         parent_rel, _, name = rel.rpartition("/")
         parent = self._parent(parent_rel)
         kind = item.kind

@@ -159,14 +159,30 @@ def _chunks(
             row = planner.plan(mapping, item)  # also for skipped ones: folders, names
             if resume and mapping.position == resume[0] and path_key(item.path) <= resume[1]:
                 continue
-            rows.append(row)
-            last = item.path.replace("\x00", "")
-            if len(rows) >= flush_rows or (len(rows) % 500 == 0 and time.monotonic() >= due):
+            if isinstance(item, ScanError) and rows and _same_folder(rows[-1], row):
+                _refused(rows[-1], row)  # one row for the folder, not two
+                continue
+            # flushed before the next row is added: a folder's row waits for its listing
+            n = len(rows)
+            if n and (n >= flush_rows or (n % 500 == 0 and time.monotonic() >= due)):
                 yield rows, f"{mapping.position}/{last}"
                 rows = []
                 due = time.monotonic() + SCAN_FLUSH_SECONDS
                 flush_rows = min(flush_rows * 4, SCAN_FLUSH_ROWS)
+            rows.append(row)
+            last = item.path.replace("\x00", "")
         yield rows, f"{mapping.position}/{last}"
+
+
+def _same_folder(folder: Row, error: Row) -> bool:
+    return folder.kind == DIR and error.kind == DIR and folder.source_path == error.source_path
+
+
+def _refused(folder: Row, error: Row) -> None:
+    """A folder whose listing the source refused: its row fails with the listing's
+    reason (no empty folder is made for it); an excluded folder stays excluded."""
+    if folder.state == PENDING:
+        folder.state, folder.reason, folder.message = error.state, error.reason, error.message
 
 
 def scan(

@@ -228,6 +228,11 @@ def test_bob_gets_what_he_may_read_and_denied_folders_are_reported(
         "public/readme.txt": b"hello everyone\n",
         "public/hidden.txt": b"you cannot see me in Explorer\n",
     }
+    assert not [p for p in ("alice-only", "denied", "finance") if (dst / p).exists()]
+    counts = ("copied", "unchanged", "excluded", "failed", "pending")
+    assert summary["seen"] == sum(summary[k] for k in counts) and summary["pending"] == 0
+    twice = "SELECT source_path FROM jobs_fileitem GROUP BY source_path HAVING COUNT(*) > 1"
+    assert cli.query(twice) == []  # each item one row: a refused folder too
     events = cli.query("SELECT path FROM jobs_event WHERE level = 'error' ORDER BY path")
     assert {"alice-only", "denied", "finance"} <= {path for (path,) in events}
 
