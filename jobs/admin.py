@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -106,7 +106,7 @@ class EndpointAdmin(admin.ModelAdmin):
         return obj.has_secret
 
     @admin.action(description="Test connection")
-    def test_connection(self, request, queryset) -> None:
+    def test_connection(self, request, queryset) -> HttpResponseRedirect | None:
         for endpoint in queryset:
             try:
                 check_endpoint(endpoint)
@@ -114,6 +114,9 @@ class EndpointAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{endpoint.name}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{endpoint.name}: connection OK", messages.SUCCESS)
+        if request.POST.get("_from_change") and len(queryset) == 1:  # its change page's button
+            return redirect(reverse("admin:jobs_endpoint_change", args=[queryset[0].pk]))
+        return None
 
 
 class PathMappingInline(admin.TabularInline):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import sys
@@ -11,9 +12,10 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import AuditEntry
+from jobs import services
 from jobs.choices import JobState
 from jobs.models import Event, MigrationJob
-from tests.servers.util import stop_group
+from tests.servers.util import free_port, stop_group
 
 from .conftest import REPO, base_env, current_db_url, make_tree
 from .factories import EndpointFactory, JobFactory, Steps, new_job
@@ -144,6 +146,60 @@ def test_test_connection_reports_errors_in_words(staff, tmp_path, gcs_server):
     assert "Good: connection OK" in page
     assert "Gone: folder does not exist" in page
     assert "Nobucket:" in page and "does not exist" in page.split("Nobucket:")[1][:200]
+
+
+def test_test_connection_of_smb_endpoints_says_what_is_wrong_in_words(staff, samba_dc):
+    """Against the real DC: the right credentials are OK; a wrong password, a share
+    that does not exist, a missing folder and a port nothing listens on each say what is
+    wrong, as an error, with no traceback and no password."""
+    right = samba_dc.password_for("alice")
+    port = free_port()
+    cases = {
+        # name: (url, password, what the message says)
+        "Finance share": (samba_dc.smb_url("data", user="alice"), right, "connection OK"),
+        "Wrong password": (samba_dc.smb_url("data", user="alice"), "Not-Her-Passw0rd!",
+                           "wrong user name or password for EXAMPLE\\alice"),
+        "Unknown share": (samba_dc.smb_url("no-such-share", user="alice"), right,
+                          "no share named 'no-such-share'"),
+        "Missing folder": (samba_dc.smb_url("data", "no/such/folder", user="alice"), right,
+                           "no folder 'no/such/folder' in share 'data'"),
+        "Nobody there": (f"smb://EXAMPLE;alice@127.0.0.1:{port}/data", right,
+                         f"cannot reach 127.0.0.1:{port}"),
+    }  # fmt: skip
+    ids = [
+        services.endpoint_create(name=name, url=url, secret=password).pk
+        for name, (url, password, _) in cases.items()
+    ]
+    response = staff.post(
+        reverse("admin:jobs_endpoint_changelist"),
+        {"action": "test_connection", "_selected_action": ids},
+        follow=True,
+    )
+
+    page = response.content.decode()
+    shown = {html.unescape(text): level for level, text in
+             re.findall(r'<li class="(\w+)">(.*?)</li>', page)}  # fmt: skip
+    for name, (_, _, words) in cases.items():
+        (message,) = [m for m in shown if m.startswith(f"{name}: ")]
+        assert words in message, message
+        assert shown[message] == ("success" if words == "connection OK" else "error")
+        assert len(message) < 200 and "\n" not in message, message
+    assert "Traceback" not in page
+    for password in {right, "Not-Her-Passw0rd!"}:
+        assert password not in page and html.escape(password) not in page
+
+    # the same from the endpoint's own page: its button, and back there with the answer
+    change = reverse("admin:jobs_endpoint_change", args=[ids[1]])
+    page = staff.get(change).content.decode()
+    assert 'name="action" value="test_connection"' in page.split('name="_from_change"')[0]
+    assert ">Test connection</button>" in page
+    back = staff.post(
+        reverse("admin:jobs_endpoint_changelist"),
+        {"action": "test_connection", "_selected_action": [ids[1]], "_from_change": "1"},
+        follow=True,
+    )
+    assert back.redirect_chain[-1][0] == change
+    assert "Wrong password: wrong user name or password" in html.unescape(back.content.decode())
 
 
 def test_endpoint_secret_is_write_only(staff):
