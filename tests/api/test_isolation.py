@@ -10,7 +10,7 @@ import pytest
 from django.urls import resolve
 
 from reports.registry import REPORTS
-from tests.security.test_authorization_matrix import fingerprint, route_text, routes
+from tests.security.urlwalk import fingerprint, route_text, routes
 
 from .conftest import token_client
 

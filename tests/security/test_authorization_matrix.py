@@ -16,21 +16,18 @@ as A's viewer, as B's viewer and as staff, with GET and with POST:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import pytest
-from django.apps import apps
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
-from django.urls.resolvers import RegexPattern, RoutePattern
+from django.urls import resolve
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
@@ -39,6 +36,7 @@ from jobs.models import DirectoryIdentity, Endpoint, Pass
 from reports.models import SignOff
 from reports.registry import REPORTS
 from tests.accounts.conftest import signed_in
+from tests.security.urlwalk import fingerprint, route_text, routes
 
 from .conftest import Side, World, body_of
 
@@ -182,32 +180,6 @@ POST_BODY = {
     "new_password1": "Matrix-Changed-pw-1",
     "new_password2": "Matrix-Changed-pw-1",
 }
-# state that changes with every request and says nothing about customers' data
-UNTRACKED = {"sessions.session", "axes.accessattempt", "axes.accesslog", "axes.accessfailurelog"}
-
-
-def routes(resolver=None, parts: tuple = ()) -> Iterator[tuple]:
-    resolver = resolver or get_resolver()
-    for entry in resolver.url_patterns:
-        if isinstance(entry, URLResolver):
-            yield from routes(entry, (*parts, entry.pattern))
-        elif isinstance(entry, URLPattern):
-            yield (*parts, entry.pattern), entry
-
-
-def route_text(parts: tuple) -> str:
-    """'admin/jobs/migrationjob/<int:job_id>/live/': route patterns as written, regex
-    groups as <name>."""
-    text = ""
-    for part in parts:
-        if isinstance(part, RoutePattern):
-            text += str(part._route)
-        elif isinstance(part, RegexPattern):
-            regex = part._regex.lstrip("^").removesuffix(r"\Z").rstrip("$")
-            text += re.sub(r"\(\?P<(\w+)>[^)]*\)", r"<\1>", regex)
-        else:
-            raise AssertionError(f"a URL pattern of a kind the matrix does not know: {part!r}")
-    return text
 
 
 def access_of(route: str, view) -> Access:
@@ -288,18 +260,6 @@ def queries(path: str, side: Side | None) -> list[dict]:
 
 
 # --- what the database holds --------------------------------------------------------------
-
-
-def fingerprint() -> dict[str, str]:
-    """A digest of every row of every model (but sessions and sign-in throttling)."""
-    digests = {}
-    for model in apps.get_models():
-        label = model._meta.label_lower
-        if label in UNTRACKED or not model._meta.managed:
-            continue
-        rows = model._default_manager.order_by("pk").values_list()
-        digests[label] = hashlib.sha256(repr(list(rows)).encode()).hexdigest()
-    return digests
 
 
 def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
