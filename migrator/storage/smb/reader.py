@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
+
+from smbprotocol.header import Commands
 
 from ..errors import ChangedDuringCopy, Transient
 from .link import _Link, _LinkLost
@@ -13,11 +16,13 @@ from .wire import (
     FILE_READ_ATTRIBUTES,
     FILE_READ_DATA,
     PIPELINE,
+    RELATED,
     STATUS_END_OF_FILE,
     SYNCHRONIZE,
     _close,
     _create,
     _Failed,
+    _Msg,
     _Opened,
     _read,
     _read_payload,
@@ -25,6 +30,21 @@ from .wire import (
 
 if TYPE_CHECKING:
     from .connector import SMBConnector
+
+CLOSE_POSTQUERY_ATTRIB = 0x1  # MS-SMB2 2.2.15: the CLOSE answers with the file's attributes
+
+
+def _close_query(file_id: bytes = RELATED) -> _Msg:
+    """A CLOSE whose answer says the file's size and mtime as it is closed: what the
+    reader compares with the open's, at no extra round trip."""
+    body = struct.pack("<HHI16s", 24, CLOSE_POSTQUERY_ATTRIB, 0, file_id)
+    return _Msg(Commands.SMB2_CLOSE, body)
+
+
+def _closed_as(data: bytes) -> tuple[int, int] | None:
+    """(size, mtime FILETIME) from a CLOSE answer, or None when the server sent none."""
+    _, flags, _, _, _, mtime, _, _, size = struct.unpack_from("<HHIqqqqqq", data, 0)
+    return (size, mtime) if flags & CLOSE_POSTQUERY_ATTRIB else None
 
 
 class _Reader(io.RawIOBase):
@@ -48,7 +68,7 @@ class _Reader(io.RawIOBase):
         msgs = [
             _create(self._c._name(self._rel, link), access, options=FILE_NON_DIRECTORY_FILE),
             _read(0, self._c._chunk),
-            _close(),
+            _close_query(),
         ]
         results = link.exchange(msgs, self._c.timeout)
         self._first = _Opened(self._c._check(results[0], self._rel))
@@ -60,6 +80,8 @@ class _Reader(io.RawIOBase):
         self._buf = memoryview(data)
         self._pos = len(data)
         self._size = self._first.size
+        if len(data) >= self._size:  # the whole file came with the open: did it hold still?
+            self._unchanged(results[2])
 
     def readable(self) -> bool:
         return True
@@ -102,9 +124,39 @@ class _Reader(io.RawIOBase):
             raise ChangedDuringCopy(self._rel, "it changed while it was read")
         self._buf = memoryview(data)
 
+    def _unchanged(self, closed: bytes | _Failed) -> None:
+        """Raise ChangedDuringCopy when the file's size or mtime as it was closed, after
+        its last byte was read, differ from the open's: what was read may be torn."""
+        if isinstance(closed, _Failed):
+            return  # the bytes were read; a failed CLOSE says nothing about them
+        now = _closed_as(closed)
+        if now is None:
+            return
+        if now[0] != self._first.size:
+            raise ChangedDuringCopy(
+                self._rel,
+                f"its size went from {self._first.size} to {now[0]} bytes while it was read",
+            )
+        if now[1] != self._first.mtime:
+            raise ChangedDuringCopy(self._rel, "it was modified while it was read")
+
+    def _finish(self) -> None:
+        """After the last byte of a large file: close its handle, asking how it is now."""
+        link, file_id = self._link, self._file_id
+        if link is None or not file_id:
+            return
+        self._file_id = b""
+        try:
+            closed = link.exchange([_close_query(file_id)], self._c.timeout)[0]
+        except _LinkLost as exc:
+            self._c._drop(link)
+            raise Transient(self._rel, f"connection lost while reading: {exc}") from exc
+        self._unchanged(closed)
+
     def _next(self, size: int) -> memoryview:
         if not self._buf:
             if self._pos >= self._size and not self._pending:
+                self._finish()
                 return memoryview(b"")
             self._fill()
         take = self._buf if size < 0 else self._buf[:size]

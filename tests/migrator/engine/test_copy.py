@@ -1,10 +1,14 @@
 """The copy engine with in-memory fakes: retries, verify, policies (no server needed here;
-the same paths run against real servers in tests/jobs and tests/migrator/storage)."""
+the same paths run against real servers in tests/jobs and tests/migrator/storage). At
+the end, what a file that moved while it was read leaves at each real destination."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+
+import pytest
 
 from migrator.engine.copy import CopyOptions, CopyTask, Policy, State, copy_batch, copy_one
 from migrator.engine.streams import RateLimiter
@@ -208,3 +212,55 @@ def test_a_file_that_never_stops_changing_fails_with_its_reason_and_leaves_nothi
     assert (out.state, out.reason, out.attempts) == (State.FAILED, "changed_during_copy", 3)
     assert "while it was read" in out.message
     assert not dst_dir.exists() or list(dst_dir.iterdir()) == []
+
+
+def _destination(kind: str, tmp_path, request):
+    """(a writable connector of `kind` at an empty place, what is stored there: every
+    name, temp files and unfinished objects included)."""
+    if kind == "local":
+        from migrator.storage.local import LocalConnector
+
+        root = tmp_path / "dst"
+        root.mkdir()
+        return LocalConnector(str(root)), lambda: sorted(p.name for p in root.rglob("*"))
+    if kind == "smb":
+        from migrator.storage import connector_for
+
+        dc = request.getfixturevalue("samba_dc")
+        base = dc.make_folder("data")
+        disk = dc.disk_path("data", base)
+        conn = connector_for(dc.smb_url("data", base), dc.admin_password)
+        return conn, lambda: sorted(p.name for p in disk.rglob("*"))
+    bucket = request.getfixturevalue("gcs_bucket")
+    client = request.getfixturevalue("gcs_server").client()
+    conn = request.getfixturevalue("contract_gcs")
+    return conn, lambda: sorted(b.name for b in client.list_blobs(bucket, prefix="root/"))
+
+
+@pytest.mark.parametrize("kind", ["local", "smb", "gcs"])
+@pytest.mark.parametrize("size", [1000, 8 << 20], ids=["small", "whole-chunks"])
+def test_a_file_that_moved_by_its_last_byte_leaves_nothing_at_any_destination(
+    kind, size, tmp_path, request
+):
+    """The source says the file moved only when its last byte was read, after the
+    destination was handed every byte (8 MiB: whole chunks of SMB and GCS uploads, so
+    nothing short says the end): no object, no temp file, no finished upload."""
+    from migrator.storage.local import LocalConnector
+
+    class MovedAtTheEnd(LocalConnector):
+        def changed_while_read(self, stream):
+            return "it was modified while it was read"
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.log").write_bytes(os.urandom(size))
+    src = MovedAtTheEnd(str(tmp_path / "src"))
+    dst, stored = _destination(kind, tmp_path, request)
+    try:
+        t = CopyTask(1, "app.log", "app.log", size=size)
+        out = copy_one(t, src, dst, CopyOptions(backoff=0.01, retry_attempts=2))
+        assert (out.state, out.reason, out.attempts) == (State.FAILED, "changed_during_copy", 2)
+        assert stored() == []
+        with pytest.raises(NotFound):
+            dst.stat("app.log")
+    finally:
+        dst.close()
