@@ -54,6 +54,7 @@ from .choices import (
     JobState,
     PassKind,
     PassState,
+    Reason,
 )
 from .connectors import check_endpoint, open_endpoint
 from .dispatch import enqueue
@@ -506,12 +507,7 @@ class BatchSink:
                 delay = settings.MIGRATOR_RETRY_LATER_SECONDS if later else None
                 services.batch_release(batch_id=batch.pk, token=self.token, delay=delay)
             if later:
-                services.event_add(
-                    job_id=job.pk, level=EventLevel.WARNING, staff_only=True,
-                    message=f"{len(later)} item(s) of batch {batch.pk} wait for their endpoint "
-                    f"(attempt {batch.attempts} of {settings.MIGRATOR_BATCH_ATTEMPTS}): "
-                    f"{later[0].message}",
-                )  # fmt: skip
+                _later_record(later, batch)
             MigrationJob.objects.filter(pk=job.pk).update(last_activity=now)
             _sample_progress(batch.job_pass_id, now)
             self._failure_event(by_id, outcomes)
@@ -540,17 +536,55 @@ class BatchSink:
 
 def _retry_later(outcomes: list[Outcome], attempts: int) -> tuple[list[Outcome], list[Outcome]]:
     """(what to record now, what to leave pending): files that failed only because an
-    endpoint was away after their retries wait for the batch's next try, until the batch
-    has had MIGRATOR_BATCH_ATTEMPTS; then they fail with their reason."""
-    if attempts >= settings.MIGRATOR_BATCH_ATTEMPTS:
-        return outcomes, []
+    endpoint was away after their retries, or because they changed while they were read,
+    wait for the batch's next try, until the batch has had its cap of tries for that
+    reason (see later_cap); then they fail with their reason."""
     now, later = [], []
     for o in outcomes:
-        (later if o.state == State.FAILED and o.reason in RETRY_LATER else now).append(o)
+        waits = o.state == State.FAILED and attempts < later_cap(o.reason)
+        (later if waits else now).append(o)
     return now, later
 
 
 RETRY_LATER = {"destination_unavailable", "source_unavailable"}
+CHANGED = Reason.CHANGED_DURING_COPY.value
+
+
+def later_cap(reason: str) -> int:
+    """How many tries of its batch a file failed with `reason` may have (0: none later).
+    A file still being written gets fewer than an endpoint that is away: it is the
+    same file each time, and it may never settle."""
+    if reason in RETRY_LATER:
+        return settings.MIGRATOR_BATCH_ATTEMPTS
+    if reason == CHANGED:
+        return min(settings.MIGRATOR_CHANGED_ATTEMPTS, settings.MIGRATOR_BATCH_ATTEMPTS)
+    return 0
+
+
+def _later_record(later: list[Outcome], batch: Batch) -> None:
+    """In the batch's transaction: the left-pending files keep the count of their tries
+    (their state and reason stay as they are), and staff are told they wait."""
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {FileItem._meta.db_table} SET attempts = attempts + %s WHERE id = %s",
+            [(o.attempts, o.item_id) for o in later],
+        )
+    away = [o for o in later if o.reason != CHANGED]
+    changed = [o for o in later if o.reason == CHANGED]
+    if away:
+        services.event_add(
+            job_id=batch.job_id, level=EventLevel.WARNING, staff_only=True,
+            message=f"{len(away)} item(s) of batch {batch.pk} wait for their endpoint "
+            f"(attempt {batch.attempts} of {settings.MIGRATOR_BATCH_ATTEMPTS}): "
+            f"{away[0].message}",
+        )  # fmt: skip
+    if changed:
+        services.event_add(
+            job_id=batch.job_id, level=EventLevel.WARNING, staff_only=True,
+            message=f"{len(changed)} item(s) of batch {batch.pk} changed while they were "
+            f"copied and will be tried again in {settings.MIGRATOR_RETRY_LATER_SECONDS} s "
+            f"(attempt {batch.attempts} of {later_cap(CHANGED)}): {changed[0].message}",
+        )  # fmt: skip
 
 
 def _pass_may_finish(pass_id: int) -> bool:

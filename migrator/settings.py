@@ -170,6 +170,9 @@ MIGRATOR_RETRY_BACKOFF = float(env("MIGRATOR_RETRY_BACKOFF") or "0.5")
 # stay pending and the batch is tried again this much later, up to this many times in all
 MIGRATOR_RETRY_LATER_SECONDS = env_int("MIGRATOR_RETRY_LATER_SECONDS", 15)
 MIGRATOR_BATCH_ATTEMPTS = env_int("MIGRATOR_BATCH_ATTEMPTS", 20)
+# a file that changed while it was copied (still being written): left pending for its
+# batch's later tries like the above, but failed as changed_during_copy after this many
+MIGRATOR_CHANGED_ATTEMPTS = env_int("MIGRATOR_CHANGED_ATTEMPTS", 3)
 # on-premises agents ask for work (and heartbeat) this often; three missed: offline
 MIGRATOR_AGENT_POLL_SECONDS = env_int("MIGRATOR_AGENT_POLL_SECONDS", 5)
 

@@ -1,12 +1,11 @@
 """Faults against the real thing, each ending with every file accounted for, none lost,
 none twice, none torn: the destination disk fills up, the GCS server goes away for 30 s,
-a file grows while it is copied, eight workers share the embedded SQLite database."""
+eight workers share the embedded SQLite database. (Files that grow while they are
+copied, locally and over SMB: test_changing_files.py.)"""
 
 from __future__ import annotations
 
 import subprocess
-import threading
-import time
 
 import pytest
 
@@ -69,47 +68,6 @@ def test_a_full_disk_pauses_the_job_and_the_same_command_finishes_it(cli, tmp_pa
     rows = cli.query("SELECT COUNT(*), COUNT(DISTINCT source_path) FROM jobs_fileitem "
                      "WHERE kind = 'file' AND job_id = ?", summary["job_id"])  # fmt: skip
     assert rows == [(30, 30)]
-
-
-def test_a_file_appended_to_during_the_job_is_never_torn(cli, tmp_path):
-    """A log file written to all through its copy: the job retries it, and what lands
-    is a whole version of it, never a mix (or it fails as changed_during_copy)."""
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    log = src / "app.log"
-    log.write_bytes(b"start\n" * 200_000)
-    (src / "quiet.txt").write_text("still")
-    stop = threading.Event()
-
-    def append() -> None:
-        while not stop.is_set():
-            with open(log, "ab") as f:
-                f.write(b"line\n")
-            time.sleep(0.01)
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
-    threading.Timer(1.5, stop.set).start()
-    try:
-        result = cli.run("--source", str(src), "--destination", str(dst), "--json",
-                         "--bwlimit", "2000000", MIGRATOR_RETRY_BACKOFF="0.5")  # fmt: skip
-    finally:
-        stop.set()
-        writer.join()
-    summary = result.json
-    assert accounted(summary) and summary["pending"] == 0
-    copied = (dst / "app.log").read_bytes() if (dst / "app.log").exists() else None
-    if summary["failed"]:
-        assert summary["failed_by_reason"] == {"changed_during_copy": 1}
-        assert copied is None
-    else:
-        # a whole version: the start, then only whole appended lines
-        assert copied.startswith(b"start\n" * 200_000)
-        assert set(copied[len(b"start\n") * 200_000 :].split(b"\n")) <= {b"line", b""}
-        assert copied == log.read_bytes()[: len(copied)]
-    assert (dst / "quiet.txt").read_text() == "still"
-    attempts = cli.query("SELECT attempts FROM jobs_fileitem WHERE source_path = 'app.log'")
-    assert attempts[0][0] >= 2  # the copy that saw it move was tried again
 
 
 def test_eight_workers_on_the_embedded_sqlite_database(cli, tmp_path):
