@@ -64,14 +64,16 @@ from .options import PERMISSIONS, filters_for, sanitizer_for
 
 log = logging.getLogger(__name__)
 
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
+HOST = socket.gethostname()
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
 SCAN_RESUME_SECONDS = 10  # after a source error mid-scan, the reaper hands it out again
 
 
 def _token() -> str:
-    return f"{OWNER}:{threading.get_ident() % 10000}:{uuid.uuid4().hex[:8]}"
+    # the pid now, not at import: qcluster imports this (URL checks) before it forks its
+    # workers, and every lease named the parent instead of the worker holding it
+    return f"{HOST}:{os.getpid()}:{threading.get_ident() % 10000}:{uuid.uuid4().hex[:8]}"
 
 
 # --- scan ------------------------------------------------------------------------------
