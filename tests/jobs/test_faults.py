@@ -71,8 +71,10 @@ def test_a_full_disk_pauses_the_job_and_the_same_command_finishes_it(cli, tmp_pa
 
 
 def test_eight_workers_on_the_embedded_sqlite_database(cli, tmp_path):
-    """The embedded default under load: eight copy workers and the ORM broker's queue on
-    one SQLite file; no "database is locked", every file once."""
+    """The one-shot CLI under load on one SQLite file: `migrator_run --workers 8` runs the
+    tasks itself (its inline runner, jobs/inline.py: eight forked copy processes, the scan
+    on its threads), not through django-q2's broker; no "database is locked", every file
+    once. A real qcluster of eight workers on the ORM broker: test_sqlite_cluster.py."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     expected = make_tree(src, files=400, folders=8, size=500)
     result = cli.run("--source", str(src), "--destination", str(dst), "--json",
