@@ -6,7 +6,9 @@ leases as a worker: an expiry it renews, handed out again when it lapses), post 
 engine produced, and heartbeat. Every post is idempotent: a scan chunk names the cursor
 it continues from, a batch's outcomes are recorded once under the lease (the database
 sink, jobs/sink.py, does the writing), so a post retried after a lost answer counts once.
-It never receives a key of the destination cloud.
+It never receives a key of the destination cloud. Unknown or revoked tokens and wrong
+enrolment codes count as failures per address, with the API's tokens: past the limit
+every try from that address is a 429 until the minute is over (AuthFailureThrottle).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from accounts.api.authentication import AuthFailureThrottle
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
 from migrator.storage import StorageError
 
@@ -39,6 +42,17 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _too_many_failures(throttle: AuthFailureThrottle, request: HttpRequest) -> JsonResponse | None:
+    """429 while this address is past its failed tokens and codes (the API's own count)."""
+    if not throttle.blocked(request):
+        return None
+    wait = throttle.retry_after()
+    refused = _error(429, f"Too many failed tokens or codes from this address: try again in "
+                          f"{wait} s.")  # fmt: skip
+    refused["Retry-After"] = str(wait)
+    return refused
+
+
 def agent_view(view: Callable) -> Callable:
     """POST with a JSON body, by an agent whose token is valid and not revoked."""
 
@@ -49,11 +63,16 @@ def agent_view(view: Callable) -> Callable:
         kind, _, token = request.headers.get("Authorization", "").partition(" ")
         if kind != "Agent" or not token:
             return _error(401, "An agent token is needed: Authorization: Agent <token>.")
+        throttle = AuthFailureThrottle()
+        if refused := _too_many_failures(throttle, request):
+            return refused
         agent = (
             Agent.objects.select_related("pool")
             .filter(token_hash=services.token_hash(token))
             .first()
         )
+        if agent is None or agent.revoked_at is not None:
+            throttle.record_failure(request)
         if agent is None:
             return _error(401, "This agent token is not known: enrol the agent again.")
         if agent.revoked_at is not None:
@@ -78,6 +97,9 @@ def _own_batch(agent: Agent, batch_id: int) -> Batch | None:
 @csrf_exempt
 @require_POST
 def enroll(request: HttpRequest) -> JsonResponse:
+    throttle = AuthFailureThrottle()  # codes are guessed like tokens: the same count
+    if refused := _too_many_failures(throttle, request):
+        return refused
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
@@ -88,6 +110,7 @@ def enroll(request: HttpRequest) -> JsonResponse:
             version=str(body.get("version", "")),
         )  # fmt: skip
     except services.EnrollmentError as exc:
+        throttle.record_failure(request)
         return _error(403, str(exc))
     return JsonResponse({"agent_id": agent.pk, "token": token, "pool": agent.pool.name})
 

@@ -6,6 +6,8 @@ A token is never logged, echoed in an error, or read from the query string."""
 
 from __future__ import annotations
 
+import math
+
 from django.contrib.auth import authenticate
 from django.middleware.csrf import CsrfViewMiddleware
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -27,9 +29,11 @@ KEYWORDS = (b"bearer", b"token")
 
 
 class AuthFailureThrottle(SimpleRateThrottle):
-    """Failed API authentications per client address (REST_FRAMEWORK's
+    """Failed authentications per client address (REST_FRAMEWORK's
     DEFAULT_THROTTLE_RATES["api_auth_failures"]): past the rate, every token from that
-    address is refused with 429 until the window has passed, good ones too."""
+    address is refused with 429 until the window has passed, good ones too. One count per
+    address for every credential that can be guessed: API tokens here, and the agent's
+    tokens and enrolment codes (jobs/agent_api.py)."""
 
     scope = "api_auth_failures"
 
@@ -48,6 +52,10 @@ class AuthFailureThrottle(SimpleRateThrottle):
         self.blocked(request)
         self.history.insert(0, self.now)
         self.cache.set(self.key, self.history, self.duration)
+
+    def retry_after(self) -> int:
+        """Whole seconds until the address may try again (after blocked() said so)."""
+        return max(1, math.ceil(self.wait() or self.duration))
 
 
 class ApiTokenAuthentication(BaseAuthentication):

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 
+from accounts.api.authentication import AuthFailureThrottle
 from accounts.api.services import api_token_create, api_token_revoke
 from accounts.models import ApiToken
+from jobs import services as job_services
+from jobs.models import Agent, EnrollmentCode
 from tests.accounts.conftest import signed_in
 
 from .conftest import API, token_client
@@ -82,6 +86,63 @@ def test_failed_tokens_are_throttled_per_address(world, settings):
     assert token_client(good).get(f"{API}/jobs/").status_code == 429
     cache.clear()
     assert token_client(good).get(f"{API}/jobs/").status_code == 200
+
+
+def agent_call(path: str, body: dict, token: str = "", address: str = "127.0.0.1") -> int:
+    """The on-premises agent's post to /api/agent/<path> (enrol, heartbeat): the status."""
+    headers = {"HTTP_AUTHORIZATION": f"Agent {token}"} if token else {}
+    return Client(REMOTE_ADDR=address).post(f"/api/agent/{path}", json.dumps(body),
+                                            content_type="application/json",
+                                            **headers).status_code  # fmt: skip
+
+
+@pytest.fixture
+def no_failed_tries():
+    """Failures are counted per address in the cache, which outlives a test."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_wrong_enrolment_codes_and_agent_tokens_are_throttled_with_failed_tokens(
+    world, no_failed_tries
+):
+    """The API's failed-token throttle, the same count: per client address, each wrong
+    enrolment code, unknown agent token and wrong API token is one failure; past the limit
+    (MIGRATOR_API_AUTH_FAILURES_PER_MINUTE, 20) every try from that address, a right
+    code or token too, is a 429 with Retry-After until the minute is over. Another
+    address is not held back."""
+    limit = AuthFailureThrottle().num_requests
+    pool = job_services.agent_pool_create(customer=world.a.customer, name="Alpha site")
+    right = job_services.enrollment_code_create(pool=pool)
+    wrong = [agent_call("enroll/", {"code": f"mgr-enroll-guess-{i}"}) for i in range(limit)]
+    assert wrong == [403] * limit
+    enrol = {"code": right, "name": "alpha-files"}
+    refused = Client().post("/api/agent/enroll/", json.dumps(enrol),
+                            content_type="application/json")  # fmt: skip
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 60
+    assert "Too many failed" in refused.json()["error"]
+    assert not Agent.objects.exists()  # the right code was not even looked at
+    assert EnrollmentCode.objects.get().used_at is None
+    _, good = api_token_create(user=world.staff, name="ci")
+    assert token_client(good).get(f"{API}/jobs/").status_code == 429  # one count
+    assert agent_call("enroll/", enrol, address="10.20.30.40") == 200  # per address
+
+    cache.clear()  # the window is over
+    agent_token = job_services.agent_enroll(
+        code=job_services.enrollment_code_create(pool=pool), name="alpha-files-2"
+    )[1]
+    assert agent_call("heartbeat/", {"status": {}}, agent_token) == 200
+    # wrong API tokens and unknown agent tokens add up to the same limit
+    half = limit // 2
+    assert {token_client(f"mgr_guess-{i}").get(f"{API}/jobs/").status_code
+            for i in range(half)} == {401}  # fmt: skip
+    assert {agent_call("heartbeat/", {}, f"mgr-agent-guess-{i}")
+            for i in range(limit - half)} == {401}  # fmt: skip
+    assert agent_call("heartbeat/", {"status": {}}, agent_token) == 429
+    assert agent_call("enroll/", {"code": job_services.enrollment_code_create(pool=pool)}) == 429
+    cache.clear()
+    assert agent_call("heartbeat/", {"status": {}}, agent_token) == 200
 
 
 def test_wrong_passwords_are_throttled_by_axes(world, settings):
