@@ -150,7 +150,7 @@ def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:
 
 
 def _job_like(job: MigrationJob, *, name: str, options: dict, user) -> MigrationJob:
-    """A new job with `job`'s customer, endpoints, mappings and choices."""
+    """A new job with `job`'s customer, agent pool, endpoints, mappings and choices."""
     return job_create(
         customer=job.customer,
         name=name,
@@ -160,6 +160,7 @@ def _job_like(job: MigrationJob, *, name: str, options: dict, user) -> Migration
         on_exists=job.on_exists,
         bwlimit=job.bwlimit,
         options=options,
+        agent_pool=job.agent_pool,  # an agent job's twin is run by the same pool
         user=user,
     )
 

@@ -12,7 +12,7 @@ from reports.tables import mtime_text
 
 from .. import plain, selectors
 from ..choices import OnExists
-from ..models import Endpoint, Event, FileItem, MigrationJob, Pass
+from ..models import AgentPool, Endpoint, Event, FileItem, MigrationJob, Pass
 
 
 def _staff(serializer: serializers.Serializer) -> bool:
@@ -55,13 +55,19 @@ class JobSerializer(serializers.ModelSerializer):
     current_pass = serializers.SlugRelatedField(
         slug_field="number", read_only=True, allow_null=True
     )
+    agent_pool = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True,
+        help_text="The on-premises agent pool that runs the job (null: the cloud's workers).",
+    )  # fmt: skip
+    agent_pool_name = serializers.CharField(source="agent_pool.name", read_only=True,
+                                            allow_null=True)  # fmt: skip
 
     class Meta:
         model = MigrationJob
         fields = ["id", "name", "customer", "state", "source", "destination", "route",
-                  "mappings", "on_exists", "bwlimit", "options", "error", "current_pass",
-                  "created_at", "queued_at", "started_at", "finished_at",
-                  "last_activity"]  # fmt: skip
+                  "mappings", "on_exists", "bwlimit", "options", "agent_pool",
+                  "agent_pool_name", "error", "current_pass", "created_at", "queued_at",
+                  "started_at", "finished_at", "last_activity"]  # fmt: skip
         read_only_fields = fields
 
     def get_route(self, job: MigrationJob) -> str:
@@ -86,6 +92,22 @@ class JobCreateSerializer(serializers.Serializer):
         help_text='{"profile": "gcs|windows|smb|sharepoint|egnyte|posix", "filters": {...}, '
         '"assess_only": false, …} as in the admin.',
     )
+    agent_pool = serializers.PrimaryKeyRelatedField(
+        queryset=AgentPool.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="An agent pool of the same customer: its on-premises agents run the job "
+        "(omitted or null: the cloud's workers).",
+    )
+
+    def validate(self, data: dict) -> dict:
+        pool, customer = data.get("agent_pool"), data["customer"]
+        if pool is not None and pool.customer_id != customer.pk:
+            raise serializers.ValidationError({"agent_pool": [
+                f"The agent pool “{pool.name}” belongs to another customer: "
+                f"pick a pool of {customer.name}."
+            ]})  # fmt: skip
+        return data
 
 
 class RetrySerializer(serializers.Serializer):

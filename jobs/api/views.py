@@ -111,7 +111,7 @@ class JobList(generics.ListAPIView):
 
     def get_queryset(self):
         qs = selectors.jobs_visible_to(self.request.user).select_related(
-            "source", "destination", "current_pass"
+            "source", "destination", "current_pass", "agent_pool"
         )
         customer = self.request.query_params.get("customer", "")
         if customer.isdigit():
@@ -131,7 +131,8 @@ class JobList(generics.ListAPIView):
                 customer=data["customer"], name=data["name"], source=data["source"],
                 destination=data["destination"], mappings=mappings or (("", ""),),
                 on_exists=data["on_exists"], bwlimit=data.get("bwlimit"),
-                options=data.get("options") or {}, user=request.user,
+                options=data.get("options") or {}, agent_pool=data.get("agent_pool"),
+                user=request.user,
             )  # fmt: skip
         except ValueError as exc:
             raise ValidationError({"options": [str(exc)]})

@@ -9,7 +9,10 @@ import io
 import json
 
 import pytest
+from django.test import Client
 
+from accounts.models import Customer
+from jobs import services
 from jobs.models import Endpoint, MigrationJob
 from tests.jobs.factories import Steps
 
@@ -145,3 +148,88 @@ def test_secrets_are_write_only(world, staff_api, staff_token, viewer_a_api):
         body = b"".join(answer.streaming_content) if answer.streaming else answer.content
         assert SECRET.encode() not in body and b"secret_encrypted" not in body
         assert staff_token.encode() not in body
+
+
+def agent_post(token: str, path: str) -> dict:
+    """A call of the on-premises agent (its header, its route)."""
+    answer = Client().post(f"/api/agent/{path}", "{}", content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Agent {token}")  # fmt: skip
+    assert answer.status_code == 200, answer.content
+    return answer.json()
+
+
+def test_a_job_behind_an_agent_pool_through_the_api(world, staff_api, viewer_a_api):
+    a, b = world.a, world.b
+    pool = services.agent_pool_create(customer=a.customer, name="Alpha site")
+    theirs = services.agent_pool_create(customer=b.customer, name="Bravo site")
+    code = services.enrollment_code_create(pool=pool)
+    _, token = services.agent_enroll(code=code, name="alpha-files")
+    given = {"customer": a.customer.pk, "name": "Behind the agent", "source": a.job.source_id,
+             "destination": a.job.destination_id}  # fmt: skip
+    refused = post(staff_api, "/jobs/", {**given, "agent_pool": theirs.pk})
+    assert refused.status_code == 400
+    assert refused.json() == {"agent_pool": [
+        "The agent pool “Bravo site” belongs to another customer: pick a pool of "
+        "Alphacorp Industries."
+    ]}  # fmt: skip
+    missing = post(staff_api, "/jobs/", {**given, "agent_pool": 987654})
+    assert missing.status_code == 400 and "987654" in missing.json()["agent_pool"][0]
+    assert MigrationJob.objects.count() == 2  # the world's two: nothing was made
+
+    created = post(staff_api, "/jobs/", {**given, "agent_pool": pool.pk})
+    assert created.status_code == 201, created.content
+    job = created.json()
+    assert (job["agent_pool"], job["agent_pool_name"]) == (pool.pk, "Alpha site")
+    assert MigrationJob.objects.get(pk=job["id"]).agent_pool == pool
+    listed = {j["id"]: j for j in staff_api.get(f"{API}/jobs/").json()["results"]}
+    assert listed[job["id"]]["agent_pool_name"] == "Alpha site"
+    assert (listed[a.job.pk]["agent_pool"], listed[a.job.pk]["agent_pool_name"]) == (None, None)
+
+    # the customer's viewer reads which pool runs it, and cannot change it
+    seen = viewer_a_api.get(f"{API}/jobs/{job['id']}/").json()
+    assert (seen["agent_pool"], seen["agent_pool_name"]) == (pool.pk, "Alpha site")
+    for method in ("put", "patch"):
+        changed = getattr(viewer_a_api, method)(f"{API}/jobs/{job['id']}/",
+                                                json.dumps({"agent_pool": None}),
+                                                content_type="application/json")  # fmt: skip
+        assert changed.status_code in (403, 405)
+    assert MigrationJob.objects.get(pk=job["id"]).agent_pool == pool
+
+    # started through the API: the cluster leaves its scan to the pool's agent
+    with Steps() as steps:
+        assert post(staff_api, f"/jobs/{job['id']}/start/").status_code == 200
+        steps.run()
+    started = MigrationJob.objects.get(pk=job["id"])
+    assert started.state == "scanning" and started.current_pass.seen == 0
+    work = agent_post(token, "work/")
+    assert work["kind"] == "scan" and work["job_id"] == job["id"]
+    assert work["pass_id"] == started.current_pass_id
+
+
+def test_the_assessment_twin_of_an_agent_job_is_run_by_the_same_pool(tmp_path):
+    customer = Customer.objects.create(name="Site Corp")
+    pool = services.agent_pool_create(customer=customer, name="Site")
+    code = services.enrollment_code_create(pool=pool)
+    agent, _ = services.agent_enroll(code=code, name="site-files")
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "a.txt").write_bytes(b"a" * 10)
+    job = services.job_create(
+        customer=customer, name="Site move", agent_pool=pool,
+        source=services.endpoint_create(name="s", url=(tmp_path / "share").as_uri(),
+                                        customer=customer),
+        destination=services.endpoint_create(name="d", url=(tmp_path / "d").as_uri(),
+                                             customer=customer),
+    )  # fmt: skip
+    with Steps() as steps:
+        twin = services.job_assess(job=job)
+        steps.run()  # everything the cluster is asked to do
+    twin.refresh_from_db()
+    assert twin.pk != job.pk and twin.options["assess_only"] is True
+    assert twin.agent_pool == pool and twin.state == "assessing"
+    assessing = twin.current_pass
+    assert assessing.kind == "assess" and not assessing.scan_finished and assessing.seen == 0
+    leased = services.agent_work_lease(agent=agent)
+    assert leased is not None and leased[:2] == ("scan", assessing.pk)
+    # and the migration made from the assessment keeps the pool too
+    migration = services.job_create_from_assessment(job=twin)
+    assert migration.agent_pool == pool and "assess_only" not in migration.options
