@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from . import services
 from .agent_api import agents_online_since
 from .models import Agent, AgentPool
+from .selectors import human_bytes
 
 
 class AgentInline(admin.TabularInline):
@@ -97,7 +98,8 @@ class AgentPoolAdmin(admin.ModelAdmin):
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
-    list_display = ["name", "pool", "online", "last_seen", "version", "throughput", "holding"]
+    list_display = ["name", "pool", "online", "last_seen", "version", "host", "free_disk",
+                    "throughput", "holding"]  # fmt: skip
     list_filter = ["pool"]
     readonly_fields = ["pool", "name", "created_at", "last_seen", "version", "status",
                        "revoked_at"]  # fmt: skip
@@ -110,6 +112,15 @@ class AgentAdmin(admin.ModelAdmin):
     @admin.display(description="online")
     def online(self, obj: Agent) -> str:
         return _online(obj)
+
+    @admin.display(description="host")
+    def host(self, obj: Agent) -> str:
+        return str((obj.status or {}).get("host") or "—")
+
+    @admin.display(description="free disk")
+    def free_disk(self, obj: Agent) -> str:
+        free = (obj.status or {}).get("free_disk")  # bytes free where the agent spools
+        return human_bytes(free) if isinstance(free, int | float) else "—"
 
     @admin.display(description="throughput")
     def throughput(self, obj: Agent) -> str:
