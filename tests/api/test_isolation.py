@@ -84,3 +84,63 @@ def test_a_viewer_reads_words_not_hosts(world, viewer_a_api, staff_api):
     assert any("file://" in e["message"] for e in staff_events)
     assert not any("file://" in e["message"] for e in viewer_events)
     assert len(viewer_events) < len(staff_events)
+
+
+# --- an on-premises agent's token on the API: it opens nothing ----------------------------
+
+AGENT_REFUSED = {"get": 401, "post": 403, "put": 403, "patch": 403, "delete": 403}
+
+
+@pytest.fixture
+def agent_of_a(world):
+    """An agent enrolled in a pool of customer A, and a job of A behind that pool."""
+    from django.core.cache import cache
+
+    from jobs import services
+
+    a = world.a
+    pool = services.agent_pool_create(customer=a.customer, name="Alpha site")
+    code = services.enrollment_code_create(pool=pool)
+    _, token = services.agent_enroll(code=code, name="alpha-files")
+    job = services.job_create(customer=a.customer, name="Agent-run job", source=a.job.source,
+                              destination=a.job.destination, agent_pool=pool)  # fmt: skip
+    cache.clear()  # failed tokens are counted per address in the cache, which outlives tests
+    yield job, token
+    cache.clear()
+
+
+def test_an_agent_token_opens_no_api_route(world, agent_of_a):
+    """An agent's token is for /api/agent/ only. On every /api/v1/ route, sent as the
+    agent sends it (Agent …) or as a Bearer token, every method is refused before any
+    object is looked up: its own pool's job, customer B's and a missing one answer alike
+    (GET 401; a write 403 from the CSRF check, as for anyone without a credential, or 401
+    for the Bearer token), no answer names either customer's objects, nothing changes."""
+    from django.core.cache import cache
+    from django.test import Client
+
+    job, token = agent_of_a
+    b = world.b
+    clients = {
+        "Agent": Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Agent {token}"),
+        "Bearer": Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {token}"),
+    }
+    words = (*world.a.markers, *b.markers, job.name, "Alpha site")
+    asked = {"own": 0, "theirs": 0}
+    for route, pattern in api_routes():
+        for owner, pk in (("own", job.pk), ("theirs", b.job.pk), ("theirs", MISSING)):
+            for path in filled(route, pk):
+                assert resolve(path).func is pattern.callback
+                before = fingerprint()
+                for header, api in clients.items():
+                    cache.clear()  # each Bearer try is a failed token: stay under the limit
+                    for method, refused in AGENT_REFUSED.items():
+                        got = getattr(api, method)(path, {}, content_type="application/json")
+                        text = body(got)
+                        want = 401 if header == "Bearer" else refused
+                        assert got.status_code == want, (header, method, path, got.status_code,
+                                                         text[:200])  # fmt: skip
+                        shown = [w for w in words if w.lower() in text.lower()]
+                        assert not shown, (header, method, path, shown)
+                        asked[owner] += 1
+                assert fingerprint() == before, path
+    assert asked["own"] >= 20 * 10 and asked["theirs"] == 2 * asked["own"]
