@@ -13,11 +13,13 @@ every try from that address is a 429 until the minute is over (AuthFailureThrott
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
@@ -26,20 +28,33 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.api.authentication import AuthFailureThrottle
+from migrator.acl.apply import AclPlan, target_of
+from migrator.engine.permissions import BatchAcl, NewAclRecord
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
 from migrator.storage import StorageError
 
-from . import services, sink
-from .choices import JOB_RUNNING, BatchState, PassState
+from . import permissions, services, sink
+from .choices import JOB_RUNNING, BatchState, PassKind, PassState
 from .connectors import open_endpoint
 from .models import Agent, Batch, FileItem, MigrationJob, Pass
+from .options import PERMISSIONS
+
+if TYPE_CHECKING:
+    from accounts.api.authentication import AuthFailureThrottle
 
 log = logging.getLogger(__name__)
 
 
 def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
+
+
+def _failure_throttle() -> AuthFailureThrottle:
+    # imported here: the API's module loads DRF and drf-spectacular, and the admin imports
+    # this module, so at the top it would slow every process's start (migrator_run's too)
+    from accounts.api.authentication import AuthFailureThrottle
+
+    return AuthFailureThrottle()
 
 
 def _too_many_failures(throttle: AuthFailureThrottle, request: HttpRequest) -> JsonResponse | None:
@@ -63,7 +78,7 @@ def agent_view(view: Callable) -> Callable:
         kind, _, token = request.headers.get("Authorization", "").partition(" ")
         if kind != "Agent" or not token:
             return _error(401, "An agent token is needed: Authorization: Agent <token>.")
-        throttle = AuthFailureThrottle()
+        throttle = _failure_throttle()
         if refused := _too_many_failures(throttle, request):
             return refused
         agent = (
@@ -97,7 +112,7 @@ def _own_batch(agent: Agent, batch_id: int) -> Batch | None:
 @csrf_exempt
 @require_POST
 def enroll(request: HttpRequest) -> JsonResponse:
-    throttle = AuthFailureThrottle()  # codes are guessed like tokens: the same count
+    throttle = _failure_throttle()  # codes are guessed like tokens: the same count
     if refused := _too_many_failures(throttle, request):
         return refused
     try:
@@ -137,6 +152,10 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
     if kind == "scan":
         p = Pass.objects.select_related("job__source", "job__destination").get(pk=pk)
         job = p.job
+        refused = permissions_refusal(job) if p.kind != PassKind.ASSESS else None
+        if refused:  # said to staff in the job's error and events; the job fails
+            services.job_cannot_start(job_id=job.pk, where="options", error=ValueError(refused))
+            return JsonResponse({"kind": "none", "poll_seconds": 1})
         return JsonResponse({
             "kind": "scan", "pass_id": p.pk, "job_id": job.pk, "lease": lease,
             "source": _endpoint(job.source), "destination_kind": job.destination.kind,
@@ -145,7 +164,9 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
                          for m in job.mappings.all()],
         })  # fmt: skip
     batch = Batch.objects.get(pk=pk)
-    job = MigrationJob.objects.select_related("source", "destination").get(pk=batch.job_id)
+    job = MigrationJob.objects.select_related("source", "destination", "customer").get(
+        pk=batch.job_id
+    )
     tasks = (
         FileItem.objects.filter(job_pass_id=batch.job_pass_id, id__gte=batch.first_id,
                                 id__lte=batch.last_id, state="pending")
@@ -160,15 +181,55 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
             services.batch_release(batch_id=batch.pk, token=lease,
                                    delay=settings.MIGRATOR_RETRY_LATER_SECONDS)  # fmt: skip
             return JsonResponse({"kind": "none", "poll_seconds": 1, "error": str(exc)})
+    perms, only = sink._batch_permissions(job, batch.job_pass_id, _batch_sink(batch, lease))
     return JsonResponse({
         "kind": "batch", "batch_id": batch.pk, "job_id": job.pk, "lease": lease,
-        "source": _endpoint(job.source), "destination": destination, "given": given,
-        "tasks": tasks,
+        "pass_id": batch.job_pass_id, "source": _endpoint(job.source),
+        "destination": destination, "given": given, "tasks": tasks,
+        "only": only, "permissions": _permissions_work(job, perms.target) if perms else None,
         "options": {"policy": job.on_exists, "bwlimit": job.bwlimit,
                     "threads": settings.MIGRATOR_COPY_THREADS,
                     "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
                     "backoff": settings.MIGRATOR_RETRY_BACKOFF},
     })  # fmt: skip
+
+
+def permissions_refusal(job: MigrationJob) -> str | None:
+    """Why the job's permissions cannot go through its agent pool, in words; None when
+    they can (or it migrates none). An SMB destination is written by the agent itself;
+    object ACLs in a bucket need its key, which an agent never holds, and the manifest
+    of a local folder is written by the server, which cannot reach the agent's folders."""
+    if job.agent_pool_id is None or not permissions.enabled(job):
+        return None
+    if not permissions.source_has_acls(job.source):
+        return None  # nothing to migrate: the batches say so once, as on the cluster
+    target = target_of(job.destination.kind)
+    if target == "gs":
+        return (
+            "permissions to a GCS bucket cannot go through an agent yet: object ACLs are "
+            "set with the bucket's key, which an agent never holds. Migrate the permissions "
+            "to an SMB share, or run this job without an agent pool."
+        )
+    if target == "file":
+        return (
+            "permissions to a local folder cannot go through an agent yet: the permissions "
+            "manifest is written by the server, which cannot reach the agent's folders. "
+            "Migrate the permissions to an SMB share, or run this job without an agent pool."
+        )
+    return None
+
+
+def _permissions_work(job: MigrationJob, target: str) -> dict:
+    """What the agent needs to read, translate and apply a batch's permissions: the
+    job's options, the directory that resolves its SIDs (the customer's AD, at the
+    agent's site; its password goes over HTTPS with the work, is kept in the agent's
+    memory only and is never logged) and the identity CSV's lines."""
+    return {
+        "options": (job.options or {}).get(PERMISSIONS),
+        "target": target,
+        "directory": permissions.directory_settings(job),
+        "overrides": [[o.source, o.target, o.type] for o in job.identity_overrides.all()],
+    }
 
 
 def _gcs_sessions(job: MigrationJob, tasks: list[list]) -> tuple[dict, dict]:
@@ -304,7 +365,13 @@ def batch_record(request, agent: Agent, body: dict, batch_id: int) -> JsonRespon
     if any(o.item_id not in known for o in outcomes):
         return _error(400, "An outcome names an item that is not pending in this batch.")
     batch_sink = _batch_sink(batch, str(body.get("lease", "")))
-    recorded = batch_sink.batch_record(tasks, outcomes, None)
+    acl = None
+    if body.get("acl") and permissions.enabled(batch_sink.job):
+        try:
+            acl = _batch_acl(batch_sink, body["acl"])
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+            return _error(400, f"Bad permissions: {exc}.")
+    recorded = batch_sink.batch_record(tasks, outcomes, acl)
     refused = [o.dest_path or by_id[o.item_id].dest_path for o in outcomes
                if o.reason == "checksum_mismatch"]  # fmt: skip
     job = batch_sink.job
@@ -316,6 +383,30 @@ def batch_record(request, agent: Agent, body: dict, batch_id: int) -> JsonRespon
                 except StorageError:
                     log.warning("could not remove a refused upload: %s", dest)
     return JsonResponse({"recorded": recorded})
+
+
+def _batch_acl(batch_sink: sink.BatchSink, posted: dict) -> BatchAcl:
+    """The agent's ACL records stored as a worker stores them (one already stored, by an
+    earlier try of this post or another batch, is kept), and what permissions did in the
+    batch in terms of the stored records' ids, for the batch's record."""
+    fields = permissions.PLAN_FIELDS
+    records = [
+        NewAclRecord(str(key), base64.b64decode(sd, validate=True),
+                     {f: stored[f] for f in fields if f in stored})
+        for key, sd, stored in posted.get("records") or ()
+    ]  # fmt: skip
+    batch_sink.acl_records_add(records)
+    found = batch_sink.acl_records(r.key for r in records)
+    target = target_of(batch_sink.job.destination.kind)
+    acl = BatchAcl(batch_sink.batch.job_pass_id)
+    for record_id, stored in found.values():
+        plan = AclPlan.from_stored(stored, target)
+        acl.flags[record_id] = (bool(plan.narrowed), bool(plan.denied), bool(plan.unmapped))
+    for item_id, key in posted.get("items") or ():
+        if key in found:
+            acl.item_acl[int(item_id)] = found[key][0]
+    acl.applied = {int(i) for i in posted.get("applied") or ()}
+    return acl
 
 
 @agent_view

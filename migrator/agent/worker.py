@@ -8,11 +8,20 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
+from migrator.acl.directory import LdapDirectory
+from migrator.acl.mapping import Identity, IdentityMap
 from migrator.engine.batch import run_batch
 from migrator.engine.copy import CopyOptions, Outcome, Policy, State
 from migrator.engine.filters import Filters
+from migrator.engine.permissions import (
+    BatchPermissions,
+    NoDirectory,
+    PermissionOptions,
+    Resolver,
+)
 from migrator.engine.scan import Mapping, Planner, scan
 from migrator.engine.wire import task_from_wire
 from migrator.sanitize import Sanitizer
@@ -21,9 +30,12 @@ from migrator.storage.upload import SessionUploads
 
 from . import VERSION
 from .client import AgentError, Client
-from .sinks import HttpBatchSink, HttpScanSink
+from .sinks import HttpBatchSink, HttpScanSink, PassRecords
 
 log = logging.getLogger("migrator.agent")
+
+PASSES_KEPT = 8  # directories and ACL records of this many passes kept in memory
+DIRECTORY_ARGS = ("uri", "bind_dn", "bind_password", "base_dn", "start_tls", "ca_file")
 
 
 class _WithDecided:
@@ -50,6 +62,11 @@ class Agent:
         self.copied_bytes = 0
         self.started = time.monotonic()
         self._stop = threading.Event()
+        # per pass, in memory only (the directory's password is never written anywhere):
+        # its SIDs resolved once for every batch, and the ACL records made
+        self._directories: OrderedDict[int, Resolver] = OrderedDict()
+        self._records: OrderedDict[int, PassRecords] = OrderedDict()
+        self._lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 0.001)
@@ -126,8 +143,13 @@ class Agent:
         tasks = [task_from_wire(values) for values in work["tasks"]]
         o = work["options"]
         limits = [x for x in (o.get("bwlimit"), self.bwlimit) if x]
+        perms = self.permissions(work)
         sink = HttpBatchSink(
-            self.client, work["batch_id"], work["lease"], renew_every=max(1.0, self.poll)
+            self.client,
+            work["batch_id"],
+            work["lease"],
+            renew_every=max(1.0, self.poll),
+            records=self._pass_records(int(work["pass_id"])) if perms else None,
         )
         self.holding = {"batch": work["batch_id"], "files": len(tasks)}
         options = CopyOptions(
@@ -163,6 +185,8 @@ class Agent:
                 destination=opener,
                 options=options,
                 sink=recorder,  # type: ignore[arg-type]
+                permissions=perms,
+                only=bool(work.get("only")),
             )
         finally:
             sink.close()
@@ -173,3 +197,52 @@ class Agent:
                 f"items, {self.copied_bytes:,} bytes so far   "
             )
         log.info("batch %s: %d of %d items", work["batch_id"], len(outcomes), len(tasks))
+
+    # --- permissions: read, resolved and applied here, where the share and the AD are
+
+    def permissions(self, work: dict) -> BatchPermissions | None:
+        """The batch's BatchPermissions, as a worker builds them, from what the server
+        sent: the job's options, the destination's model, the directory's settings (the
+        customer's AD, reachable from here) and the identity CSV's lines."""
+        given = work.get("permissions")
+        if not given:
+            return None
+        options = PermissionOptions.parse(given["options"])
+        if options is None:
+            return None
+        pass_id = int(work["pass_id"])
+        conf = given.get("directory")
+        overrides = {s: Identity(t, kind, "csv") for s, t, kind in given.get("overrides") or ()}
+        return BatchPermissions(
+            options=options,
+            target=str(given["target"]),
+            pass_id=pass_id,
+            directory=lambda: self._directory(pass_id, conf),
+            identities=lambda: IdentityMap(options.rules, overrides),
+            only=bool(work.get("only")),
+        )
+
+    def _directory(self, pass_id: int, conf: dict | None) -> Resolver:
+        """One directory per pass (its cache of SIDs serves every batch of the pass)."""
+        with self._lock:
+            found = self._directories.get(pass_id)
+            if found is not None:
+                self._directories.move_to_end(pass_id)
+                return found
+            args = {k: v for k, v in (conf or {}).items() if k in DIRECTORY_ARGS and v}
+            directory: Resolver = LdapDirectory(**args) if args.get("uri") else NoDirectory()
+            self._directories[pass_id] = directory
+            while len(self._directories) > PASSES_KEPT:
+                _, old = self._directories.popitem(last=False)
+                old.close()
+            return directory
+
+    def _pass_records(self, pass_id: int) -> PassRecords:
+        with self._lock:
+            records = self._records.get(pass_id)
+            if records is None:
+                records = self._records[pass_id] = PassRecords()
+                while len(self._records) > PASSES_KEPT:
+                    self._records.popitem(last=False)
+            self._records.move_to_end(pass_id)
+            return records

@@ -5,7 +5,9 @@ enrolment flow; local folders at the agent's side."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -372,3 +374,127 @@ def test_results_kept_on_disk_while_the_server_is_away_are_sent_after_a_restart(
     assert tree_of(dst) == expected
     attempts = stack.cli.query("SELECT attempts FROM jobs_batch")
     assert attempts and all(a == 1 for (a,) in attempts), attempts
+
+
+# --- permissions: SMB ACLs read, resolved and applied at the agent's site ---------------------
+
+PERMISSIONS_SETUP = """
+import json
+from accounts.models import Customer
+from jobs import services
+c = Customer(name="AD customer", directory_kind="ad", directory_uri={ldap!r},
+             directory_bind_dn={bind_dn!r}, directory_user_search_base={base!r})
+c.set_directory_bind_password({password!r})
+c.save()
+pool = services.agent_pool_create(customer=c, name="site-a")
+src = services.endpoint_create(name="share", url={src!r}, customer=c, secret={password!r})
+jobs = {{}}
+for name, url, agents in {routes!r}:
+    d = services.endpoint_create(name=name, url=url, customer=c, secret={password!r})
+    job = services.job_create(customer=c, name=name, source=src, destination=d,
+                              options={options!r}, agent_pool=pool if agents else None)
+    services.job_start(job=job)
+    jobs[name] = job.pk
+print(json.dumps({{"jobs": jobs, "code": services.enrollment_code_create(pool=pool)}}))
+"""
+
+
+def ad_jobs(stack: Stack, dc, source: str, routes: list[tuple[str, str, bool]],
+            options: dict) -> tuple[dict[str, int], str]:  # fmt: skip
+    """An AD customer (the Samba DC's directory), and one started job per route (name,
+    destination URL, through its agent pool or not) from the folder `source` of [data]:
+    {name: job id} and an enrolment code of the pool."""
+    out = json.loads(stack.shell(PERMISSIONS_SETUP.format(
+        ldap=dc.ldap_uri, bind_dn=f"CN=Administrator,CN=Users,{dc.base_dn}", base=dc.base_dn,
+        password=dc.admin_password, src=dc.smb_url("data", source), routes=routes,
+        options=options,
+    )))  # fmt: skip
+    return out["jobs"], out["code"]
+
+
+def permissions_report(stack: Stack, job_id: int, *args: str) -> list[list[str]]:
+    """`manage.py migrator_report JOB --report permissions` on the server's database."""
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "migrator_report", str(job_id), "--report", "permissions",
+         *args],
+        cwd=REPO, env=stack.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return list(csv.reader(io.StringIO(proc.stdout)))
+
+
+def test_smb_acls_go_through_the_agent_as_the_cluster_migrates_them(
+    stack, samba_dc, acl_share, tmp_path
+):
+    """The [data] share's ACL cases to folders of the [target] share, permissions on, the
+    same job once through an agent (its SIDs resolved by the agent, at the customer's
+    site, with the customer's AD settings the server hands it) and once by the cluster:
+    the same permissions report, row for row, and the same descriptors at the target."""
+    from migrator.acl.apply import mapped_descriptor, same_descriptor
+    from migrator.storage import connector_for
+
+    from .factories import CASES, FILES, RULES, new_folder
+
+    dc = samba_dc
+    targets = {"agent": new_folder(dc, "target"), "cluster": new_folder(dc, "target")}
+    routes = [(name, dc.smb_url("target", folder), name == "agent")
+              for name, folder in targets.items()]  # fmt: skip
+    jobs, code = ad_jobs(stack, dc, acl_share, routes, {"permissions": RULES})
+    assert stack.enroll("agent1", code).returncode == 0
+    stack.start_agent("agent1")
+    for name, job_id in jobs.items():
+        assert stack.finished(job_id) == "completed", (name, stack.cli.query(
+            "SELECT error FROM jobs_migrationjob WHERE id = ?", job_id),
+            (tmp_path / "agent1.err").read_text()[-2000:])  # fmt: skip
+    # the agent job's batches were copied by the agent (the cluster leaves them alone)
+    log = (tmp_path / "agent1" / "agent.log").read_text()
+    batches = stack.cli.query("SELECT id FROM jobs_batch WHERE job_id = ?", jobs["agent"])
+    assert batches and all(f"batch {pk}: " in log for (pk,) in batches)
+    figures = {
+        name: stack.cli.query(
+            "SELECT seen, copied, failed, pending, acl_applied, acl_narrowed, acl_denied, "
+            "acl_unmapped FROM jobs_pass WHERE job_id = ?",
+            job_id,
+        )[0]
+        for name, job_id in jobs.items()
+    }
+    # every file accounted; every file and folder got its descriptor; the deny on denied/
+    # (and its file) kept and reported, like the deleted user's SID
+    assert figures["agent"] == figures["cluster"] == (7, 7, 0, 0, 14, 0, 2, 2)
+    records = stack.cli.query(
+        "SELECT COUNT(*), SUM(items) FROM jobs_aclrecord WHERE job_id = ?", jobs["agent"]
+    )
+    assert records == [(14, 14)]  # each distinct descriptor once, each item linked once
+
+    reports = {name: permissions_report(stack, job_id) for name, job_id in jobs.items()}
+    rows = reports["agent"]
+    state = rows[0].index("state")  # a folder a file's write made first is "unchanged"
+    assert {r[state] for r in rows[1:]} <= {"copied", "unchanged"}
+    assert [r[:state] + r[state + 1 :] for r in rows] == [
+        r[:state] + r[state + 1 :] for r in reports["cluster"]
+    ]
+    body = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert sorted(body) == sorted([*CASES, *FILES])
+    assert "EXAMPLE\\Finance: read & execute" in body["finance"]["source_entries"]
+    assert "EXAMPLE\\bob: deny full control (kept)" in body["denied"]["denied"]
+    assert f"{dc.sids['deleted']} (orphaned): orphaned SID" in body["orphaned"]["unmapped"]
+    assert body["alice-only"]["inheritance"] == "broken (protected)"
+    issues = {name: permissions_report(stack, job_id, "--list", "issues")
+              for name, job_id in jobs.items()}  # fmt: skip
+    assert issues["agent"] == issues["cluster"]
+    assert [(r[0], r[3]) for r in issues["agent"][1:]] == [("deny", "2"), ("unmapped", "2")]
+
+    with (
+        connector_for(dc.smb_url("data", acl_share), dc.admin_password) as src,
+        connector_for(dc.smb_url("target", targets["agent"]), dc.admin_password) as dst,
+    ):
+        for path in sorted([*CASES, *FILES]):
+            assert same_descriptor(dst.read_acl(path), mapped_descriptor(src.read_acl(path), {}))
+        assert dst.read_acl("alice-only").owner == dc.sids["alice"]
+
+    # the directory's password (the share's too) was held in memory only: not in the
+    # agent's config, log or spool
+    kept = [p for p in (tmp_path / "agent1").rglob("*") if p.is_file()]
+    assert any(p.name == "agent.log" for p in kept)
+    for path in [*kept, tmp_path / "agent1.err"]:
+        assert dc.admin_password not in path.read_text(errors="replace"), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -11,7 +12,7 @@ from django.urls import get_resolver
 from accounts.models import Customer
 from jobs import services
 from jobs.agent_api import urlpatterns
-from jobs.models import Batch, FileItem, MigrationJob, Pass
+from jobs.models import AclRecord, Batch, FileItem, MigrationJob, Pass
 from migrator.engine.scan import Row
 from migrator.engine.wire import row_to_wire
 
@@ -118,3 +119,98 @@ def test_the_job_page_shows_the_pools_health(tmp_path, admin_client):
     services.agent_revoke(agent=agent)
     page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
     assert "no agent enrolled yet" in page
+
+
+# --- permissions through an agent -------------------------------------------------------------
+
+PERMISSIONS = {"enabled": True, "domain": "example.test", "group_domain": "example.test"}
+
+
+def acl_side(name: str, destination: str):
+    """An AD customer's agent job from an SMB share (NT ACLs) to `destination`, started."""
+    customer = Customer(name=name, directory_kind="ad", directory_uri="ldap://dc.example.test",
+                        directory_bind_dn="CN=svc,DC=example,DC=test",
+                        directory_user_search_base="DC=example,DC=test")  # fmt: skip
+    customer.set_directory_bind_password("bind-pass-of-the-ad")
+    customer.save()
+    pool = services.agent_pool_create(customer=customer, name=f"{name} site")
+    _, token = services.agent_enroll(code=services.enrollment_code_create(pool=pool), name=name)
+    src = services.endpoint_create(name="s", url="smb://EXAMPLE;svc@files.example.test/data",
+                                   customer=customer, secret="share-pass")  # fmt: skip
+    dst = services.endpoint_create(name="d", url=destination, customer=customer)
+    job = services.job_create(customer=customer, name=f"{name} job", source=src, destination=dst,
+                              options={"permissions": PERMISSIONS}, agent_pool=pool)  # fmt: skip
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+    return job, token
+
+
+def test_permissions_an_agent_cannot_migrate_fail_the_job_at_its_start_in_words(tmp_path):
+    for name, destination, where in (
+        ("zeta", (tmp_path / "dst").as_uri(), "to a local folder"),
+        ("eta", "gs://bucket/in", "to a GCS bucket"),
+    ):
+        job, token = acl_side(name, destination)
+        status, work = post(token, "work/")
+        assert (status, work["kind"]) == (200, "none")
+        job.refresh_from_db()
+        assert job.state == "failed"
+        assert f"Could not start: permissions {where} cannot go through an agent yet" in job.error
+        assert "run this job without an agent pool" in job.error
+        p = Pass.objects.get(job=job)
+        assert (p.state, p.seen, FileItem.objects.filter(job_pass=p).count()) == ("cancelled", 0, 0)
+        assert post(token, "work/")[1]["kind"] == "none"  # nothing is handed out after
+
+
+STORED = {  # AclPlan.stored() of a folder's descriptor with a deny entry, kept at SMB
+    "kind": "file", "source_aces": ["EXAMPLE\\bob: deny full control, inherited"],
+    "owner": "EXAMPLE\\Administrator", "protected": False, "grants": [], "narrowed": [],
+    "denied": [{"entry": "EXAMPLE\\bob: deny full control, inherited", "reason": "kept"}],
+    "unmapped": [], "refused": False, "destination": {"sd": "AQAEgA=="},
+}  # fmt: skip
+
+
+def test_a_batch_hands_the_agent_what_permissions_need_and_its_acl_records_count_once(tmp_path):
+    job, token = acl_side("theta", "smb://EXAMPLE;svc@files.example.test/target")
+    services.identity_overrides_import(
+        job=job, data="source,target,type\nEXAMPLE\\alice,alice@example.com,user\n"
+    )
+    status, scan = post(token, "work/")
+    rows = [row_to_wire(Row(0, 0, "file", f"f{i}.txt", f"f{i}.txt", 5)) for i in range(3)]
+    post(token, f"scan/{scan['pass_id']}/chunk/",
+         {"lease": scan["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows})  # fmt: skip
+    status, work = post(token, "work/")
+    assert (status, work["kind"], work["pass_id"], work["only"]) == (
+        200, "batch", scan["pass_id"], False
+    )  # fmt: skip
+    given = work["permissions"]
+    assert (given["options"], given["target"]) == (PERMISSIONS, "smb")
+    assert given["directory"]["uri"] == "ldap://dc.example.test"
+    assert given["directory"]["bind_password"] == "bind-pass-of-the-ad"  # at the agent's site
+    assert given["overrides"] == [["example\\alice", "alice@example.com", "user"]]
+
+    ids = [t[0] for t in work["tasks"]]
+    plain = {**STORED, "source_aces": ["EXAMPLE\\alice: full control"], "denied": []}
+    sd_bytes = base64.b64encode(b"\x01\x00\x04\x80").decode()
+    acl = {
+        "records": [["k-deny", sd_bytes, STORED], ["k-plain", sd_bytes, plain]],
+        "items": [[ids[0], "k-deny"], [ids[1], "k-deny"], [ids[2], "k-plain"]],
+        "applied": ids,
+    }
+    outcomes = [[i, "copied", "", "", 5, "", "", "", 1] for i in ids]
+    body = {"lease": work["lease"], "outcomes": outcomes, "acl": acl}
+    path = f"batch/{work['batch_id']}/record/"
+    broken = {**body, "acl": {**acl, "records": [["k-deny", "not base64!", STORED]]}}
+    status, answer = post(token, path, broken)
+    assert status == 400 and answer["error"].startswith("Bad permissions")
+    assert (AclRecord.objects.count(), Pass.objects.get(pk=scan["pass_id"]).copied) == (0, 0)
+    assert post(token, path, body) == (200, {"recorded": True})
+    assert post(token, path, body) == (200, {"recorded": False, "duplicate": True})  # retried
+    records = dict(AclRecord.objects.filter(job_pass_id=scan["pass_id"])
+                   .values_list("key", "items"))  # fmt: skip
+    assert records == {"k-deny": 2, "k-plain": 1}
+    linked = FileItem.objects.filter(job_pass_id=scan["pass_id"], acl__key="k-deny")
+    assert sorted(linked.values_list("id", flat=True)) == ids[:2]
+    p = Pass.objects.get(pk=scan["pass_id"])
+    assert (p.copied, p.acl_applied, p.acl_denied, p.acl_unmapped) == (3, 3, 2, 0)
