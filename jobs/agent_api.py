@@ -150,7 +150,9 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
         return JsonResponse({"kind": "none", "poll_seconds": settings.MIGRATOR_AGENT_POLL_SECONDS})
     kind, pk, lease = leased
     if kind == "scan":
-        p = Pass.objects.select_related("job__source", "job__destination").get(pk=pk)
+        p = Pass.objects.select_related("job__source", "job__destination", "job__customer").get(
+            pk=pk
+        )
         job = p.job
         refused = permissions_refusal(job) if p.kind != PassKind.ASSESS else None
         if refused:  # said to staff in the job's error and events; the job fails
@@ -162,6 +164,7 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
             "options": job.options or {}, "cursor": p.scan_cursor,
             "mappings": [[m.position, m.source_path, m.destination_prefix]
                          for m in job.mappings.all()],
+            "assess": _assess_work(job) if p.kind == PassKind.ASSESS else None,
         })  # fmt: skip
     batch = Batch.objects.get(pk=pk)
     job = MigrationJob.objects.select_related("source", "destination", "customer").get(
@@ -217,6 +220,22 @@ def permissions_refusal(job: MigrationJob) -> str | None:
             "Migrate the permissions to an SMB share, or run this job without an agent pool."
         )
     return None
+
+
+def _assess_work(job: MigrationJob) -> dict:
+    """What an assessment's scan needs besides a copy's: the destination's file size limit,
+    the last copy's rate for the estimate, and what the SID survey needs."""
+    from migrator.engine.scan import MAX_FILE_SIZE
+
+    surveyed = permissions.enabled(job) and permissions.source_has_acls(job.source)
+    return {
+        "max_file_size": MAX_FILE_SIZE.get(job.destination.kind),
+        "last_rate": sink._last_rate(job),
+        "threads": settings.MIGRATOR_COPY_THREADS,
+        "permissions": (
+            _permissions_work(job, target_of(job.destination.kind)) if surveyed else None
+        ),
+    }
 
 
 def _permissions_work(job: MigrationJob, target: str) -> dict:
@@ -308,7 +327,14 @@ def scan_done(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
         return _error(404, "No such pass for this agent.")
     if p.scan_finished:
         return JsonResponse({"ok": True, "duplicate": True})
-    kept = sink.ScanSink(p, str(body.get("lease", ""))).scan_done(None)
+    figures = body.get("assessment") if p.kind == PassKind.ASSESS else None
+    if not isinstance(figures, dict):
+        figures = None
+    elif PERMISSIONS not in figures:  # as a worker says it of a source without ACLs
+        job = MigrationJob.objects.select_related("source").get(pk=p.job_id)
+        if permissions.enabled(job) and not permissions.source_has_acls(job.source):
+            figures[PERMISSIONS] = {"error": "the source has no ACLs"}
+    kept = sink.ScanSink(p, str(body.get("lease", ""))).scan_done(figures)
     return JsonResponse({"ok": kept})
 
 

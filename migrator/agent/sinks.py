@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import IO, Any
 
 from migrator.engine.copy import CopyTask, Outcome
 from migrator.engine.permissions import BatchAcl
@@ -17,15 +18,24 @@ from migrator.storage import StorageError
 
 from .client import AgentError, Client
 
+ASSESSMENT_ONLY = "assessment_only"  # the reason of what an assessment would copy
+
 
 class HttpScanSink:
     """A scan's chunks, each naming the cursor it continues from (a post retried after a
     lost answer is recognised and counted once)."""
 
-    def __init__(self, client: Client, pass_id: int, lease: str, cursor: str) -> None:
+    def __init__(
+        self, client: Client, pass_id: int, lease: str, cursor: str, keep: IO[str] | None = None
+    ) -> None:
         self.client, self.pass_id, self.lease, self.after = client, pass_id, lease, cursor
+        self.keep = keep  # an assessment's planned items, (path, kind) per line, kept here
 
     def scan_chunk(self, rows: list[Row], cursor: str) -> bool:
+        if self.keep is not None:
+            for r in rows:
+                if r.reason == ASSESSMENT_ONLY:
+                    self.keep.write(json.dumps([r.source_path, r.kind]) + "\n")
         body = {
             "lease": self.lease,
             "after": self.after,
@@ -51,8 +61,9 @@ class HttpScanSink:
         )
         return bool(answer.get("held"))
 
-    def done(self) -> bool:
-        done = self.client.post_durable(f"scan/{self.pass_id}/done/", {"lease": self.lease})
+    def done(self, assessment: dict | None = None) -> bool:
+        body = {"lease": self.lease, "assessment": assessment}
+        done = self.client.post_durable(f"scan/{self.pass_id}/done/", body)
         return bool(done["ok"])
 
 

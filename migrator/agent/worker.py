@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
-from migrator.acl.directory import LdapDirectory
+from migrator.acl.directory import DirectoryError, LdapDirectory
 from migrator.acl.mapping import Identity, IdentityMap
 from migrator.engine.batch import run_batch
 from migrator.engine.copy import CopyOptions, Outcome, Policy, State
 from migrator.engine.filters import Filters
 from migrator.engine.permissions import (
+    NO_DIRECTORY_MESSAGE,
     BatchPermissions,
     NoDirectory,
     PermissionOptions,
     Resolver,
+    acl_survey,
 )
-from migrator.engine.scan import Mapping, Planner, scan
+from migrator.engine.plan import Assessment
+from migrator.engine.scan import Mapping, Planner, estimate, scan
 from migrator.engine.wire import task_from_wire
 from migrator.sanitize import Sanitizer
 from migrator.storage import Connector, StorageError, capabilities_of, connector_for
@@ -123,21 +128,75 @@ class Agent:
 
     def scan(self, work: dict) -> None:
         options = work["options"] or {}
+        given = work.get("assess")  # an assessment: figures, nothing to copy
+        assessment = (
+            Assessment(now_ns=time.time_ns(), max_file_size=given.get("max_file_size"))
+            if given
+            else None
+        )
         planner = Planner(
             job_id=work["job_id"],
             pass_id=work["pass_id"],
             sanitizer=Sanitizer.from_options(work["destination_kind"], options),
             filters=Filters.from_dict(options.get("filters")),
+            assess=assessment is not None,
+            assessment=assessment,
         )
         mappings = [Mapping(pos, src, prefix) for pos, src, prefix in work["mappings"]]
         self.holding = {"scan": work["pass_id"]}
-        sink = HttpScanSink(self.client, work["pass_id"], work["lease"], work["cursor"])
         source = work["source"]
-        with connector_for(source["url"], source["secret"]) as conn:
-            conn.check()
-            if scan(conn, mappings, planner, sink, cursor=work["cursor"]):
-                sink.done()
-                log.info("scanned pass %s", work["pass_id"])
+        # an assessment's permissions survey reads what the scan planned: kept on disk
+        # meanwhile (bounded memory), removed at the end
+        with tempfile.TemporaryFile("w+", dir=self.spool) as planned:
+            keep = planned if given and given.get("permissions") else None
+            sink = HttpScanSink(
+                self.client, work["pass_id"], work["lease"], work["cursor"], keep=keep
+            )
+            with connector_for(source["url"], source["secret"]) as conn:
+                conn.check()
+                if not scan(conn, mappings, planner, sink, cursor=work["cursor"]):
+                    return
+                figures = None
+                if assessment is not None:
+                    figures = assessment.finish()
+                    rate = given.get("last_rate")
+                    figures["estimate"] = estimate(
+                        conn, figures, assessment.samples, tuple(rate) if rate else None
+                    )
+                    if keep is not None:
+                        figures["permissions"] = self._survey(work, given, keep, sink)
+            sink.done(figures)
+            log.info("scanned pass %s", work["pass_id"])
+
+    def _survey(self, work: dict, given: dict, planned: Any, sink: HttpScanSink) -> dict:
+        """An assessment's SID figures, as a worker makes them: every planned item's
+        descriptor read, the distinct SIDs resolved in the customer's AD, from here."""
+        perms = given["permissions"]
+        options = PermissionOptions.parse(perms["options"]) or PermissionOptions()
+        planned.seek(0)
+        items = (tuple(json.loads(line)) for line in planned)
+        source = work["source"]
+        survey = acl_survey(
+            items,
+            lambda: connector_for(source["url"], source["secret"]),
+            int(given.get("threads") or 4),
+            renew=sink.lease_renew,
+        )
+        directory = self._directory(int(work["pass_id"]), perms.get("directory"))
+        try:
+            principals, error = directory.resolve(survey.sids()), ""
+        except DirectoryError as exc:
+            principals, error = {}, str(exc)
+        overrides = {s: Identity(t, kind, "csv") for s, t, kind in perms.get("overrides") or ()}
+        result = survey.figures(
+            principals, IdentityMap(options.rules, overrides), target=str(perms["target"])
+        )
+        if isinstance(directory, NoDirectory):
+            error = error or NO_DIRECTORY_MESSAGE
+        if error:
+            result["directory_error"] = error
+        result["deny_policy"] = options.deny_policy.value
+        return result
 
     def batch(self, work: dict) -> None:
         tasks = [task_from_wire(values) for values in work["tasks"]]

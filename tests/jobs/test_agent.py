@@ -498,3 +498,36 @@ def test_smb_acls_go_through_the_agent_as_the_cluster_migrates_them(
     assert any(p.name == "agent.log" for p in kept)
     for path in [*kept, tmp_path / "agent1.err"]:
         assert dc.admin_password not in path.read_text(errors="replace"), path
+
+
+def test_an_assessment_through_the_agent_copies_nothing_and_counts_sids_at_its_site(
+    stack, samba_dc, acl_share, tmp_path
+):
+    """An assessment of an agent job: the agent scans the [data] share's ACL cases and
+    surveys their descriptors, resolving the SIDs in the customer's AD from its site; the
+    figures are those a worker makes (test_permissions), nothing is copied."""
+    from .factories import RULES
+
+    dst = tmp_path / "dst"
+    options = {"assess_only": True, "permissions": RULES}
+    jobs, code = ad_jobs(stack, samba_dc, acl_share, [("agent", dst.as_uri(), True)], options)
+    job_id = jobs["agent"]
+    assert stack.enroll("agent1", code).returncode == 0
+    stack.start_agent("agent1")
+    wait_until(lambda: stack.job_state(job_id) in ("assessed", "failed"), 180, "the assessment")
+    assert stack.job_state(job_id) == "assessed", (tmp_path / "agent1.err").read_text()[-2000:]
+    (raw,) = stack.cli.query("SELECT assessment FROM jobs_pass WHERE job_id = ?", job_id)[0]
+    figures = json.loads(raw) if isinstance(raw, str) else raw
+    assert (figures["files"], figures["folders"]) == (7, 7)
+    assert figures["estimate"]["seconds"] is not None  # from a read of sample files
+    perms = figures["permissions"]
+    assert (perms["items"], perms["distinct_acls"], perms["unreadable"]) == (14, 14, 0)
+    assert perms["distinct_sids"] == 9
+    assert (perms["orphaned"], perms["unmapped"]) == (1, 2)
+    assert perms["orphaned_sids"][0][0] == samba_dc.sids["deleted"]
+    assert (perms["with_deny"], perms["protected_folders"]) == (2, 1)
+    assert "directory_error" not in perms
+    # an assessment copies nothing: no batch, nothing at the destination
+    assert stack.cli.query("SELECT COUNT(*) FROM jobs_batch WHERE job_id = ?", job_id) == [(0,)]
+    assert not dst.exists() or not list(dst.iterdir())
+    assert "scanned pass" in (tmp_path / "agent1" / "agent.log").read_text()
