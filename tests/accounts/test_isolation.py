@@ -9,15 +9,12 @@ never 403, so ids cannot be probed.
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from django.urls.resolvers import RegexPattern, RoutePattern
+from django.urls import reverse
 
 from accounts.models import AuditEntry, Customer, Membership
 from jobs import services as job_services
@@ -25,6 +22,7 @@ from jobs.models import Batch, Endpoint, Event, FileItem, MigrationJob, Pass
 from jobs.selectors import endpoints_visible_to, job_get_for, jobs_visible_to
 
 from .conftest import make_viewer, run_to_end, signed_in
+from .urlpaths import all_paths, body_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +35,6 @@ A_MARKERS = [
     "viewer-a@alpha.test",
     "Alpha source endpoint",
 ]
-MAX_COMBINATIONS = 400  # per pattern; more would only repeat the same question
 
 
 def make_customer_with_a_run(tmp_path: Path, *, customer: str, job: str, files: list[str],
@@ -92,84 +89,11 @@ def ids_of_customer(job: MigrationJob, viewer) -> list[int]:
 
 # --- enumerate the resolver ------------------------------------------------------------------
 
-ROUTE_PARAM = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
-REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^()]*)\)")
-
-
-def patterns(resolver=None, parts=()) -> Iterator[tuple]:
-    resolver = resolver or get_resolver()
-    for entry in resolver.url_patterns:
-        if isinstance(entry, URLResolver):
-            yield from patterns(entry, (*parts, entry.pattern))
-        elif isinstance(entry, URLPattern):
-            yield (*parts, entry.pattern)
-
-
-def _fill_route(route: str, values: dict[str, list[str]]) -> list[tuple[str, ...]]:
-    names = [m.group("name") for m in ROUTE_PARAM.finditer(route)]
-    return [tuple(values[n]) for n in names], names  # type: ignore[return-value]
-
-
-def candidate_values(converter: str, body: str, ints: list[int]) -> list[str]:
-    if body and re.fullmatch(r"[\w|]+", body) and "|" in body:
-        return body.split("|")  # an alternation of words: the admin's app labels
-    numbers = [str(i) for i in ints]
-    if converter in ("int",) or body in (r"\d+", "[0-9]+"):
-        return numbers
-    if converter == "uuid":
-        return ["00000000-0000-0000-0000-000000000000"]
-    if converter == "slug":  # report names: every report of every job is walked
-        from reports.registry import REPORTS
-
-        return [*REPORTS, "x"]
-    return [*numbers, "x"]  # never a marker: pages may echo the path back
-
-
-def concrete_paths(parts: tuple, ints: list[int]) -> Iterator[str]:
-    """Every path for one pattern, each parameter filled with each candidate."""
-    templates: list[str] = []
-    slots: list[list[str]] = []
-    for part in parts:
-        if isinstance(part, RoutePattern):
-            text = str(part._route)
-            for m in ROUTE_PARAM.finditer(text):
-                slots.append(candidate_values(m.group("converter") or "str", "", ints))
-            templates.append(ROUTE_PARAM.sub("{}", text.replace("{", "{{").replace("}", "}}")))
-        elif isinstance(part, RegexPattern):
-            text = part._regex.lstrip("^").removesuffix(r"\Z").rstrip("$")
-            for m in REGEX_GROUP.finditer(text):
-                slots.append(candidate_values("", m.group("body"), ints))
-            text = REGEX_GROUP.sub("\x00", text)
-            text = re.sub(r"\\(.)", r"\1", text).replace("{", "{{").replace("}", "}}")
-            templates.append(text.replace("\x00", "{}"))
-        else:  # a pattern kind this walk does not know: fail loudly rather than skip
-            raise AssertionError(f"unknown URL pattern type {type(part)!r}: {part}")
-    template = "/" + "".join(templates)
-    for combo in itertools.islice(itertools.product(*slots), MAX_COMBINATIONS):
-        yield template.format(*combo)
-
-
-def body_of(response) -> str:
-    if response.streaming:
-        return b"".join(response.streaming_content).decode("utf-8", "replace")
-    return response.content.decode("utf-8", "replace")
-
 
 def walk(client: Client, paths: list[str]) -> Iterator[tuple[str, int, str]]:
     for path in paths:
         response = client.get(path, follow=True)
         yield path, response.status_code, body_of(response)
-
-
-def all_paths(ints: list[int], job_a: MigrationJob) -> list[str]:
-    query = f"?job={job_a.pk}&customer={job_a.customer_id}&pk={job_a.pk}&id={job_a.pk}&pass=1"
-    found: list[str] = []
-    for parts in patterns():
-        for path in concrete_paths(parts, ints):
-            found.append(path)
-            if not path.startswith("/admin/"):
-                found.append(path + query)
-    return sorted(set(found))
 
 
 def test_walk_every_url_pattern_customer_b_sees_nothing_of_customer_a(two_customers):

@@ -16,7 +16,7 @@ from jobs.choices import JobState
 from jobs.models import Endpoint, Event, FileItem, MigrationJob
 
 from .conftest import make_viewer, run_to_end, signed_in
-from .test_isolation import all_paths, body_of
+from .urlpaths import all_paths, body_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from django.urls import resolve
 from reports.models import SignOff
 
 from .conftest import body_of
-from .test_authorization_matrix import fill, fingerprint, route_text, routes
+from .urlwalk import fill, fingerprint, route_text, routes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

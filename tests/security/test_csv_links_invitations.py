@@ -21,7 +21,7 @@ from reports.registry import REPORTS
 from tests.accounts.conftest import make_viewer, run_to_end, signed_in
 
 from .conftest import PASSWORD, body_of
-from .test_authorization_matrix import fill, route_text, routes
+from .urlwalk import fill, route_text, routes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,7 @@ from jobs.models import Endpoint, Event
 from tests.accounts.conftest import run_to_end, signed_in
 
 from .conftest import body_of
-from .test_authorization_matrix import fill, queries, route_text, routes
+from .urlwalk import fill, queries, route_text, routes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
