@@ -7,6 +7,7 @@ client, and the share with the ACL cases (folders, files, who may open them) tha
 from __future__ import annotations
 
 import importlib
+import json
 import uuid
 
 import factory
@@ -209,3 +210,33 @@ def run_job(job: MigrationJob) -> MigrationJob:
         steps.run()
     job.refresh_from_db()
     return job
+
+
+# --- the on-premises agent's API, in-process ---------------------------------------------
+
+
+def agent_side(name: str, tmp_path):
+    """A customer with an agent pool, an enrolled agent and a local→local job of that pool,
+    started: (job, agent, token)."""
+    customer = Customer.objects.create(name=name)
+    pool = services.agent_pool_create(customer=customer, name=f"{name} site")
+    code = services.enrollment_code_create(pool=pool)
+    agent, token = services.agent_enroll(code=code, name=f"{name}-host")
+    src = services.endpoint_create(name="s", url=(tmp_path / name).as_uri(), customer=customer)
+    dst = services.endpoint_create(name="d", url=(tmp_path / f"{name}-d").as_uri(),
+                                   customer=customer)  # fmt: skip
+    job = services.job_create(customer=customer, name=f"{name} job", source=src,
+                              destination=dst, agent_pool=pool)  # fmt: skip
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+    return job, agent, token
+
+
+def agent_post(token: str | None, path: str, body: dict | None = None):
+    """POST to /api/agent/<path> as the agent with `token`: (status, JSON answer)."""
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Agent {token}"} if token else {}
+    response = client.post(f"/api/agent/{path}", json.dumps(body or {}),
+                           content_type="application/json", **headers)  # fmt: skip
+    return response.status_code, response.json()

@@ -21,8 +21,7 @@ import pytest
 
 from tests.servers.util import free_port, stop_group, wait_for_port
 
-from .conftest import REPO, base_env, make_tree, tree_of
-from .test_worker_kill import start_cluster, wait_until
+from .conftest import REPO, base_env, make_tree, start_cluster, tree_of, wait_until
 
 SERVER_ENV = {
     "MIGRATOR_LEASE_SECONDS": "6",
@@ -317,7 +316,7 @@ def test_smb_source_to_gcs_through_the_agent_which_never_holds_a_gcs_key(
     """The issue's end to end: the Samba DC's share as the source, the GCS server as the
     destination; the agent streams each object through an upload session the server made,
     its environment and config have no GCS credential or address, md5s equal the source."""
-    from .test_smb_jobs import make_smb_tree, smb_source
+    from .conftest import make_smb_tree, smb_source
 
     name, disk = smb_source(samba_dc)
     expected = make_smb_tree(disk, files=15, long_path=False)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
-from django.test import Client
 from django.urls import get_resolver
 
 from accounts.models import Customer
@@ -16,49 +14,25 @@ from jobs.models import AclRecord, Batch, FileItem, MigrationJob, Pass
 from migrator.engine.scan import Row
 from migrator.engine.wire import row_to_wire
 
-from .factories import Steps
+from .factories import Steps, agent_post, agent_side
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def side(name: str, tmp_path):
-    customer = Customer.objects.create(name=name)
-    pool = services.agent_pool_create(customer=customer, name=f"{name} site")
-    code = services.enrollment_code_create(pool=pool)
-    agent, token = services.agent_enroll(code=code, name=f"{name}-host")
-    src = services.endpoint_create(name="s", url=(tmp_path / name).as_uri(), customer=customer)
-    dst = services.endpoint_create(name="d", url=(tmp_path / f"{name}-d").as_uri(),
-                                   customer=customer)  # fmt: skip
-    job = services.job_create(customer=customer, name=f"{name} job", source=src,
-                              destination=dst, agent_pool=pool)  # fmt: skip
-    with Steps() as steps:
-        services.job_start(job=job)
-        steps.run("customer_dispatch")
-    return job, agent, token
-
-
-def post(token: str | None, path: str, body: dict | None = None):
-    client = Client()
-    headers = {"HTTP_AUTHORIZATION": f"Agent {token}"} if token else {}
-    response = client.post(f"/api/agent/{path}", json.dumps(body or {}),
-                           content_type="application/json", **headers)  # fmt: skip
-    return response.status_code, response.json()
-
-
 def test_an_agent_gets_only_its_pools_work_and_404_for_every_other_object(tmp_path):
-    a_job, _, a_token = side("alpha", tmp_path)
-    b_job, _, b_token = side("beta", tmp_path)
+    a_job, _, a_token = agent_side("alpha", tmp_path)
+    b_job, _, b_token = agent_side("beta", tmp_path)
     MigrationJob.objects.filter(pk=a_job.pk).update(state="paused")  # A has nothing to do
-    status, work = post(b_token, "work/")
+    status, work = agent_post(b_token, "work/")
     assert (status, work["kind"], work["job_id"]) == (200, "scan", b_job.pk)
     rows = [row_to_wire(Row(0, 0, "file", f"f{i}.txt", f"f{i}.txt", 10)) for i in range(3)]
-    status, answer = post(b_token, f"scan/{work['pass_id']}/chunk/",
+    status, answer = agent_post(b_token, f"scan/{work['pass_id']}/chunk/",
                           {"lease": work["lease"], "after": "", "cursor": "0/f2.txt",
                            "rows": rows})  # fmt: skip
     assert (status, answer["ok"]) == (200, True)
     b_pass = Pass.objects.get(job=b_job)
     b_batch = Batch.objects.get(job_pass=b_pass)
-    assert post(a_token, "work/")[1]["kind"] == "none"  # never the other pool's work
+    assert agent_post(a_token, "work/")[1]["kind"] == "none"  # never the other pool's work
     before = (FileItem.objects.count(), Batch.objects.filter(state="queued").count())
     ids = {"pass_id": b_pass.pk, "batch_id": b_batch.pk}
     routes = [str(p.pattern) for p in urlpatterns]
@@ -70,12 +44,12 @@ def test_an_agent_gets_only_its_pools_work_and_404_for_every_other_object(tmp_pa
             "<int:batch_id>", str(ids["batch_id"])
         )
         body = {"lease": work["lease"], "outcomes": [], "rows": rows, "cursor": "0/z", "after": ""}
-        status, answer = post(a_token, path, body)
+        status, answer = agent_post(a_token, path, body)
         assert status == 404, (path, status, answer)
         asked += 1
     assert asked == len([r for r in routes if "<int:" in r]) >= 6
     for kind, pk in (("scan", b_pass.pk), ("batch", b_batch.pk)):
-        status, answer = post(a_token, "lease/", {"kind": kind, "id": pk,
+        status, answer = agent_post(a_token, "lease/", {"kind": kind, "id": pk,
                                                   "lease": work["lease"]})  # fmt: skip
         assert (status, answer["held"]) == (200, False)
     assert (FileItem.objects.count(), Batch.objects.filter(state="queued").count()) == before
@@ -86,34 +60,34 @@ def test_an_agent_gets_only_its_pools_work_and_404_for_every_other_object(tmp_pa
 
 
 def test_a_retried_chunk_counts_once_and_a_stale_one_is_refused(tmp_path):
-    job, _, token = side("gamma", tmp_path)
-    status, work = post(token, "work/")
+    job, _, token = agent_side("gamma", tmp_path)
+    status, work = agent_post(token, "work/")
     rows = [row_to_wire(Row(0, 0, "file", "a.txt", "a.txt", 5))]
     body = {"lease": work["lease"], "after": "", "cursor": "0/a.txt", "rows": rows}
-    assert post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
-    again = post(token, f"scan/{work['pass_id']}/chunk/", body)  # the answer was lost
+    assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
+    again = agent_post(token, f"scan/{work['pass_id']}/chunk/", body)  # the answer was lost
     assert again == (200, {"ok": True, "duplicate": True})
-    stale = post(token, f"scan/{work['pass_id']}/chunk/", {**body, "cursor": "0/b.txt"})
+    stale = agent_post(token, f"scan/{work['pass_id']}/chunk/", {**body, "cursor": "0/b.txt"})
     assert stale[0] == 409
     p = Pass.objects.get(job=job)
     assert (p.seen, FileItem.objects.filter(job_pass=p).count()) == (1, 1)
 
 
 def test_no_token_an_unknown_token_and_a_revoked_agent_are_refused(tmp_path):
-    _, agent, token = side("delta", tmp_path)
-    assert post(None, "work/")[0] == 401
-    assert post("mgr-agent-made-up", "work/")[0] == 401
+    _, agent, token = agent_side("delta", tmp_path)
+    assert agent_post(None, "work/")[0] == 401
+    assert agent_post("mgr-agent-made-up", "work/")[0] == 401
     services.agent_revoke(agent=agent)
-    status, answer = post(token, "heartbeat/", {"status": {}})
+    status, answer = agent_post(token, "heartbeat/", {"status": {}})
     assert status == 401 and "revoked" in answer["error"]
 
 
 def test_the_job_page_shows_the_pools_health(tmp_path, admin_client):
-    job, agent, token = side("epsilon", tmp_path)
+    job, agent, token = agent_side("epsilon", tmp_path)
     page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
     assert "epsilon site: 1 of 1 agents online" in page  # enrolment counts as seen
-    post(token, "work/")  # takes the scan
-    post(token, "heartbeat/", {"status": {"version": "t", "holding": {"scan": 7}}})
+    agent_post(token, "work/")  # takes the scan
+    agent_post(token, "heartbeat/", {"status": {"version": "t", "holding": {"scan": 7}}})
     page = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
     assert "epsilon-host scans pass 7" in page
     services.agent_revoke(agent=agent)
@@ -152,7 +126,7 @@ def test_permissions_an_agent_cannot_migrate_fail_the_job_at_its_start_in_words(
         ("eta", "gs://bucket/in", "to a GCS bucket"),
     ):
         job, token = acl_side(name, destination)
-        status, work = post(token, "work/")
+        status, work = agent_post(token, "work/")
         assert (status, work["kind"]) == (200, "none")
         job.refresh_from_db()
         assert job.state == "failed"
@@ -160,7 +134,7 @@ def test_permissions_an_agent_cannot_migrate_fail_the_job_at_its_start_in_words(
         assert "run this job without an agent pool" in job.error
         p = Pass.objects.get(job=job)
         assert (p.state, p.seen, FileItem.objects.filter(job_pass=p).count()) == ("cancelled", 0, 0)
-        assert post(token, "work/")[1]["kind"] == "none"  # nothing is handed out after
+        assert agent_post(token, "work/")[1]["kind"] == "none"  # nothing is handed out after
 
 
 STORED = {  # AclPlan.stored() of a folder's descriptor with a deny entry, kept at SMB
@@ -176,11 +150,11 @@ def test_a_batch_hands_the_agent_what_permissions_need_and_its_acl_records_count
     services.identity_overrides_import(
         job=job, data="source,target,type\nEXAMPLE\\alice,alice@example.com,user\n"
     )
-    status, scan = post(token, "work/")
+    status, scan = agent_post(token, "work/")
     rows = [row_to_wire(Row(0, 0, "file", f"f{i}.txt", f"f{i}.txt", 5)) for i in range(3)]
-    post(token, f"scan/{scan['pass_id']}/chunk/",
+    agent_post(token, f"scan/{scan['pass_id']}/chunk/",
          {"lease": scan["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows})  # fmt: skip
-    status, work = post(token, "work/")
+    status, work = agent_post(token, "work/")
     assert (status, work["kind"], work["pass_id"], work["only"]) == (
         200, "batch", scan["pass_id"], False
     )  # fmt: skip
@@ -202,11 +176,11 @@ def test_a_batch_hands_the_agent_what_permissions_need_and_its_acl_records_count
     body = {"lease": work["lease"], "outcomes": outcomes, "acl": acl}
     path = f"batch/{work['batch_id']}/record/"
     broken = {**body, "acl": {**acl, "records": [["k-deny", "not base64!", STORED]]}}
-    status, answer = post(token, path, broken)
+    status, answer = agent_post(token, path, broken)
     assert status == 400 and answer["error"].startswith("Bad permissions")
     assert (AclRecord.objects.count(), Pass.objects.get(pk=scan["pass_id"]).copied) == (0, 0)
-    assert post(token, path, body) == (200, {"recorded": True})
-    assert post(token, path, body) == (200, {"recorded": False, "duplicate": True})  # retried
+    assert agent_post(token, path, body) == (200, {"recorded": True})
+    assert agent_post(token, path, body) == (200, {"recorded": False, "duplicate": True})  # retried
     records = dict(AclRecord.objects.filter(job_pass_id=scan["pass_id"])
                    .values_list("key", "items"))  # fmt: skip
     assert records == {"k-deny": 2, "k-plain": 1}

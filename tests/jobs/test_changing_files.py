@@ -16,10 +16,8 @@ import pytest
 from jobs.sink import _retry_later
 from migrator.engine.copy import Outcome, State
 
-from .conftest import CliResult, tree_of
-from .factories import Steps
-from .test_agent_api import post, side
-from .test_smb_jobs import run_smb, smb_source
+from .conftest import CliResult, run_smb, smb_source, tree_of
+from .factories import Steps, agent_post, agent_side
 
 # the subprocess's settings: later tries soon (settles.log has 2 s to stop meanwhile),
 # two attempts inside each try, three tries of the batch
@@ -188,7 +186,7 @@ def test_an_agents_changed_file_waits_for_later_tries_then_fails(tmp_path, setti
     """The agent's outcomes go through the same sink: its changed file stays pending
     (with its tries counted) for two tries of its batch, and fails at the third."""
     settings.MIGRATOR_CHANGED_ATTEMPTS = 3
-    job, _, token = side("delta", tmp_path)
+    job, _, token = agent_side("delta", tmp_path)
     with Steps() as steps:
         _agent_tries(job, token)
         steps.run("finish_pass")
@@ -201,21 +199,21 @@ def _agent_tries(job, token: str) -> None:
     from migrator.engine.scan import Row
     from migrator.engine.wire import row_to_wire
 
-    status, work = post(token, "work/")
+    status, work = agent_post(token, "work/")
     rows = [row_to_wire(Row(0, 0, "file", n, n, 5)) for n in ("a.log", "b.txt")]
     body = {"lease": work["lease"], "after": "", "cursor": "0/b.txt", "rows": rows}
-    assert post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
-    assert post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+    assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
+    assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
     log, txt = FileItem.objects.order_by("source_path")
     moved = [log.pk, "failed", "changed_during_copy", "it was modified while it was read",
              0, "", "", "", 2]  # fmt: skip
     for attempt in (1, 2, 3):
-        status, work = post(token, "work/")
+        status, work = agent_post(token, "work/")
         assert (status, work["kind"]) == (200, "batch"), work
         outcomes = [moved]
         if attempt == 1:
             outcomes.append([txt.pk, "copied", "", "", 5, "", "", "", 1])
-        status, answer = post(token, f"batch/{work['batch_id']}/record/",
+        status, answer = agent_post(token, f"batch/{work['batch_id']}/record/",
                               {"lease": work["lease"], "outcomes": outcomes})  # fmt: skip
         assert (status, answer["recorded"]) == (200, True)
         log.refresh_from_db()

@@ -16,45 +16,7 @@ from migrator.storage import connector_for
 from tests.servers.samba import restart_dc
 from tests.servers.util import free_port
 
-from .conftest import tree_of
-
-# a path well over Windows' classic MAX_PATH of 260 characters
-LONG = "/".join(f"{i:02d} a folder name that is rather long" for i in range(7))
-LONG_FILE = f"{LONG}/and a file name that is long as well.txt"
-NAMES = [
-    "plain.txt",
-    "naïve 日本.txt",
-    "ampersand & percent% (1).bin",
-    "=formula.csv",
-    "comma, 'single' quote.txt",
-    "UPPER.TXT",
-    "no extension",
-]
-MTIME_NS = 1_600_000_000_123_456_789  # below 100 ns too: SMB keeps 100 ns ticks
-
-
-def make_smb_tree(
-    root: Path, files: int = 24, folders: int = 3, size: int = 3000, long_path: bool = True
-) -> dict[str, bytes]:
-    """Files with names every side can hold (SMB refuses '"', '?', ':' …), an empty file,
-    an empty folder and, unless told not to, a path over 260 characters; returns
-    {relative path: bytes}. The mtimes have nanoseconds, so 100 ns truncation shows."""
-    made: dict[str, bytes] = {}
-    for i in range(files):
-        folder = "/".join(f"d{j}" for j in range(i % folders + 1))
-        name = NAMES[i] if i < len(NAMES) else f"file-{i:03d}.dat"
-        made[f"{folder}/{name}"] = os.urandom(size + i)
-    if long_path:
-        made[LONG_FILE] = b"deep\n"
-    made["empty.txt"] = b""
-    for i, (rel, data) in enumerate(made.items()):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.utime(path, ns=(MTIME_NS + i * 1_000_000_007,) * 2)
-    (root / "empty folder").mkdir(parents=True)
-    assert len(LONG_FILE) > 260
-    return made
+from .conftest import LONG_FILE, make_smb_tree, run_smb, smb_source, tree_of
 
 
 def mtimes_of(root: Path) -> dict[str, int]:
@@ -67,19 +29,6 @@ def assert_mtimes_close(source: dict[str, int], copied: dict[str, int]) -> None:
     assert set(source) == set(copied)
     off = {p: (source[p], copied[p]) for p in source if abs(source[p] - copied[p]) >= 100}
     assert not off, f"mtimes differ by 100 ns or more: {off}"
-
-
-def run_smb(cli, dc, *args: str, user: str | None = None, **env):
-    """The CLI with the SMB password in the environment, never on the command line."""
-    password = dc.password_for(user or dc.admin_user)
-    assert password not in " ".join(args)
-    return cli.run(*args, "--json", MIGRATOR_SMB_PASSWORD=password, **env)
-
-
-def smb_source(dc, share: str = "data") -> tuple[str, Path]:
-    """A fresh folder in `share`: (its share-relative path, its folder on the DC's disk)."""
-    name = dc.make_folder(share)
-    return name, dc.disk_path(share, name)
 
 
 # --- end to end, four directions ------------------------------------------------------------

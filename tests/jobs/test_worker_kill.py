@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from .conftest import REPO, STACK, base_env, make_tree, tree_of
+from .conftest import (
+    REPO,
+    STACK,
+    base_env,
+    kill_group,
+    make_tree,
+    start_cluster,
+    tree_of,
+    wait_until,
+)
 
 # on PostgreSQL + Redis two clusters share the job (leases by SELECT … FOR UPDATE SKIP
 # LOCKED); the embedded SQLite default runs one
@@ -34,35 +41,6 @@ job = services.job_create(customer=c, name="kill", source=s, destination=d, bwli
 services.job_start(job=job)
 print(job.pk)
 """
-
-
-def start_cluster(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: kill -9 takes every worker
-    )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(cli, tmp_path):
