@@ -249,10 +249,12 @@ def job_resume(*, job: MigrationJob, user=None) -> None:
         if p is None:
             enqueue("jobs.tasks.customer_dispatch", job.customer_id)
             return
-        for pk in Batch.objects.filter(job_pass=p, state=BatchState.QUEUED).values_list(
-            "pk", flat=True
-        ):
-            enqueue("jobs.tasks.copy_batch", pk)
+        queued = Batch.objects.filter(job_pass=p, state=BatchState.QUEUED)
+        if job.agent_pool_id is not None:  # its agents take what the pause handed back now
+            queued.update(lease_expires=timezone.now())
+        else:
+            for pk in queued.values_list("pk", flat=True):
+                enqueue("jobs.tasks.copy_batch", pk)
         enqueue("jobs.tasks.finish_pass", p.pk)
 
 
@@ -809,8 +811,12 @@ def agent_work_lease(*, agent: Agent) -> tuple[str, int, str] | None:
         if scan_lease(pass_id=p, token=lease):
             return "scan", p, lease
         now = timezone.now()
+        # a batch handed back to be tried later (an endpoint away, a file that changed
+        # while read) waits out its delay, as the reaper makes a worker's wait; a new one
+        # is leased at once (its lease_expires is the cluster's resend time, not a delay)
+        due = Q(attempts=0) | Q(lease_expires__isnull=True) | Q(lease_expires__lte=now)
         leasable = Batch.objects.filter(job_pass_id=p).filter(
-            Q(state=BatchState.QUEUED) | Q(state=BatchState.LEASED, lease_expires__lt=now)
+            Q(due, state=BatchState.QUEUED) | Q(state=BatchState.LEASED, lease_expires__lt=now)
         )
         for batch_id in leasable.order_by("pk").values_list("pk", flat=True)[:20]:
             if batch_lease(batch_id=batch_id, token=lease):

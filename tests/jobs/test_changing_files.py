@@ -186,6 +186,7 @@ def test_an_agents_changed_file_waits_for_later_tries_then_fails(tmp_path, setti
     """The agent's outcomes go through the same sink: its changed file stays pending
     (with its tries counted) for two tries of its batch, and fails at the third."""
     settings.MIGRATOR_CHANGED_ATTEMPTS = 3
+    settings.MIGRATOR_RETRY_LATER_SECONDS = 1
     job, _, token = agent_side("delta", tmp_path)
     with Steps() as steps:
         _agent_tries(job, token)
@@ -221,6 +222,9 @@ def _agent_tries(job, token: str) -> None:
         if attempt < 3:
             assert (log.state, log.reason, log.attempts) == ("pending", "", 2 * attempt)
             assert batch.state == "queued"
+            # later in the pass, as a worker's: not before the delay is out
+            assert agent_post(token, "work/")[1]["kind"] == "none"
+            time.sleep(1.1)
         else:
             assert (log.state, log.reason, log.attempts) == ("failed", "changed_during_copy", 6)
             assert batch.state == "done"
