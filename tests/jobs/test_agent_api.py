@@ -188,3 +188,23 @@ def test_a_batch_hands_the_agent_what_permissions_need_and_its_acl_records_count
     assert sorted(linked.values_list("id", flat=True)) == ids[:2]
     p = Pass.objects.get(pk=scan["pass_id"])
     assert (p.copied, p.acl_applied, p.acl_denied, p.acl_unmapped) == (3, 3, 2, 0)
+
+
+def test_a_batch_handed_back_waits_and_a_resume_hands_it_out_at_once(tmp_path):
+    """What an agent hands back unfinished is not leased again before its delay (a paused
+    job's batches: the task retry time); resuming the job makes them due at once."""
+    job, _, token = agent_side("echo", tmp_path)
+    status, work = agent_post(token, "work/")
+    rows = [row_to_wire(Row(0, 0, "file", "a.txt", "a.txt", 5))]
+    body = {"lease": work["lease"], "after": "", "cursor": "0/a.txt", "rows": rows}
+    assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
+    assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+    status, work = agent_post(token, "work/")
+    assert (status, work["kind"]) == (200, "batch")
+    services.batch_release(batch_id=work["batch_id"], token=work["lease"])  # as a pause does
+    assert agent_post(token, "work/")[1]["kind"] == "none"
+    services.job_pause(job=job)
+    services.job_resume(job=job)
+    status, again = agent_post(token, "work/")
+    assert (again["kind"], again["batch_id"]) == ("batch", work["batch_id"])
+    assert Batch.objects.get(pk=work["batch_id"]).attempts == 2
