@@ -63,6 +63,11 @@ def audit_context(request) -> Iterator[None]:
         _actor.reset(token)
 
 
+def customer_get_or_create(*, name: str) -> Customer:
+    """The customer of that name, made when there is none (the one-shot CLI's --customer)."""
+    return Customer.objects.get_or_create(name=name)[0]
+
+
 def audit_record(
     *, action: str, obj: models.Model, user=None, detail: str = ""
 ) -> AuditEntry | None:

@@ -282,8 +282,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         if change:
             super().save_related(request, form, formsets, change)
-            if not form.instance.mappings.exists():
-                PathMapping.objects.create(job=form.instance)
+            services.job_mapping_ensure(job=form.instance)
             return
         job = form.instance
         created = services.job_create(

@@ -134,6 +134,43 @@ def job_create(
     return job
 
 
+def job_settings_update(
+    *,
+    job: MigrationJob,
+    on_exists: str | None = None,
+    bwlimit: int | None = None,
+    options: dict | None = None,
+) -> MigrationJob:
+    """Change how an existing job copies (its policy, bandwidth and options, checked as at
+    creation) before it runs again; the bandwidth limit is replaced, None lifting it."""
+    if on_exists is not None and on_exists not in OnExists.values:
+        raise ValueError(f"unknown policy {on_exists!r}: one of {', '.join(OnExists.values)}")
+    if options is not None:
+        job_options_check(options=options, destination=job.destination)
+        job.options = options
+    job.on_exists = on_exists or job.on_exists
+    job.bwlimit = bwlimit or None
+    job.save(update_fields=["on_exists", "bwlimit", "options"])
+    return job
+
+
+def job_mapping_ensure(*, job: MigrationJob) -> None:
+    """A job copies its whole source when no mapping says otherwise: the one default row."""
+    if not job.mappings.exists():
+        PathMapping.objects.create(job=job)
+
+
+def endpoint_directory_set(
+    *, endpoint: Endpoint, uri: str, bind_dn: str, base_dn: str, bind_password: str
+) -> None:
+    """The directory that resolves the SIDs of this source's ACLs (password encrypted)."""
+    endpoint.directory_uri = uri
+    endpoint.directory_bind_dn = bind_dn
+    endpoint.directory_base_dn = base_dn
+    endpoint.set_directory_bind_password(bind_password)
+    endpoint.save()
+
+
 def job_options_check(*, options: dict, destination: Endpoint) -> None:
     """Raise ValueError, in words, for options a job could not run with."""
     probe = MigrationJob(options=options, destination=destination)

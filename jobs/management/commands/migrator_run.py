@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
 from accounts.models import Customer
+from accounts.services import customer_get_or_create
 from jobs import permissions, selectors, services
 from jobs.choices import JobState, OnExists
 from jobs.connectors import check_endpoint
@@ -117,7 +118,7 @@ class Command(BaseCommand):
 
     def _migrate(self, opts: dict, runner: InlineRunner, bwlimit: int | None, perms) -> int:
         try:
-            customer, _ = Customer.objects.get_or_create(name=opts["customer"])
+            customer = customer_get_or_create(name=opts["customer"])
         except DatabaseError as exc:  # a new database: say what to run, not a traceback
             raise Usage(f"the database is not ready ({exc}): run `python manage.py migrate`")
         source = self._endpoint(opts["source"], customer)
@@ -150,12 +151,11 @@ class Command(BaseCommand):
                 options=options,
             )
         else:
-            if opts["on_exists"]:
-                job.on_exists = opts["on_exists"]
-            if opts["profile"]:
-                job.options = {**(job.options or {}), "profile": opts["profile"]}
-            job.bwlimit = bwlimit or None
-            job.save(update_fields=["on_exists", "bwlimit", "options"])
+            profile = {"profile": opts["profile"]} if opts["profile"] else {}
+            services.job_settings_update(
+                job=job, on_exists=opts["on_exists"], bwlimit=bwlimit,
+                options={**(job.options or {}), **profile},
+            )  # fmt: skip
             if job.state not in (JobState.DRAFT, JobState.PAUSED, *selectors.FINISHED):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
         if perms is not None:  # options, the source's directory, the identity CSV
@@ -322,13 +322,9 @@ def cli_prepare(opts: dict, env: dict[str, str]) -> CliPermissions | None:
 
 def cli_apply(prepared: CliPermissions, *, job: MigrationJob, source) -> None:
     """Store what cli_prepare checked: the job's options, the source's directory, the CSV."""
-    job.options = {**(job.options or {}), PERMISSIONS: prepared.options}
-    job.save(update_fields=["options"])
+    options = {**(job.options or {}), PERMISSIONS: prepared.options}
+    services.job_settings_update(job=job, bwlimit=job.bwlimit, options=options)
     if prepared.directory is not None:
-        source.directory_uri = prepared.directory["uri"]
-        source.directory_bind_dn = prepared.directory["bind_dn"]
-        source.directory_base_dn = prepared.directory["base_dn"]
-        source.set_directory_bind_password(prepared.directory["bind_password"])
-        source.save()
+        services.endpoint_directory_set(endpoint=source, **prepared.directory)
     if prepared.identity_csv is not None:
         services.identity_overrides_import(job=job, data=prepared.identity_csv)
