@@ -22,19 +22,11 @@ from jobs.choices import JobState
 from jobs.models import Event, FileItem, MigrationJob, Pass
 
 from .conftest import tree_of
-from .factories import Steps
+from .factories import run_job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COUNTS = ("copied", "unchanged", "excluded", "failed", "pending")
-
-
-def run_job(job: MigrationJob) -> MigrationJob:
-    with Steps() as steps:
-        services.job_start(job=job)
-        steps.run()
-    job.refresh_from_db()
-    return job
 
 
 def smb_job(samba_dc, source: str, destination: str, user: str) -> MigrationJob:
