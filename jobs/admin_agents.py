@@ -33,6 +33,28 @@ def _online(agent: Agent) -> str:
     return "offline"
 
 
+def held_by(agent: Agent) -> list[dict]:
+    """What the agent holds: each of its processes' batch or scan (an older agent's single
+    status: its one holding)."""
+    status = agent.status or {}
+    if "held" in status:
+        return [h for h in status["held"] if isinstance(h, dict)]
+    held = status.get("holding")
+    return [held] if isinstance(held, dict) and held else []
+
+
+def _doing(held: dict) -> str:
+    if "batch" in held:
+        return f"holds batch {held['batch']}"
+    return f"scans pass {held['scan']}" if "scan" in held else ""
+
+
+def _holds(held: dict) -> str:
+    if "batch" in held:
+        return f"batch {held['batch']} ({held.get('files', '?')} files)"
+    return f"the scan of pass {held['scan']}" if "scan" in held else ""
+
+
 def pool_health(pool: AgentPool) -> str:
     """'site-a: 2 of 3 agents online (host1 holds batch 12, host2 idle); host3 offline
     since …', for the job page."""
@@ -43,9 +65,8 @@ def pool_health(pool: AgentPool) -> str:
     parts = []
     for a in agents:
         if a in online:
-            held = (a.status or {}).get("holding") or {}
-            doing = (f"holds batch {held['batch']}" if "batch" in held
-                     else f"scans pass {held['scan']}" if "scan" in held else "idle")  # fmt: skip
+            words = [_doing(h) for h in held_by(a)]
+            doing = ", ".join(w for w in words if w) or "idle"
             parts.append(f"{a.name} {doing}")
         else:
             seen = (
@@ -124,17 +145,13 @@ class AgentAdmin(admin.ModelAdmin):
 
     @admin.display(description="throughput")
     def throughput(self, obj: Agent) -> str:
-        rate = (obj.status or {}).get("bytes_per_s")
-        return f"{rate / 1e6:.1f} MB/s" if rate else "—"
+        rate = (obj.status or {}).get("bytes_per_s")  # all its processes' summed
+        return f"{rate / 1e6:.1f} MB/s" if isinstance(rate, int | float) and rate else "—"
 
     @admin.display(description="holds")
     def holding(self, obj: Agent) -> str:
-        held = (obj.status or {}).get("holding") or {}
-        if "batch" in held:
-            return f"batch {held['batch']} ({held.get('files', '?')} files)"
-        if "scan" in held:
-            return f"the scan of pass {held['scan']}"
-        return "—"
+        words = [_holds(h) for h in held_by(obj)]
+        return "; ".join(w for w in words if w) or "—"
 
     @admin.action(description="Revoke (its token stops working; its work goes to the others)")
     def revoke(self, request, queryset) -> None:

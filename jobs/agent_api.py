@@ -22,6 +22,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 from django.utils import timezone
@@ -130,9 +131,54 @@ def enroll(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"agent_id": agent.pk, "token": token, "pool": agent.pool.name})
 
 
+def _status_store(agent: Agent, status: Any) -> None:
+    """Keep what one process of the agent said (`run --workers N` runs N, each heartbeating
+    as itself) beside what its other processes said last, and the agent's totals: every
+    batch held, the summed throughput. A process not heard from for as long as makes an
+    agent offline is forgotten. A status without a process (an older agent) is kept as
+    it came; None (a work request that said nothing) only marks the agent seen."""
+    if status is None:
+        Agent.objects.filter(pk=agent.pk).update(last_seen=timezone.now())
+        return
+    status = status if isinstance(status, dict) else {}
+    key = status.get("process")
+    if not key:
+        services.agent_heartbeat(agent=agent, status=status)
+        return
+    now = timezone.now().timestamp()
+    expired = now - 3 * settings.MIGRATOR_AGENT_POLL_SECONDS
+    with transaction.atomic():  # two processes heartbeating at once: neither lost
+        stored = (
+            Agent.objects.select_for_update().filter(pk=agent.pk)
+            .values_list("status", flat=True).first()
+        )  # fmt: skip
+        known = (stored or {}).get("processes") if isinstance(stored, dict) else None
+        processes = {
+            str(k): v for k, v in (known or {}).items()
+            if isinstance(v, dict) and float(v.get("seen") or 0) >= expired
+        }  # fmt: skip
+        processes[str(key)] = {**status, "seen": now}
+        services.agent_heartbeat(agent=agent, status=status_totals(processes))
+
+
+def status_totals(processes: dict[str, dict]) -> dict[str, Any]:
+    """The agent's status from its processes': host, version and free disk as the latest
+    said them, the throughputs summed, what each holds listed; `processes` kept."""
+    latest = max(processes.values(), key=lambda p: float(p.get("seen") or 0))
+    rates = [p.get("bytes_per_s") for p in processes.values()]
+    return {
+        "version": latest.get("version", ""),
+        "host": latest.get("host"),
+        "free_disk": latest.get("free_disk"),
+        "bytes_per_s": sum(r for r in rates if isinstance(r, int | float)),
+        "held": [p["holding"] for _, p in sorted(processes.items()) if p.get("holding")],
+        "processes": processes,
+    }
+
+
 @agent_view
 def heartbeat(request, agent: Agent, body: dict) -> JsonResponse:
-    services.agent_heartbeat(agent=agent, status=body.get("status") or {})
+    _status_store(agent, body.get("status") or {})
     return JsonResponse({"ok": True, "poll_seconds": settings.MIGRATOR_AGENT_POLL_SECONDS})
 
 
@@ -144,7 +190,7 @@ def _endpoint(endpoint) -> dict:
 
 @agent_view
 def work(request, agent: Agent, body: dict) -> JsonResponse:
-    services.agent_heartbeat(agent=agent, status=body.get("status") or agent.status)
+    _status_store(agent, body.get("status") or None)
     leased = services.agent_work_lease(agent=agent)
     if leased is None:
         return JsonResponse({"kind": "none", "poll_seconds": settings.MIGRATOR_AGENT_POLL_SECONDS})

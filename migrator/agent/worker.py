@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 from migrator.acl.directory import DirectoryError, LdapDirectory
@@ -57,6 +58,33 @@ class _WithDecided:
         return self.sink.batch_record(tasks, [*self.decided, *outcomes], acl)
 
 
+class Rate:
+    """The current throughput: bytes of the work finished within the last `window`
+    seconds, over the time that work took (never over idle time before it), so an agent
+    that stopped copying shows 0 once the window has passed."""
+
+    def __init__(self, window: float = 45.0) -> None:
+        self.window = window
+        self._done: deque[tuple[float, float, int]] = deque()  # (started, ended, bytes)
+        self._lock = threading.Lock()
+
+    def add(self, started: float, ended: float, nbytes: int) -> None:
+        with self._lock:
+            self._done.append((started, ended, nbytes))
+
+    def bytes_per_s(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        since = now - self.window
+        with self._lock:
+            while self._done and self._done[0][1] < since:
+                self._done.popleft()
+            recent = list(self._done)
+        if not recent:
+            return 0.0
+        began = max(since, min(started for started, _, _ in recent))
+        return sum(n for _, _, n in recent) / max(now - began, 1.0)
+
+
 class Agent:
     def __init__(self, client: Client, *, bwlimit: int | None = None, spool: str = ".") -> None:
         self.client = client
@@ -65,7 +93,7 @@ class Agent:
         self.poll = 5.0
         self.holding: dict[str, Any] = {}
         self.copied_bytes = 0
-        self.started = time.monotonic()
+        self.rate = Rate()
         self._stop = threading.Event()
         # per pass, in memory only (the directory's password is never written anywhere):
         # its SIDs resolved once for every batch, and the ACL records made
@@ -74,12 +102,15 @@ class Agent:
         self._lock = threading.Lock()
 
     def status(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 0.001)
+        host = socket.gethostname()
         return {
             "version": VERSION,
-            "host": socket.gethostname(),
+            "host": host,
+            # each process of the agent (run --workers N) reports as itself: the server
+            # keeps the latest status of each and shows the agent's totals
+            "process": f"{host}:{os.getpid()}",
             "free_disk": shutil.disk_usage(self.spool).free,
-            "bytes_per_s": round(self.copied_bytes / elapsed),
+            "bytes_per_s": round(self.rate.bytes_per_s()),
             "holding": dict(self.holding),
         }
 
@@ -109,6 +140,7 @@ class Agent:
                     return 0
                 self._stop.wait(float(work.get("poll_seconds", self.poll)))
                 continue
+            started, before = time.monotonic(), self.copied_bytes
             try:
                 if work["kind"] == "scan":
                     self.scan(work)
@@ -123,6 +155,8 @@ class Agent:
                 )
             finally:
                 self.holding.clear()
+                # batch() adds its outcomes' bytes to copied_bytes
+                self.rate.add(started, time.monotonic(), self.copied_bytes - before)
             idle_since = time.monotonic()
         return 3
 

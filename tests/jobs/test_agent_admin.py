@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import multiprocessing
 import re
 import socket
 import time
@@ -89,7 +90,8 @@ def test_an_enrolment_code_from_the_admin_is_shown_once_and_enrols(admin_client,
 def test_the_agent_list_shows_what_the_agents_heartbeat_said(admin_client, live_server, tmp_path):
     pool = services.agent_pool_create(customer=Customer.objects.create(name="Acme"), name="HQ")
     agent, _ = enrolled(live_server.url, code_from_admin(admin_client, pool), "files-01", tmp_path)
-    agent.copied_bytes, agent.started = 25_000_000, time.monotonic() - 10  # ~2.5 MB/s
+    now = time.monotonic()
+    agent.rate.add(now - 10, now, 25_000_000)  # a batch of 25 MB that took 10 s: 2.5 MB/s
     agent.holding = {"batch": 12, "files": 3}
     status = agent.status()
     agent.client.post("heartbeat/", {"status": status})  # as its heartbeat thread does
@@ -164,3 +166,53 @@ def test_revoking_refuses_the_agent_and_hands_its_batch_to_another(admin_client,
     assert MigrationJob.objects.get(pk=job.pk).state == "completed"
     for name in ("a.txt", "docs/b.txt", "docs/c.txt"):
         assert (dest / name).read_bytes() == name.encode() * 100
+
+
+def heartbeat_of_a_process(server: str, token: str, spool: str, batch: int, nbytes: int) -> None:
+    """One process of `run --workers N`: its own status (its batch, its rate), posted."""
+    agent = AgentWorker(Client(server, token), spool=spool)
+    now = time.monotonic()
+    agent.rate.add(now - 10, now, nbytes)
+    agent.holding = {"batch": batch, "files": batch % 10}
+    agent.client.post("heartbeat/", {"status": agent.status()})
+
+
+def test_the_list_shows_the_totals_of_all_the_agents_processes(admin_client, live_server,
+                                                               tmp_path, settings):  # fmt: skip
+    settings.MIGRATOR_AGENT_POLL_SECONDS = 1  # a process unheard of for 3 s is forgotten
+    pool = services.agent_pool_create(customer=Customer.objects.create(name="Acme"), name="HQ")
+    agent, _ = enrolled(live_server.url, code_from_admin(admin_client, pool), "files-01", tmp_path)
+    # an older agent's single status still reads as before
+    old = {"version": "0.9", "host": "old-box", "free_disk": 5 << 30, "bytes_per_s": 1_000_000,
+           "holding": {"batch": 3, "files": 2}}  # fmt: skip
+    agent.client.post("heartbeat/", {"status": old})
+    row = cells(admin_client.get(AGENTS).content.decode(), "files-01")
+    assert (row["version"], row["host"], row["throughput"], row["holding"]) == (
+        "0.9",
+        "old-box",
+        "1.0 MB/s",
+        "batch 3 (2 files)",
+    )
+
+    fork = multiprocessing.get_context("fork")
+    for batch, nbytes in ((12, 10_000_000), (13, 15_000_000)):  # two processes, one token
+        proc = fork.Process(target=heartbeat_of_a_process,
+                            args=(live_server.url, agent.client.token, str(tmp_path), batch,
+                                  nbytes))  # fmt: skip
+        proc.start()
+        proc.join(30)
+        assert proc.exitcode == 0
+    row = cells(admin_client.get(AGENTS).content.decode(), "files-01")
+    assert sorted(row["holding"].split("; ")) == ["batch 12 (2 files)", "batch 13 (3 files)"]
+    assert (row["online"], row["version"], row["host"], row["throughput"]) == (
+        "online", VERSION, socket.gethostname(), "2.5 MB/s"  # 1 MB/s + 1.5 MB/s
+    )  # fmt: skip
+    assert re.fullmatch(r"\d+\.\d [KMGT]B", row["free_disk"])
+    stored = Agent.objects.get(name="files-01").status
+    assert len(stored["processes"]) == 2
+
+    time.sleep(3.5)  # both processes gone quiet; this one still works
+    agent.holding = {"batch": 14, "files": 1}
+    agent.client.post("heartbeat/", {"status": agent.status()})
+    row = cells(admin_client.get(AGENTS).content.decode(), "files-01")
+    assert (row["holding"], row["throughput"]) == ("batch 14 (1 files)", "—")
