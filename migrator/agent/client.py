@@ -35,6 +35,7 @@ class Client:
         self.session = requests.Session()
         self.requests = 0  # how many were sent, for the figures
         self.spool = spool  # results kept on disk until the server has them
+        self._held_off = False  # a 429 was logged and no answer came since
 
     def post_durable(self, path: str, payload: dict) -> dict[str, Any]:
         """A result: written to the spool first, removed once the server answered, so an
@@ -82,6 +83,17 @@ class Client:
             except requests.RequestException as exc:
                 problem = f"cannot reach {self.server}: {exc.__class__.__name__}"
             else:
+                if response.status_code == 429:  # too many failed tokens from this address
+                    wait = _retry_after(response)
+                    if patience is not None and time.monotonic() - started + wait > patience:
+                        raise AgentError(429, _said(response))
+                    if not self._held_off:  # once per stretch, not at every try
+                        log.warning("the server holds this address off for now (%s); waiting "
+                                    "as it asks, %d s, then trying again", _said(response),
+                                    wait)  # fmt: skip
+                        self._held_off = True
+                    time.sleep(wait)
+                    continue
                 if response.status_code < 500:
                     try:
                         body = response.json()
@@ -89,6 +101,7 @@ class Client:
                         body = {"error": response.text[:200]}
                     if response.status_code >= 400:
                         raise AgentError(response.status_code, body.get("error", "refused"))
+                    self._held_off = False
                     return body
                 problem = f"the server answered {response.status_code}"
             if patience is not None and time.monotonic() - started > patience:
@@ -96,3 +109,18 @@ class Client:
             log.warning("%s; trying again in %.1f s", problem, pause)
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
+
+
+def _retry_after(response: requests.Response) -> int:
+    """The seconds a 429 asks to wait (Retry-After), 60 when it does not say."""
+    try:
+        return max(1, int(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return 60
+
+
+def _said(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("error", "too many requests"))
+    except ValueError:
+        return response.text[:200] or "too many requests"
