@@ -143,8 +143,10 @@ class Agent:
             started, before = time.monotonic(), self.copied_bytes
             try:
                 if work["kind"] == "scan":
+                    log.info("scanning pass %s", work["pass_id"])
                     self.scan(work)
                 else:
+                    log.info("batch %s: %d items to do", work["batch_id"], len(work["tasks"]))
                     self.batch(work)
             except StorageError as exc:  # told to the server; the lease lets others retry
                 log.warning(

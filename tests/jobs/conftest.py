@@ -21,6 +21,7 @@ import pytest
 
 from migrator.storage import Entry, connector_for
 from tests.jobs.factories import CASES, FILES, OWNERS, descriptor, new_folder
+from tests.servers.util import free_port, stop_group, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 # "postgres" when run under `python -m tests.servers.stack` (PostgreSQL + Redis)
@@ -265,3 +266,161 @@ def smb_source(dc, share: str = "data") -> tuple[str, Path]:
     """A fresh folder in `share`: (its share-relative path, its folder on the DC's disk)."""
     name = dc.make_folder(share)
     return name, dc.disk_path(share, name)
+
+
+# --- the on-premises agent end to end: a live server, its cluster and agent processes ----
+
+
+SERVER_ENV = {
+    "MIGRATOR_LEASE_SECONDS": "6",
+    "MIGRATOR_TASK_TIMEOUT": "4",
+    "MIGRATOR_TASK_RETRY": "8",
+    "MIGRATOR_AGENT_POLL_SECONDS": "1",
+    "MIGRATOR_BATCH_FILES": "10",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+}
+
+SETUP = """
+import json
+from accounts.models import Customer
+from jobs import services
+c, _ = Customer.objects.get_or_create(name="Agent test")
+pool = services.agent_pool_create(customer=c, name="site-a")
+s = services.endpoint_create(name="src", url={src!r}, customer=c, secret={secret!r})
+d = services.endpoint_create(name="dst", url={dst!r}, customer=c)
+job = services.job_create(customer=c, name="behind a firewall", source=s, destination=d,
+                          bwlimit={bw}, agent_pool=pool)
+codes = [services.enrollment_code_create(pool=pool) for _ in range({agents})]
+print(json.dumps({{"job": job.pk, "codes": codes}}))
+"""
+
+
+class Stack:
+    """The server side (runserver + qcluster on one SQLite database) and its agents."""
+
+    def __init__(self, cli, tmp_path: Path) -> None:
+        self.cli, self.tmp = cli, tmp_path
+        self.env = base_env(cli.db, **SERVER_ENV, **cli.env_extra)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.procs: list[subprocess.Popen] = []
+        self.server: subprocess.Popen | None = None
+
+    def shell(self, code: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    def start_server(self) -> None:
+        log = (self.tmp / "server.log").open("ab")
+        self.server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for_port(self.port, proc=self.server, timeout=60)
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            stop_group(self.server)
+            self.server = None
+
+    def start_cluster(self) -> None:
+        self.procs.append(start_cluster(self.env, self.tmp / "cluster.log"))
+
+    def agent_env(self) -> dict[str, str]:
+        # what an agent at a customer's site has: no Django, no database, no cloud keys
+        return {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": str(self.tmp)}
+
+    def enroll(self, name: str, code: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "migrator.agent",
+                "--config",
+                str(self.tmp / name / "a.json"),
+                "enroll",
+                "--server",
+                self.url,
+                "--code",
+                code,
+                "--name",
+                name,
+            ],
+            env=self.agent_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start_agent(self, name: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "migrator.agent",
+                "--config",
+                str(self.tmp / name / "a.json"),
+                "run",
+                *args,
+            ],
+            env=self.agent_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=(self.tmp / f"{name}.err").open("ab"),
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def job_state(self, job_id: int) -> str:
+        rows = self.cli.query("SELECT state FROM jobs_migrationjob WHERE id = ?", job_id)
+        return rows[0][0]
+
+    def finished(self, job_id: int, timeout: float = 180) -> str:
+        done = ("completed", "completed_with_errors", "failed", "cancelled")
+        return wait_until(
+            lambda: (s := self.job_state(job_id)) in done and s, timeout, "the job to finish"
+        )
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop_group(proc)
+        self.stop_server()
+
+
+@pytest.fixture
+def stack(cli, tmp_path):
+    s = Stack(cli, tmp_path)
+    s.start_server()
+    s.start_cluster()
+    yield s
+    s.close()
+
+
+def setup(stack: Stack, src: Path | str, dst: Path | str, *, bw: int | None = None,
+          agents: int = 1, secret: str | None = None):  # fmt: skip
+    src = src.as_uri() if isinstance(src, Path) else src
+    dst = dst.as_uri() if isinstance(dst, Path) else dst
+    code = SETUP.format(src=src, dst=dst, bw=bw, agents=agents, secret=secret)
+    out = json.loads(stack.shell(code))
+    stack.shell(
+        f"from jobs import services; from jobs.models import MigrationJob; "
+        f"services.job_start(job=MigrationJob.objects.get(pk={out['job']}))"
+    )
+    return out["job"], out["codes"]
+
+
+def accounting(stack: Stack, job_id: int) -> tuple:
+    return stack.cli.query(
+        "SELECT seen, copied, unchanged, failed, pending FROM jobs_pass WHERE job_id = ?", job_id
+    )[0]

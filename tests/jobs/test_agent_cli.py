@@ -3,10 +3,15 @@ bandwidth limit and its patience with a server that refuses it for a while."""
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.handlers
+import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -14,9 +19,12 @@ from django.core.cache import cache
 from accounts.api.authentication import AuthFailureThrottle
 from accounts.models import Customer
 from jobs import services
+from migrator.agent.__main__ import _logging
 from migrator.agent.client import AgentError, Client
 from migrator.agent.worker import Agent as AgentWorker
 from migrator.agent.worker import Rate
+
+from .conftest import Stack, setup, tree_of
 
 
 def test_the_throughput_is_the_rate_of_the_last_work_not_of_the_whole_run():
@@ -65,3 +73,78 @@ def test_an_agent_held_off_with_429_waits_as_told_and_goes_on(
     asked = re.search(r"waiting as it asks, (\d+) s", told[0])
     assert asked and 1 <= int(asked[1]) <= 3
     assert time.monotonic() - started >= int(asked[1]) - 0.1
+
+
+# --- the agent's log file and its bandwidth limit, through the real command ------------------
+
+MB2 = 8 * 256 * 1024  # the data of a run: 2 MiB in 8 files, one batch
+
+
+def two_megabytes(root: Path) -> dict[str, bytes]:
+    made = {f"d/f{i}.bin": os.urandom(256 * 1024) for i in range(8)}
+    for rel, data in made.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return made
+
+
+def copy_seconds(log: str) -> float:
+    """From the agent's log: the first batch taken to the last batch done, in seconds."""
+    stamps = {"take": [], "done": []}
+    for line in log.splitlines():
+        if re.search(r" batch \d+: \d+ items to do$", line):
+            kind = "take"
+        elif re.search(r" batch \d+: \d+ of \d+ items$", line):
+            kind = "done"
+        else:
+            continue
+        stamps[kind].append(datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f"))
+    assert stamps["take"] and len(stamps["done"]) == len(stamps["take"]), log[-2000:]
+    return (max(stamps["done"]) - min(stamps["take"])).total_seconds()
+
+
+def test_the_log_file_rotates_as_documented(tmp_path):
+    root = logging.getLogger()
+    before = list(root.handlers)
+    _logging(tmp_path / "agent.json", verbose=False)
+    try:
+        (handler,) = [h for h in root.handlers if h not in before]
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        assert Path(handler.baseFilename) == tmp_path / "agent.log"  # beside the config
+        assert (handler.maxBytes, handler.backupCount) == (10 * 1024 * 1024, 5)  # 10 MB × 5
+    finally:
+        for h in root.handlers[:]:
+            if h not in before:
+                root.removeHandler(h)
+                h.close()
+
+
+def test_a_run_logs_to_a_file_beside_its_config_and_keeps_to_its_bwlimit(stack: Stack, tmp_path):
+    src, dst = tmp_path / "share", tmp_path / "copy"
+    expected = two_megabytes(src)
+    job_id, (code,) = setup(stack, src, dst, secret="share-pass-never-logged")
+    assert stack.enroll("a1", code).returncode == 0
+    token = json.loads((tmp_path / "a1" / "a.json").read_text())["token"]
+    proc = stack.start_agent("a1", "--bwlimit", "1000000", "--workers", "1", "--idle-exit", "3")
+    assert stack.finished(job_id, timeout=120) == "completed"
+    assert proc.wait(timeout=60) == 0
+    assert tree_of(dst) == expected
+    log = (tmp_path / "a1" / "agent.log").read_text()
+    assert re.search(r"INFO migrator\.agent: scanned pass \d+", log)
+    assert re.search(r"INFO migrator\.agent: batch \d+: 9 of 9 items", log)  # 8 files, 1 dir
+    assert token not in log and "share-pass-never-logged" not in log
+    # 2 MiB at 1 MB/s: about 2.1 s of copying (unlimited, it takes a few milliseconds here)
+    assert copy_seconds(log) >= MB2 / 1_000_000 * 0.85
+
+
+def test_the_jobs_own_bwlimit_wins_when_it_is_lower_than_the_agents(stack: Stack, tmp_path):
+    src, dst = tmp_path / "share", tmp_path / "copy"
+    expected = two_megabytes(src)
+    job_id, (code,) = setup(stack, src, dst, bw=500_000)
+    assert stack.enroll("a1", code).returncode == 0
+    proc = stack.start_agent("a1", "--bwlimit", "8000000", "--workers", "1", "--idle-exit", "3")
+    assert stack.finished(job_id, timeout=120) == "completed"
+    assert proc.wait(timeout=60) == 0
+    assert tree_of(dst) == expected
+    # 2 MiB at the job's 0.5 MB/s: about 4.2 s (at the agent's 8 MB/s it would be 0.26 s)
+    assert copy_seconds((tmp_path / "a1" / "agent.log").read_text()) >= MB2 / 500_000 * 0.85
