@@ -10,11 +10,16 @@ import multiprocessing
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 from . import VERSION
 from .client import AgentError, Client
-from .worker import Agent
+from .worker import PROGRESS_FIELDS, Agent
+
+REFRESH = 0.25  # seconds between two draws of the terminal's line
+_progress: Any = None  # each process's figures, shared with the processes forked after it
 
 DEFAULT_CONFIG = Path(
     os.environ.get("MIGRATOR_AGENT_CONFIG", "~/.config/migrator-agent/agent.json")
@@ -38,16 +43,50 @@ def _logging(config_path: Path, verbose: bool) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     if verbose or sys.stderr.isatty():
-        root.addHandler(logging.StreamHandler())
+        stream = logging.StreamHandler()
+        if sys.stderr.isatty():  # a log line takes the progress line's place; it is redrawn
+            stream.setFormatter(logging.Formatter("\r\x1b[K%(message)s"))
+        root.addHandler(stream)
     root.setLevel(logging.INFO)
 
 
 def _work(
-    server: str, token: str, bwlimit: int | None, spool: str, idle_exit: float | None
-) -> tuple[int, int]:
+    server: str, token: str, bwlimit: int | None, spool: str, idle_exit: float | None,
+    slot: int = 0,
+) -> tuple[int, int]:  # fmt: skip
     """One agent loop (a process of its own with --workers): its exit code, its requests."""
     client = Client(server, token, spool=Path(spool) / "spool")
-    return Agent(client, bwlimit=bwlimit, spool=spool).run(idle_exit=idle_exit), client.requests
+    agent = Agent(client, bwlimit=bwlimit, spool=spool, progress=_progress, slot=slot)
+    return agent.run(idle_exit=idle_exit), client.requests
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def progress_line(values: Any, workers: int) -> str:
+    """The agent's live line: all its processes' figures summed."""
+    totals = [sum(values[w * PROGRESS_FIELDS + i] for w in range(workers))
+              for i in range(PROGRESS_FIELDS)]  # fmt: skip
+    scanned, items, nbytes, rate = totals
+    return (f"scanned {scanned:,.0f} entries · done {items:,.0f} items, {_size(nbytes)} · "
+            f"{_size(rate)}/s now")  # fmt: skip
+
+
+def _draw(values: Any, workers: int, stop: threading.Event) -> None:
+    """Redraw the line in place, a few times a second, while the agent runs."""
+    shown = ""
+    while not stop.wait(REFRESH):
+        line = progress_line(values, workers)
+        if line != shown:
+            sys.stderr.write(f"\r\x1b[K{line}")
+            sys.stderr.flush()
+            shown = line
+    sys.stderr.write(f"\r\x1b[K{progress_line(values, workers)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,12 +160,26 @@ def main(argv: list[str] | None = None) -> int:
     if replayed:
         logging.getLogger("migrator.agent").info("sent %d kept result(s) again", replayed)
     work = (config["server"], config["token"], bwlimit, str(args.config.parent), args.idle_exit)
-    if workers == 1:
-        code, requests = _work(*work)
-    else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            done = [r.get() for r in [pool.apply_async(_work, work) for _ in range(workers)]]
-        code, requests = max(c for c, _ in done), sum(n for _, n in done)
+    global _progress
+    fork = multiprocessing.get_context("fork")
+    stop = threading.Event()
+    drawer = None
+    if sys.stderr.isatty():  # a live line on a terminal; a service's log has the events
+        _progress = fork.Array("d", PROGRESS_FIELDS * workers, lock=False)
+        drawer = threading.Thread(target=_draw, args=(_progress, workers, stop), daemon=True)
+        drawer.start()
+    try:
+        if workers == 1:
+            code, requests = _work(*work)
+        else:
+            with fork.Pool(workers) as pool:
+                done = [r.get() for r in [pool.apply_async(_work, (*work, slot))
+                                          for slot in range(workers)]]  # fmt: skip
+            code, requests = max(c for c, _ in done), sum(n for _, n in done)
+    finally:
+        stop.set()
+        if drawer is not None:
+            drawer.join()
     print(json.dumps({"exit": code, "requests": requests}))  # for scripts and benchmarks
     return code
 

@@ -85,8 +85,33 @@ class Rate:
         return sum(n for _, _, n in recent) / max(now - began, 1.0)
 
 
+PROGRESS_FIELDS = 4  # per process: entries scanned, files done, bytes done, bytes/s now
+
+
+class _Counted:
+    """The scan's sink, counting the entries it is handed, for the terminal's line."""
+
+    def __init__(self, sink: HttpScanSink, counted: Any) -> None:
+        self.sink, self.counted = sink, counted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)
+
+    def scan_chunk(self, rows: list, cursor: str) -> bool:
+        self.counted(len(rows))
+        return self.sink.scan_chunk(rows, cursor)
+
+
 class Agent:
-    def __init__(self, client: Client, *, bwlimit: int | None = None, spool: str = ".") -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        bwlimit: int | None = None,
+        spool: str = ".",
+        progress: Any = None,
+        slot: int = 0,
+    ) -> None:
         self.client = client
         self.bwlimit = bwlimit
         self.spool = spool
@@ -94,6 +119,10 @@ class Agent:
         self.holding: dict[str, Any] = {}
         self.copied_bytes = 0
         self.rate = Rate()
+        self.scanned = self.files_done = 0
+        # where this process's figures go for the terminal's live line (__main__ draws it):
+        # a shared array, PROGRESS_FIELDS per process, or None
+        self.progress, self.slot = progress, slot
         self._stop = threading.Event()
         # per pass, in memory only (the directory's password is never written anywhere):
         # its SIDs resolved once for every batch, and the ACL records made
@@ -114,8 +143,21 @@ class Agent:
             "holding": dict(self.holding),
         }
 
+    def report(self) -> None:
+        """This process's figures, for the terminal's line."""
+        if self.progress is not None:
+            at = self.slot * PROGRESS_FIELDS
+            self.progress[at : at + PROGRESS_FIELDS] = [
+                self.scanned, self.files_done, self.copied_bytes, self.rate.bytes_per_s()
+            ]  # fmt: skip
+
+    def _counted(self, entries: int) -> None:
+        self.scanned += entries
+        self.report()
+
     def heartbeats(self) -> None:
         while not self._stop.wait(self.poll):
+            self.report()  # the rate falls while idle
             try:
                 answer = self.client.post("heartbeat/", {"status": self.status()}, patience=30)
                 self.poll = float(answer.get("poll_seconds", self.poll))
@@ -159,6 +201,9 @@ class Agent:
                 self.holding.clear()
                 # batch() adds its outcomes' bytes to copied_bytes
                 self.rate.add(started, time.monotonic(), self.copied_bytes - before)
+                if work["kind"] != "scan":
+                    self.files_done += len(work["tasks"])
+                self.report()
             idle_since = time.monotonic()
         return 3
 
@@ -190,7 +235,8 @@ class Agent:
             )
             with connector_for(source["url"], source["secret"]) as conn:
                 conn.check()
-                if not scan(conn, mappings, planner, sink, cursor=work["cursor"]):
+                counted = _Counted(sink, self._counted)
+                if not scan(conn, mappings, planner, counted, cursor=work["cursor"]):  # type: ignore[arg-type]
                     return
                 figures = None
                 if assessment is not None:

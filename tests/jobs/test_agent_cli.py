@@ -8,6 +8,9 @@ import logging
 import logging.handlers
 import os
 import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -24,7 +27,7 @@ from migrator.agent.client import AgentError, Client
 from migrator.agent.worker import Agent as AgentWorker
 from migrator.agent.worker import Rate
 
-from .conftest import Stack, setup, tree_of
+from .conftest import Stack, make_tree, setup, tree_of
 
 
 def test_the_throughput_is_the_rate_of_the_last_work_not_of_the_whole_run():
@@ -133,6 +136,7 @@ def test_a_run_logs_to_a_file_beside_its_config_and_keeps_to_its_bwlimit(stack: 
     assert re.search(r"INFO migrator\.agent: scanned pass \d+", log)
     assert re.search(r"INFO migrator\.agent: batch \d+: 9 of 9 items", log)  # 8 files, 1 dir
     assert token not in log and "share-pass-never-logged" not in log
+    assert "\r" not in (tmp_path / "a1.err").read_text()  # no terminal: no progress line
     # 2 MiB at 1 MB/s: about 2.1 s of copying (unlimited, it takes a few milliseconds here)
     assert copy_seconds(log) >= MB2 / 1_000_000 * 0.85
 
@@ -148,3 +152,53 @@ def test_the_jobs_own_bwlimit_wins_when_it_is_lower_than_the_agents(stack: Stack
     assert tree_of(dst) == expected
     # 2 MiB at the job's 0.5 MB/s: about 4.2 s (at the agent's 8 MB/s it would be 0.26 s)
     assert copy_seconds((tmp_path / "a1" / "agent.log").read_text()) >= MB2 / 500_000 * 0.85
+
+
+def test_on_a_terminal_the_agent_draws_a_live_line_a_few_times_a_second(stack: Stack, tmp_path):
+    src, dst = tmp_path / "share", tmp_path / "copy"
+    expected = make_tree(src, files=40, folders=4, size=50_000)  # 2 MB, 5 batches
+    job_id, (code,) = setup(stack, src, dst)
+    assert stack.enroll("a1", code).returncode == 0
+    master, terminal = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migrator.agent", "--config", str(tmp_path / "a1" / "a.json"),
+         "run", "--bwlimit", "1000000", "--workers", "2", "--idle-exit", "3"],
+        env=stack.agent_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=terminal, start_new_session=True,
+    )  # fmt: skip
+    stack.procs.append(proc)
+    os.close(terminal)
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the agent closed the terminal
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    assert stack.finished(job_id, timeout=120) == "completed"
+    assert proc.wait(timeout=60) == 0
+    seconds = time.monotonic() - started
+    reader.join(10)
+    os.close(master)
+    assert tree_of(dst) == expected
+    text = shown.decode()
+    size = r"([\d.]+ [KMG]?B)"
+    draws = re.findall(
+        rf"scanned ([\d,]+) entries · done ([\d,]+) items, {size} · {size}/s now", text
+    )
+    assert draws, text[-2000:]
+    items = 40 + 4  # the files and their folders
+    assert draws[-1][:3] == (f"{items}", f"{items}", "2.0 MB"), draws[-1]
+    # live: it moved while the agent copied, batch by batch, and showed a rate
+    assert len({d[1] for d in draws}) >= 3, draws
+    assert any(float(d[3].split()[0]) > 0 for d in draws), draws
+    # a few times a second at most: never redrawn faster than every 0.25 s
+    assert len(draws) <= seconds * 4 + 2, (len(draws), seconds)
