@@ -30,6 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from migrator.acl.apply import AclPlan, target_of
+from migrator.engine.copy import CopyTask, Outcome
 from migrator.engine.permissions import BatchAcl, NewAclRecord
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
 from migrator.storage import StorageError
@@ -37,6 +38,7 @@ from migrator.storage import StorageError
 from . import permissions, services, sink
 from .choices import JOB_RUNNING, BatchState, PassKind, PassState
 from .connectors import open_endpoint
+from .dispatch import enqueue
 from .models import Agent, Batch, FileItem, MigrationJob, Pass
 from .options import PERMISSIONS
 
@@ -245,21 +247,15 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
 
 def permissions_refusal(job: MigrationJob) -> str | None:
     """Why the job's permissions cannot go through its agent pool, in words; None when
-    they can (or it migrates none). An SMB destination is written by the agent itself;
-    object ACLs in a bucket need its key, which an agent never holds, and the manifest
-    of a local folder is written by the server, which cannot reach the agent's folders."""
+    they can (or it migrates none). An SMB destination is written by the agent itself, a
+    bucket's object ACLs by the server with its key, from the plans the agent posts; the
+    manifest of a local folder is written by the server, which cannot reach the agent's
+    folders."""
     if job.agent_pool_id is None or not permissions.enabled(job):
         return None
     if not permissions.source_has_acls(job.source):
         return None  # nothing to migrate: the batches say so once, as on the cluster
-    target = target_of(job.destination.kind)
-    if target == "gs":
-        return (
-            "permissions to a GCS bucket cannot go through an agent yet: object ACLs are "
-            "set with the bucket's key, which an agent never holds. Migrate the permissions "
-            "to an SMB share, or run this job without an agent pool."
-        )
-    if target == "file":
+    if target_of(job.destination.kind) == "file":
         return (
             "permissions to a local folder cannot go through an agent yet: the permissions "
             "manifest is written by the server, which cannot reach the agent's folders. "
@@ -422,45 +418,116 @@ def batch_record(request, agent: Agent, body: dict, batch_id: int) -> JsonRespon
     if batch.state == BatchState.DONE:
         return JsonResponse({"recorded": False, "duplicate": True})
     try:
+        tasks, outcomes = _posted(batch, body)
+    except (ValueError, TypeError) as exc:
+        return _error(400, f"{exc}")
+    batch_sink = _batch_sink(batch, str(body.get("lease", "")))
+    job = batch_sink.job
+    if body.get("acl") and permissions.enabled(job) and target_of(job.destination.kind) == "gs":
+        # the plans' object ACLs need the bucket's key, which only the server holds: a task
+        # applies them, then records the batch (the lease kept meanwhile), so the counters
+        # and outcomes are those the cluster records and the pass cannot finish before
+        try:
+            _acl_checked(body["acl"])
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+            return _error(400, f"Bad permissions: {exc}.")
+        if not services.batch_lease_renew(batch_id=batch.pk, token=batch_sink.token):
+            return JsonResponse({"recorded": False})
+        enqueue("jobs.tasks.apply_agent_acls", batch.pk, batch_sink.token, body)
+        return JsonResponse({"recorded": True, "acls": "queued"})
+    acl = None
+    if body.get("acl") and permissions.enabled(job):
+        try:
+            acl, _ = _batch_acl(batch_sink, body["acl"])
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+            return _error(400, f"Bad permissions: {exc}.")
+    return JsonResponse({"recorded": _record(batch_sink, tasks, outcomes, acl)})
+
+
+def _posted(batch: Batch, body: dict) -> tuple[list[CopyTask], list[Outcome]]:
+    """The batch's pending items, as a worker reads them, and the posted outcomes for
+    them (all of them finish it; fewer, the agent was told to stop, hand it back, the
+    rest pending). ValueError, in words, for outcomes that are not this batch's."""
+    try:
         outcomes = [outcome_from_wire(values) for values in body.get("outcomes", [])]
     except (ValueError, TypeError) as exc:
-        return _error(400, f"Bad outcomes: {exc}.")
-    # the batch's pending items, as a worker reads them: outcomes for all of them
-    # finish it; fewer (the agent was told to stop) hand it back, the rest pending
+        raise ValueError(f"Bad outcomes: {exc}.") from exc
     rows = FileItem.objects.filter(
         job_pass_id=batch.job_pass_id, id__gte=batch.first_id, id__lte=batch.last_id,
         state="pending",
     ).values_list(*TASK_FIELDS)  # fmt: skip
     tasks = [task_from_wire(values) for values in rows]
-    by_id = {t.item_id: t for t in tasks}
-    known = set(by_id)
+    known = {t.item_id for t in tasks}
     if any(o.item_id not in known for o in outcomes):
-        return _error(400, "An outcome names an item that is not pending in this batch.")
-    batch_sink = _batch_sink(batch, str(body.get("lease", "")))
-    acl = None
-    if body.get("acl") and permissions.enabled(batch_sink.job):
-        try:
-            acl = _batch_acl(batch_sink, body["acl"])
-        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-            return _error(400, f"Bad permissions: {exc}.")
+        raise ValueError("An outcome names an item that is not pending in this batch.")
+    return tasks, outcomes
+
+
+def _acl_checked(posted: dict) -> None:
+    """Raise what _batch_acl would on a malformed post, storing nothing: the task that
+    stores it later cannot answer the agent."""
+    for key, sd, stored in posted.get("records") or ():
+        base64.b64decode(sd, validate=True)
+        AclPlan.from_stored({f: stored[f] for f in permissions.PLAN_FIELDS if f in stored}, "gs")
+        str(key)
+    for item_id, _ in posted.get("items") or ():
+        int(item_id)
+
+
+def _record(
+    batch_sink: sink.BatchSink, tasks: list[CopyTask], outcomes: list[Outcome], acl: BatchAcl | None
+) -> bool:
+    """Record the batch as a worker does; a bucket's refused uploads are removed here
+    (the agent cannot delete)."""
     recorded = batch_sink.batch_record(tasks, outcomes, acl)
+    by_id = {t.item_id: t for t in tasks}
     refused = [o.dest_path or by_id[o.item_id].dest_path for o in outcomes
                if o.reason == "checksum_mismatch"]  # fmt: skip
     job = batch_sink.job
-    if recorded and refused and job.destination.kind == "gs":  # the agent cannot delete
+    if recorded and refused and job.destination.kind == "gs":
         with open_endpoint(job.destination) as gcs:
             for dest in refused:
                 try:
                     gcs.delete(dest)
                 except StorageError:
                     log.warning("could not remove a refused upload: %s", dest)
-    return JsonResponse({"recorded": recorded})
+    return recorded
 
 
-def _batch_acl(batch_sink: sink.BatchSink, posted: dict) -> BatchAcl:
+def agent_acls_apply(*, batch_id: int, token: str, body: dict) -> bool:
+    """An agent's batch to a bucket, posted with its ACL plans: store its records, apply
+    each copied object's planned ACL with the bucket's key (as the cluster's batches do:
+    an object whose ACL cannot be set fails with acl_failed; a bucket with uniform
+    access gets none, said once), then record the batch under the agent's lease. False
+    when the lease was lost meanwhile (the batch is handed out again and counts then)."""
+    from migrator.engine.copy import CopyOptions
+    from migrator.engine.permissions import apply_planned
+
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None or not services.batch_lease_renew(batch_id=batch_id, token=token):
+        return False
+    tasks, outcomes = _posted(batch, body)
+    batch_sink = _batch_sink(batch, token)
+    acl, plans = _batch_acl(batch_sink, body["acl"])
+    by_id = {t.item_id: t for t in tasks}
+    work = [(by_id[o.item_id], o, plans[acl.item_acl[o.item_id]])
+            for o in outcomes if o.item_id in acl.item_acl]  # fmt: skip
+    acl.applied = set()  # what is applied is what the server applies now
+    options = CopyOptions(
+        threads=settings.MIGRATOR_COPY_THREADS,
+        retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
+        backoff=settings.MIGRATOR_RETRY_BACKOFF,
+    )
+    apply_planned(work, "gs", batch.job_pass_id, lambda: open_endpoint(batch_sink.job.destination),
+                  options, batch_sink, acl)  # fmt: skip
+    return _record(batch_sink, tasks, outcomes, acl)
+
+
+def _batch_acl(batch_sink: sink.BatchSink, posted: dict) -> tuple[BatchAcl, dict[int, AclPlan]]:
     """The agent's ACL records stored as a worker stores them (one already stored, by an
     earlier try of this post or another batch, is kept), and what permissions did in the
-    batch in terms of the stored records' ids, for the batch's record."""
+    batch in terms of the stored records' ids, for the batch's record; the records' plans
+    by id."""
     fields = permissions.PLAN_FIELDS
     records = [
         NewAclRecord(str(key), base64.b64decode(sd, validate=True),
@@ -471,14 +538,15 @@ def _batch_acl(batch_sink: sink.BatchSink, posted: dict) -> BatchAcl:
     found = batch_sink.acl_records(r.key for r in records)
     target = target_of(batch_sink.job.destination.kind)
     acl = BatchAcl(batch_sink.batch.job_pass_id)
+    plans = {}
     for record_id, stored in found.values():
-        plan = AclPlan.from_stored(stored, target)
+        plan = plans[record_id] = AclPlan.from_stored(stored, target)
         acl.flags[record_id] = (bool(plan.narrowed), bool(plan.denied), bool(plan.unmapped))
     for item_id, key in posted.get("items") or ():
         if key in found:
             acl.item_acl[int(item_id)] = found[key][0]
     acl.applied = {int(i) for i in posted.get("applied") or ()}
-    return acl
+    return acl, plans
 
 
 @agent_view

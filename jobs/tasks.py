@@ -14,6 +14,14 @@ def copy_batch(batch_id: int) -> None:
     sink.batch_copy(batch_id=batch_id)
 
 
+def apply_agent_acls(batch_id: int, lease: str, body: dict) -> None:
+    # the agent's post itself (outcomes and ACL plans): nothing of it is stored until
+    # the object ACLs are set and the batch recorded with them
+    from . import agent_api
+
+    agent_api.agent_acls_apply(batch_id=batch_id, token=lease, body=body)
+
+
 def finish_pass(pass_id: int) -> None:
     services.pass_finish(pass_id=pass_id)
 

@@ -318,14 +318,18 @@ class Agent:
             for t in tasks
             if t.item_id in given
         ]
-        recorder = _WithDecided(sink, decided)
+        recorder: Any = _WithDecided(sink, decided)
+        todo = [t for t in tasks if t.item_id not in given]
+        if perms is not None:  # what is already there still gets its permissions
+            perms.given = {o.item_id: o for o in decided}
+            recorder, todo = sink, tasks
         try:
             outcomes = run_batch(
-                [t for t in tasks if t.item_id not in given],
+                todo,
                 source=lambda: connector_for(source["url"], source["secret"]),
                 destination=opener,
                 options=options,
-                sink=recorder,  # type: ignore[arg-type]
+                sink=recorder,
                 permissions=perms,
                 only=bool(work.get("only")),
             )
@@ -354,13 +358,17 @@ class Agent:
         pass_id = int(work["pass_id"])
         conf = given.get("directory")
         overrides = {s: Identity(t, kind, "csv") for s, t, kind in given.get("overrides") or ()}
+        target = str(given["target"])
         return BatchPermissions(
             options=options,
-            target=str(given["target"]),
+            target=target,
             pass_id=pass_id,
             directory=lambda: self._directory(pass_id, conf),
             identities=lambda: IdentityMap(options.rules, overrides),
             only=bool(work.get("only")),
+            # a bucket's object ACLs need its key, which an agent never holds: the plans
+            # go with the batch's records and the server sets them
+            apply=target != "gs",
         )
 
     def _directory(self, pass_id: int, conf: dict | None) -> Resolver:

@@ -188,6 +188,12 @@ class BatchPermissions:
     directory: Callable[[], Resolver]
     identities: Callable[[], IdentityMap]
     only: bool = False  # a permissions-only pass: no data is copied
+    # False: plans only, applied by whoever holds the destination's key (an agent's plans
+    # for a bucket go to the server with the batch's records: see apply_planned)
+    apply: bool = True
+    # outcomes decided before the batch (by the server, for an agent's bucket: already
+    # there, or newer there): not copied, their permissions migrated as a copy's
+    given: dict[int, Outcome] = field(default_factory=dict)
 
 
 class _Run:
@@ -225,34 +231,26 @@ class _Run:
                 self.fail(task, DENY_ACE, f"deny entries apply: {denies}")
         # 4. the data (or, permissions only: is it there?)
         todo = [t for t in tasks if t.item_id not in self.outcomes]
+        given = self.perms.given
+        rest = [t for t in todo if t.item_id not in given]
         if self.perms.only:
-            present = connector_pool(todo, destination, self._present, threads, should_stop)
+            present = connector_pool(rest, destination, self._present, threads, should_stop)
             copied = [o for _, o in present]
         else:
-            copied = copy(todo, source, destination, self.options)
+            copied = copy(rest, source, destination, self.options)
+        copied.extend(given[t.item_id] for t in todo if t.item_id in given)
         for outcome in copied:
             self.outcomes[outcome.item_id] = outcome
         # 5. apply where the destination takes permissions, and check
-        uniform = self._uniform_access(destination) if self.target == "gs" else False
-        work = []
-        for task in todo:
-            outcome = self.outcomes.get(task.item_id)
-            got = plans.get(task.item_id)
-            if outcome is None or got is None:
-                continue
-            if outcome.state in (State.COPIED, State.UNCHANGED) and got[1].applies and not uniform:
-                work.append((task, outcome, got[1]))
-        for (task, outcome, _), result in connector_pool(work, destination, self._apply, threads):
-            if result is True:
-                self.acl.applied.add(task.item_id)
-            elif result == "uniform":
-                self._report_uniform()
-            elif isinstance(result, Exception):
-                outcome.state = State.FAILED
-                outcome.reason = ACL_FAILED
-                outcome.message = f"data copied, permissions not applied: {result}"[:2000]
-            elif result is False:
-                self.acl.applied.add(task.item_id)  # already as planned
+        if self.perms.apply:
+            work = []
+            for task in todo:
+                outcome = self.outcomes.get(task.item_id)
+                got = plans.get(task.item_id)
+                if outcome is not None and got is not None:
+                    work.append((task, outcome, got[1]))
+            apply_planned(work, self.target, self.perms.pass_id, destination, self.options,
+                          self.sink, self.acl)  # fmt: skip
         for task in tasks:
             got = plans.get(task.item_id)
             if got is not None and task.item_id in self.outcomes:
@@ -353,39 +351,68 @@ class _Run:
             return Outcome(task.item_id, State.FAILED, exc.reason, str(exc))
         return Outcome(task.item_id, State.UNCHANGED)
 
-    # step 5
 
-    def _uniform_access(self, opener: Callable[[], Connector]) -> bool:
-        key = self.perms.pass_id
-        if key not in _uniform:
-            conn = opener()
-            try:
-                _uniform[key] = bool(conn.uniform_access())  # type: ignore[attr-defined]
-            except StorageError as exc:
-                log.warning("cannot tell whether the bucket has uniform access: %s", exc)
-                return False
-            finally:
-                conn.close()
-        if _uniform[key]:
-            self._report_uniform()
-        return _uniform[key]
+def apply_planned(
+    work: Sequence[tuple[CopyTask, Outcome, AclPlan]],
+    target: str,
+    pass_id: int,
+    destination: Callable[[], Connector],
+    options: CopyOptions,
+    sink: BatchSink,
+    acl: BatchAcl,
+) -> None:
+    """Step 5 of a batch: each (task, outcome, plan) whose item reached the destination and
+    whose plan writes something gets it applied and checked. An item applied (or already
+    so) joins `acl.applied`; one whose permissions cannot be set turns failed (acl_failed).
+    A bucket with uniform bucket-level access gets nothing, said once. The cluster's
+    batches and the server, for an agent's plans to a bucket, both apply through here."""
+    todo = [(task, outcome, plan) for task, outcome, plan in work
+            if outcome.state in (State.COPIED, State.UNCHANGED) and plan.applies]  # fmt: skip
+    if target == "gs" and _uniform_access(pass_id, destination, sink):
+        return
+    apply = apply_smb if target == "smb" else apply_gcs
 
-    def _report_uniform(self) -> None:
-        _uniform[self.perms.pass_id] = True
-        self.sink.event(UNIFORM_ACCESS_MESSAGE, level="warning", once=True)
-
-    def _apply(self, conn: Connector, work: tuple[CopyTask, Outcome, AclPlan]):
-        task, outcome, plan = work
+    def one(conn: Connector, item: tuple[CopyTask, Outcome, AclPlan]):
+        task, outcome, plan = item
         path = outcome.dest_path or task.dest_path
-        apply = apply_smb if self.target == "smb" else apply_gcs
         try:
-            return retrying(self.options, lambda: apply(conn, path, plan))
+            return retrying(options, lambda: apply(conn, path, plan))
         except AclNotApplied as exc:
             return exc
         except StorageError as exc:
-            if self.target == "gs" and is_uniform_access_error(exc):
+            if target == "gs" and is_uniform_access_error(exc):
                 return "uniform"
             return exc
+
+    for (task, outcome, _), result in connector_pool(todo, destination, one, options.threads):
+        if result is True or result is False:  # False: already as planned
+            acl.applied.add(task.item_id)
+        elif result == "uniform":
+            _report_uniform(pass_id, sink)
+        elif isinstance(result, Exception):
+            outcome.state = State.FAILED
+            outcome.reason = ACL_FAILED
+            outcome.message = f"data copied, permissions not applied: {result}"[:2000]
+
+
+def _uniform_access(pass_id: int, opener: Callable[[], Connector], sink: BatchSink) -> bool:
+    if pass_id not in _uniform:
+        conn = opener()
+        try:
+            _uniform[pass_id] = bool(conn.uniform_access())  # type: ignore[attr-defined]
+        except StorageError as exc:
+            log.warning("cannot tell whether the bucket has uniform access: %s", exc)
+            return False
+        finally:
+            conn.close()
+    if _uniform[pass_id]:
+        _report_uniform(pass_id, sink)
+    return _uniform[pass_id]
+
+
+def _report_uniform(pass_id: int, sink: BatchSink) -> None:
+    _uniform[pass_id] = True
+    sink.event(UNIFORM_ACCESS_MESSAGE, level="warning", once=True)
 
 
 def copy_with_permissions(

@@ -372,3 +372,98 @@ def test_an_assessment_through_the_agent_copies_nothing_and_counts_sids_at_its_s
     assert stack.cli.query("SELECT COUNT(*) FROM jobs_batch WHERE job_id = ?", job_id) == [(0,)]
     assert not dst.exists() or not list(dst.iterdir())
     assert "scanned pass" in (tmp_path / "agent1" / "agent.log").read_text()
+
+
+def test_gcs_acls_through_the_agent_are_set_by_the_server_as_the_cluster_sets_them(
+    stack, samba_dc, acl_share, gcs_server, tmp_path
+):
+    """The [data] share's ACL cases to a GCS bucket, permissions on, once through an agent
+    (SIDs resolved and plans made at its site; the object ACLs set by the server, which
+    holds the bucket's key) and once by the cluster: the same object ACLs in the bucket,
+    the same counters and report, and the agent never held a GCS credential."""
+    from .factories import FILES, RULES
+
+    dc = samba_dc
+    bucket = gcs_server.make_bucket()
+    routes = [(name, f"gs://{bucket}/{name}", name == "agent") for name in ("agent", "cluster")]
+    jobs, code = ad_jobs(stack, dc, acl_share, routes, {"permissions": RULES})
+    assert stack.enroll("agent1", code).returncode == 0
+    agent = stack.start_agent("agent1")
+    for name, job_id in jobs.items():
+        assert stack.finished(job_id) == "completed", (name, stack.cli.query(
+            "SELECT error FROM jobs_migrationjob WHERE id = ?", job_id),
+            (tmp_path / "agent1.err").read_text()[-2000:])  # fmt: skip
+    log = (tmp_path / "agent1" / "agent.log").read_text()
+    batches = stack.cli.query("SELECT id FROM jobs_batch WHERE job_id = ?", jobs["agent"])
+    assert batches and all(f"batch {pk}: " in log for (pk,) in batches)
+    figures = {
+        name: stack.cli.query(
+            "SELECT seen, copied, failed, pending, acl_applied, acl_narrowed, acl_denied, "
+            "acl_unmapped FROM jobs_pass WHERE job_id = ?",
+            job_id,
+        )[0]
+        for name, job_id in jobs.items()
+    }
+    # every file accounted; each object got its ACL (folders are no objects); the cluster's
+    # narrowings, denies and unmapped SIDs (test_permissions' SMB → GCS case)
+    assert figures["agent"] == figures["cluster"] == (7, 7, 0, 0, 7, 8, 2, 2)
+
+    client = gcs_server.client()
+
+    def object_acls(prefix: str) -> dict[str, list[dict]]:
+        found = {}
+        for blob in client.list_blobs(bucket, prefix=prefix):
+            if "/.migrator/" in blob.name:
+                continue
+            b = client.bucket(bucket).blob(blob.name)
+            b.acl.reload()
+            found[blob.name.removeprefix(prefix)] = sorted(b.acl, key=lambda e: e["entity"])
+        return found
+
+    acls = object_acls("agent/")
+    assert acls == object_acls("cluster/")
+    assert sorted(acls) == sorted(FILES)
+    assert {"entity": "group-finance@example.test", "role": "READER"} in acls["finance/report.txt"]
+    assert {"entity": "user-alice@example.test", "role": "OWNER"} in acls["alice-only/diary.txt"]
+
+    reports = {name: permissions_report(stack, job_id) for name, job_id in jobs.items()}
+    assert reports["agent"] == reports["cluster"]
+    issues = {name: permissions_report(stack, job_id, "--list", "issues")
+              for name, job_id in jobs.items()}  # fmt: skip
+    assert issues["agent"] == issues["cluster"]
+    summaries = {name: dict(permissions_report(stack, job_id, "--list", "summary")[1:])
+                 for name, job_id in jobs.items()}  # fmt: skip
+    assert summaries["agent"]["applied"] == summaries["cluster"]["applied"] == "7"
+
+    # an object's ACL changed at the destination; a permissions pass puts it back, for the
+    # objects already there (the server finds them unchanged: the agent plans them still)
+    for name in jobs:
+        blob = client.bucket(bucket).blob(f"{name}/finance/report.txt")
+        blob.acl.reload()
+        blob.acl.group("finance@example.test").revoke_read()
+        blob.acl.save()
+    assert object_acls("agent/")["finance/report.txt"] != acls["finance/report.txt"]
+    stack.shell(
+        "from jobs import services; from jobs.models import MigrationJob\n"
+        f"for pk in {sorted(jobs.values())!r}:\n"
+        "    services.job_start_permissions(job=MigrationJob.objects.get(pk=pk))\n"
+        "print('ok')"
+    )
+    for name, job_id in jobs.items():
+        assert stack.finished(job_id) == "completed", name
+    again = {
+        name: stack.cli.query(
+            "SELECT kind, seen, copied, unchanged, failed, pending, acl_applied FROM jobs_pass "
+            "WHERE job_id = ? AND number = 2",
+            job_id,
+        )
+        for name, job_id in jobs.items()
+    }
+    assert again["agent"] == again["cluster"] == [("permissions", 7, 0, 7, 0, 0, 7)]
+    assert object_acls("agent/") == object_acls("cluster/") == acls
+
+    # no GCS credential or address at the agent: not in its environment, config or files
+    environ = Path(f"/proc/{agent.pid}/environ").read_bytes()
+    assert b"STORAGE_EMULATOR_HOST" not in environ and b"GOOGLE_" not in environ
+    config = (tmp_path / "agent1" / "a.json").read_text()
+    assert "gs://" not in config and "STORAGE" not in config
