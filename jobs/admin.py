@@ -148,7 +148,10 @@ class MigrationJobForm(forms.ModelForm):
         if destination is None or "options" not in cleaned:
             return cleaned  # their own errors show
         try:
-            services.job_options_check(options=cleaned["options"] or {}, destination=destination)
+            services.job_options_check(
+                options=cleaned["options"] or {}, destination=destination,
+                source=cleaned.get("source"), agent_pool=cleaned.get("agent_pool"),
+            )  # fmt: skip
         except ValueError as exc:
             self.add_error("options", str(exc))
         return cleaned

@@ -202,7 +202,7 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
             pk=pk
         )
         job = p.job
-        refused = permissions_refusal(job) if p.kind != PassKind.ASSESS else None
+        refused = permissions.agent_refusal(job) if p.kind != PassKind.ASSESS else None
         if refused:  # said to staff in the job's error and events; the job fails
             services.job_cannot_start(job_id=job.pk, where="options", error=ValueError(refused))
             return JsonResponse({"kind": "none", "poll_seconds": 1})
@@ -243,25 +243,6 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
                     "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
                     "backoff": settings.MIGRATOR_RETRY_BACKOFF},
     })  # fmt: skip
-
-
-def permissions_refusal(job: MigrationJob) -> str | None:
-    """Why the job's permissions cannot go through its agent pool, in words; None when
-    they can (or it migrates none). An SMB destination is written by the agent itself, a
-    bucket's object ACLs by the server with its key, from the plans the agent posts; the
-    manifest of a local folder is written by the server, which cannot reach the agent's
-    folders."""
-    if job.agent_pool_id is None or not permissions.enabled(job):
-        return None
-    if not permissions.source_has_acls(job.source):
-        return None  # nothing to migrate: the batches say so once, as on the cluster
-    if target_of(job.destination.kind) == "file":
-        return (
-            "permissions to a local folder cannot go through an agent yet: the permissions "
-            "manifest is written by the server, which cannot reach the agent's folders. "
-            "Migrate the permissions to an SMB share, or run this job without an agent pool."
-        )
-    return None
 
 
 def _assess_work(job: MigrationJob) -> dict:

@@ -230,3 +230,22 @@ def scim_chunks(customer) -> Iterator[str]:
         yield ("" if first else ",") + json.dumps(resource, ensure_ascii=False)
         first = False
     yield "]}"
+
+
+def agent_refusal(job: MigrationJob) -> str | None:
+    """Why the job's permissions cannot go through its agent pool, in words; None when
+    they can (or it migrates none). An SMB destination is written by the agent itself, a
+    bucket's object ACLs by the server with its key, from the plans the agent posts; the
+    manifest of a local folder is written by the server, which cannot reach the agent's
+    folders."""
+    if job.agent_pool_id is None or not enabled(job):
+        return None
+    if not source_has_acls(job.source):
+        return None  # nothing to migrate: the batches say so once, as on the cluster
+    if target_of(job.destination.kind) == "file":
+        return (
+            "permissions to a local folder cannot go through an agent yet: the permissions "
+            "manifest is written by the server, which cannot reach the agent's folders. "
+            "Migrate the permissions to an SMB share, or run this job without an agent pool."
+        )
+    return None

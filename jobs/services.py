@@ -106,7 +106,8 @@ def job_create(
         raise ValueError(f"unknown policy {on_exists!r}: one of {', '.join(OnExists.values)}")
     if agent_pool is not None and agent_pool.customer_id != customer.pk:
         raise ValueError(f"the agent pool {agent_pool.name} belongs to another customer")
-    job_options_check(options=options or {}, destination=destination)
+    job_options_check(options=options or {}, destination=destination, source=source,
+                      agent_pool=agent_pool)  # fmt: skip
     with transaction.atomic():
         job = MigrationJob.objects.create(
             customer=customer,
@@ -146,7 +147,8 @@ def job_settings_update(
     if on_exists is not None and on_exists not in OnExists.values:
         raise ValueError(f"unknown policy {on_exists!r}: one of {', '.join(OnExists.values)}")
     if options is not None:
-        job_options_check(options=options, destination=job.destination)
+        job_options_check(options=options, destination=job.destination, source=job.source,
+                          agent_pool=job.agent_pool)  # fmt: skip
         job.options = options
     job.on_exists = on_exists or job.on_exists
     job.bwlimit = bwlimit or None
@@ -171,12 +173,22 @@ def endpoint_directory_set(
     endpoint.save()
 
 
-def job_options_check(*, options: dict, destination: Endpoint) -> None:
-    """Raise ValueError, in words, for options a job could not run with."""
-    probe = MigrationJob(options=options, destination=destination)
+def job_options_check(
+    *,
+    options: dict,
+    destination: Endpoint,
+    source: Endpoint | None = None,
+    agent_pool: AgentPool | None = None,
+) -> None:
+    """Raise ValueError, in words, for options a job could not run with (with its source
+    and agent pool: also what its agents could not do)."""
+    probe = MigrationJob(options=options, destination=destination, source=source,
+                         agent_pool=agent_pool)  # fmt: skip
     sanitizer_for(probe)
     filters_for(probe)
     options_check(options)
+    if source is not None and (refused := permissions.agent_refusal(probe)):
+        raise ValueError(refused)
 
 
 def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:

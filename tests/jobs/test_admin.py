@@ -231,3 +231,25 @@ def test_banner_when_no_worker_cluster_and_none_when_one_runs(staff, settings):
             time.sleep(0.5)
     finally:
         stop_group(cluster)
+
+
+def test_a_job_its_agents_could_not_run_is_refused_on_the_form(staff, tmp_path):
+    """Permissions of an SMB share to a local folder through an agent pool: the form says
+    why in words and nothing is written; without the pool the same job is made."""
+    source = EndpointFactory(url="smb://EXAMPLE;svc@files.example.test/data")
+    destination = EndpointFactory(customer=source.customer, url=(tmp_path / "dst").as_uri())
+    pool = services.agent_pool_create(customer=source.customer, name="Site")
+    url = reverse("admin:jobs_migrationjob_add")
+    options = '{"permissions": {"enabled": true, "domain": "example.test"}}'
+    fields = {"name": "Share", "customer": source.customer.pk, "source": source.pk,
+              "destination": destination.pk, "options": options}  # fmt: skip
+
+    refused = staff.post(url, add_form_data(staff, **fields, agent_pool=pool.pk))
+    assert refused.status_code == 200
+    text = html.unescape(refused.content.decode())
+    assert "permissions to a local folder cannot go through an agent yet" in text
+    assert not MigrationJob.objects.exists()
+
+    made = staff.post(url, add_form_data(staff, **fields))
+    assert made.status_code == 302, made.content.decode()[:2000]
+    assert MigrationJob.objects.get().agent_pool is None

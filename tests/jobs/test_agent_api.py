@@ -120,8 +120,14 @@ def acl_side(name: str, destination: str):
     return job, token
 
 
-def test_permissions_an_agent_cannot_migrate_fail_the_job_at_its_start_in_words(tmp_path):
-    job, token = acl_side("zeta", (tmp_path / "dst").as_uri())
+def test_permissions_an_agent_cannot_migrate_are_refused_in_words(tmp_path):
+    folder = (tmp_path / "dst").as_uri()
+    with pytest.raises(ValueError, match="permissions to a local folder cannot go through"):
+        acl_side("zeta", folder)  # job_create: the admin's form and the API say it so
+    # a job changed afterwards (the admin's change form writes the model) fails at its start
+    job, token = acl_side("theta", "gs://bucket/in")
+    local = services.endpoint_create(name="local", url=folder, customer=job.customer)
+    MigrationJob.objects.filter(pk=job.pk).update(destination=local)
     status, work = agent_post(token, "work/")
     assert (status, work["kind"]) == (200, "none")
     job.refresh_from_db()
