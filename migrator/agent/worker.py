@@ -336,11 +336,6 @@ class Agent:
         finally:
             sink.close()
         self.copied_bytes += sum(out.bytes for out in outcomes)
-        if sys.stderr.isatty():
-            sys.stderr.write(
-                f"\rbatch {work['batch_id']}: {len(outcomes)} of {len(tasks)} "
-                f"items, {self.copied_bytes:,} bytes so far   "
-            )
         log.info("batch %s: %d of %d items", work["batch_id"], len(outcomes), len(tasks))
 
     # --- permissions: read, resolved and applied here, where the share and the AD are

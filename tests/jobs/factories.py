@@ -240,3 +240,17 @@ def agent_post(token: str | None, path: str, body: dict | None = None):
     response = client.post(f"/api/agent/{path}", json.dumps(body or {}),
                            content_type="application/json", **headers)  # fmt: skip
     return response.status_code, response.json()
+
+
+def object_acls(gcs_server, bucket: str, prefix: str) -> dict[str, list[dict]]:
+    """The ACL of every object under `prefix` (the migrator's own files left out), by
+    name below the prefix, entries sorted."""
+    client = gcs_server.client()
+    found = {}
+    for blob in client.list_blobs(bucket, prefix=prefix):
+        if "/.migrator/" in blob.name:
+            continue
+        b = client.bucket(bucket).blob(blob.name)
+        b.acl.reload()
+        found[blob.name.removeprefix(prefix)] = sorted(b.acl, key=lambda e: e["entity"])
+    return found

@@ -264,6 +264,27 @@ def permissions_report(stack: Stack, job_id: int, *args: str) -> list[list[str]]
     return list(csv.reader(io.StringIO(proc.stdout)))
 
 
+def acl_jobs_finished(stack, tmp_path: Path, jobs: dict[str, int]) -> dict[str, tuple]:
+    """Wait for the permission jobs (the "agent" one by agent1, the "cluster" one by the
+    cluster) to complete; check the agent's batches were its own; each job's counters."""
+    for name, job_id in jobs.items():
+        assert stack.finished(job_id) == "completed", (name, stack.cli.query(
+            "SELECT error FROM jobs_migrationjob WHERE id = ?", job_id),
+            (tmp_path / "agent1.err").read_text()[-2000:])  # fmt: skip
+    # the agent job's batches were copied by the agent (the cluster leaves them alone)
+    log = (tmp_path / "agent1" / "agent.log").read_text()
+    batches = stack.cli.query("SELECT id FROM jobs_batch WHERE job_id = ?", jobs["agent"])
+    assert batches and all(f"batch {pk}: " in log for (pk,) in batches)
+    return {
+        name: stack.cli.query(
+            "SELECT seen, copied, failed, pending, acl_applied, acl_narrowed, acl_denied, "
+            "acl_unmapped FROM jobs_pass WHERE job_id = ?",
+            job_id,
+        )[0]
+        for name, job_id in jobs.items()
+    }
+
+
 def test_smb_acls_go_through_the_agent_as_the_cluster_migrates_them(
     stack, samba_dc, acl_share, tmp_path
 ):
@@ -283,22 +304,7 @@ def test_smb_acls_go_through_the_agent_as_the_cluster_migrates_them(
     jobs, code = ad_jobs(stack, dc, acl_share, routes, {"permissions": RULES})
     assert stack.enroll("agent1", code).returncode == 0
     stack.start_agent("agent1")
-    for name, job_id in jobs.items():
-        assert stack.finished(job_id) == "completed", (name, stack.cli.query(
-            "SELECT error FROM jobs_migrationjob WHERE id = ?", job_id),
-            (tmp_path / "agent1.err").read_text()[-2000:])  # fmt: skip
-    # the agent job's batches were copied by the agent (the cluster leaves them alone)
-    log = (tmp_path / "agent1" / "agent.log").read_text()
-    batches = stack.cli.query("SELECT id FROM jobs_batch WHERE job_id = ?", jobs["agent"])
-    assert batches and all(f"batch {pk}: " in log for (pk,) in batches)
-    figures = {
-        name: stack.cli.query(
-            "SELECT seen, copied, failed, pending, acl_applied, acl_narrowed, acl_denied, "
-            "acl_unmapped FROM jobs_pass WHERE job_id = ?",
-            job_id,
-        )[0]
-        for name, job_id in jobs.items()
-    }
+    figures = acl_jobs_finished(stack, tmp_path, jobs)
     # every file accounted; every file and folder got its descriptor; the deny on denied/
     # (and its file) kept and reported, like the deleted user's SID
     assert figures["agent"] == figures["cluster"] == (7, 7, 0, 0, 14, 0, 2, 2)
@@ -381,7 +387,7 @@ def test_gcs_acls_through_the_agent_are_set_by_the_server_as_the_cluster_sets_th
     (SIDs resolved and plans made at its site; the object ACLs set by the server, which
     holds the bucket's key) and once by the cluster: the same object ACLs in the bucket,
     the same counters and report, and the agent never held a GCS credential."""
-    from .factories import FILES, RULES
+    from .factories import FILES, RULES, object_acls
 
     dc = samba_dc
     bucket = gcs_server.make_bucket()
@@ -389,39 +395,14 @@ def test_gcs_acls_through_the_agent_are_set_by_the_server_as_the_cluster_sets_th
     jobs, code = ad_jobs(stack, dc, acl_share, routes, {"permissions": RULES})
     assert stack.enroll("agent1", code).returncode == 0
     agent = stack.start_agent("agent1")
-    for name, job_id in jobs.items():
-        assert stack.finished(job_id) == "completed", (name, stack.cli.query(
-            "SELECT error FROM jobs_migrationjob WHERE id = ?", job_id),
-            (tmp_path / "agent1.err").read_text()[-2000:])  # fmt: skip
-    log = (tmp_path / "agent1" / "agent.log").read_text()
-    batches = stack.cli.query("SELECT id FROM jobs_batch WHERE job_id = ?", jobs["agent"])
-    assert batches and all(f"batch {pk}: " in log for (pk,) in batches)
-    figures = {
-        name: stack.cli.query(
-            "SELECT seen, copied, failed, pending, acl_applied, acl_narrowed, acl_denied, "
-            "acl_unmapped FROM jobs_pass WHERE job_id = ?",
-            job_id,
-        )[0]
-        for name, job_id in jobs.items()
-    }
+    figures = acl_jobs_finished(stack, tmp_path, jobs)
     # every file accounted; each object got its ACL (folders are no objects); the cluster's
     # narrowings, denies and unmapped SIDs (test_permissions' SMB → GCS case)
     assert figures["agent"] == figures["cluster"] == (7, 7, 0, 0, 7, 8, 2, 2)
 
     client = gcs_server.client()
-
-    def object_acls(prefix: str) -> dict[str, list[dict]]:
-        found = {}
-        for blob in client.list_blobs(bucket, prefix=prefix):
-            if "/.migrator/" in blob.name:
-                continue
-            b = client.bucket(bucket).blob(blob.name)
-            b.acl.reload()
-            found[blob.name.removeprefix(prefix)] = sorted(b.acl, key=lambda e: e["entity"])
-        return found
-
-    acls = object_acls("agent/")
-    assert acls == object_acls("cluster/")
+    acls = object_acls(gcs_server, bucket, "agent/")
+    assert acls == object_acls(gcs_server, bucket, "cluster/")
     assert sorted(acls) == sorted(FILES)
     assert {"entity": "group-finance@example.test", "role": "READER"} in acls["finance/report.txt"]
     assert {"entity": "user-alice@example.test", "role": "OWNER"} in acls["alice-only/diary.txt"]
@@ -442,7 +423,10 @@ def test_gcs_acls_through_the_agent_are_set_by_the_server_as_the_cluster_sets_th
         blob.acl.reload()
         blob.acl.group("finance@example.test").revoke_read()
         blob.acl.save()
-    assert object_acls("agent/")["finance/report.txt"] != acls["finance/report.txt"]
+    assert (
+        object_acls(gcs_server, bucket, "agent/")["finance/report.txt"]
+        != acls["finance/report.txt"]
+    )
     stack.shell(
         "from jobs import services; from jobs.models import MigrationJob\n"
         f"for pk in {sorted(jobs.values())!r}:\n"
@@ -460,7 +444,11 @@ def test_gcs_acls_through_the_agent_are_set_by_the_server_as_the_cluster_sets_th
         for name, job_id in jobs.items()
     }
     assert again["agent"] == again["cluster"] == [("permissions", 7, 0, 7, 0, 0, 7)]
-    assert object_acls("agent/") == object_acls("cluster/") == acls
+    assert (
+        object_acls(gcs_server, bucket, "agent/")
+        == object_acls(gcs_server, bucket, "cluster/")
+        == acls
+    )
 
     # no GCS credential or address at the agent: not in its environment, config or files
     environ = Path(f"/proc/{agent.pid}/environ").read_bytes()

@@ -46,6 +46,7 @@ from .factories import (
     customer_with_ad,
     descriptor,
     new_folder,
+    object_acls,
     run_job,
     smb_job,
 )
@@ -240,18 +241,6 @@ EXPECTED_ACLS = {
     "special/notes.txt": [{"entity": "group-finance@example.test", "role": "READER"}],
 }
 MAP_DOMAINS = ("--map-domain", "example.test", "--group-domain", "example.test")
-
-
-def object_acls(gcs_server, bucket: str, prefix: str) -> dict[str, list[dict]]:
-    client = gcs_server.client()
-    found = {}
-    for blob in client.list_blobs(bucket, prefix=prefix):
-        if "/.migrator/" in blob.name:
-            continue
-        b = client.bucket(bucket).blob(blob.name)
-        b.acl.reload()
-        found[blob.name.removeprefix(prefix)] = sorted(b.acl, key=lambda e: e["entity"])
-    return found
 
 
 def manifest_of(text: str) -> dict[str, dict]:
