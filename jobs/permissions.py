@@ -240,6 +240,8 @@ def agent_refusal(job: MigrationJob) -> str | None:
     folders."""
     if job.agent_pool_id is None or not enabled(job):
         return None
+    if (job.options or {}).get("assess_only"):
+        return None  # an assessment reads descriptors at the agent and applies nothing
     if not source_has_acls(job.source):
         return None  # nothing to migrate: the batches say so once, as on the cluster
     if target_of(job.destination.kind) == "file":
