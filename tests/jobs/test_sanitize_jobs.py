@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from jobs import services
-from jobs.models import FileItem, MigrationJob, Pass
+from jobs.models import FileItem, Pass
 from migrator.sanitize import Sanitizer
 from migrator.storage import connector_for
 
-from .factories import Steps, new_job
+from .factories import new_job
+from .factories import run_job as run
 
 AWKWARD = {
     "a:b.txt": b"colon",
@@ -43,14 +43,6 @@ def make_awkward(root: Path) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-
-
-def run(job: MigrationJob) -> MigrationJob:
-    with Steps() as steps:
-        services.job_start(job=job)
-        steps.run()
-    job.refresh_from_db()
-    return job
 
 
 PROFILES = ["gcs", "windows", "sharepoint", "egnyte", "posix"]
