@@ -61,6 +61,8 @@ class PassKind(models.TextChoices):
     ASSESS = "assess", "Assessment"
     RETRY = "retry", "Retry failed"
     PERMISSIONS = "permissions", "Permissions only"
+    VERIFY = "verify", "Verify (re-compare every file)"
+    SYNC = "sync", "Continuous sync"
 
 
 class PassState(models.TextChoices):

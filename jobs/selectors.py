@@ -27,6 +27,7 @@ from .choices import (
     ItemKind,
     ItemState,
     JobState,
+    PassKind,
     Reason,
 )
 from .models import Batch, Endpoint, Event, FileItem, MigrationJob, Pass, ProgressSample
@@ -64,6 +65,21 @@ def job_get_for(*, user, pk: int) -> MigrationJob:
     """One job `user` may see, or Http404 (never 403: ids must not be probeable)."""
     return get_object_or_404(
         jobs_visible_to(user).select_related("customer", "source", "destination"), pk=pk
+    )
+
+
+def pass_prior(job_pass: Pass) -> Pass | None:
+    """The pass a catch-up pass compares with: the job's latest earlier copy pass whose
+    scan finished (its manifest says what was at the source and what we wrote)."""
+    return (
+        Pass.objects.filter(
+            job_id=job_pass.job_id,
+            number__lt=job_pass.number,
+            kind__in=(PassKind.COPY, PassKind.RETRY),
+            scan_finished=True,
+        )
+        .order_by("-number")
+        .first()
     )
 
 
