@@ -158,3 +158,14 @@ class EventLevel(models.TextChoices):
     INFO = "info", "Info"
     WARNING = "warning", "Warning"
     ERROR = "error", "Error"
+
+
+class DeletionAction(models.TextChoices):
+    """What became of an object whose source is gone (jobs/deletions.py)."""
+
+    KEPT = "kept", "Deleted at source, kept at the destination"
+    PENDING = "pending", "To be deleted"
+    DELETED = "deleted", "Deleted at the destination"
+    TRASHED = "trashed", "Moved to the trash folder"
+    FAILED = "failed", "Could not be deleted"
+    AWAITING_CONFIRMATION = "awaiting_confirmation", "Waiting for confirmation (over the cap)"

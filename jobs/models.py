@@ -14,6 +14,7 @@ from accounts.models import Customer
 
 from .choices import (
     BatchState,
+    DeletionAction,
     EventLevel,
     ItemKind,
     ItemState,
@@ -190,6 +191,13 @@ class Pass(models.Model):
         blank=True, help_text="Where the permissions manifest was written, or why it was not."
     )
     acl_manifest_batches = models.IntegerField(null=True, blank=True, editable=False)
+    # deleted at source (jobs/deletions.py): objects we wrote that the source no longer
+    # has, deletions (or moves to the trash) done and failed, and where the pass stands
+    # with them ("", "awaiting_confirmation", "confirmed", "skipped", "done")
+    deleted_at_source = models.BigIntegerField(default=0)
+    deletes_done = models.BigIntegerField(default=0)
+    deletes_failed = models.BigIntegerField(default=0)
+    deletes_state = models.CharField(max_length=24, blank=True, default="")
 
     class Meta:
         ordering = ["job", "number"]
@@ -479,3 +487,32 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.pool.name})"
+
+
+class Deletion(models.Model):
+    """An object at the destination whose source is gone (deleted at the source, or an
+    extra we never wrote), and what the job's deletion policy did with it."""
+
+    job = models.ForeignKey(MigrationJob, on_delete=models.CASCADE, related_name="+")
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="deletions")
+    dest_path = models.TextField()
+    source_path = models.TextField(blank=True, help_text="Empty when we never wrote it.")
+    kind = models.CharField(max_length=4, choices=ItemKind.choices, default=ItemKind.FILE)
+    size = models.BigIntegerField(default=0)
+    ours = models.BooleanField(default=False, help_text="Written by an earlier pass.")
+    action = models.CharField(max_length=24, choices=DeletionAction.choices,
+                              default=DeletionAction.PENDING)  # fmt: skip
+    reason = models.CharField(max_length=40, blank=True)
+    message = models.TextField(blank=True)
+    trash_path = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job_pass", "dest_path"], name="deletion_path_unique"),
+        ]
+        indexes = [models.Index(fields=["job_pass", "action", "id"], name="deletion_pass_action")]
+
+    def __str__(self) -> str:
+        return self.dest_path
+
