@@ -29,6 +29,7 @@ __all__ = [
 SCHEMES = {
     "file": "migrator.storage.local:from_url",
     "gs": "migrator.storage.gcs:from_url",
+    "null": "migrator.storage.null:from_url",
     "smb": "migrator.storage.smb:from_url",
     "synthetic": "migrator.storage.synthetic:from_url",
 }
