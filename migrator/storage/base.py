@@ -16,9 +16,12 @@ from .errors import ConnectFailed, StorageError, Unsupported
 
 __all__ = [
     "Capabilities",
+    "Change",
     "Connector",
     "Entry",
     "ScanError",
+    "Watch",
+    "WatchError",
     "Written",
     "join",
     "path_key",
@@ -157,9 +160,10 @@ class Connector(abc.ABC):
     def write_acl(self, path: str, acl: object) -> None:
         raise Unsupported(path, "this storage has no ACLs")
 
-    def watch(self, prefix: str = "") -> Iterator[object]:
-        """Changes under `prefix` as they happen, where `capabilities.watch`. No storage
-        here reports changes yet: a sync rescans."""
+    def watch(self, prefix: str = "") -> Watch:
+        """Changes under `prefix` as they happen, where `capabilities.watch`: an iterator
+        of `Change` and `WatchError` (changes may have been lost: reconcile), ended by
+        its `close()` from any thread."""
         raise Unsupported(prefix, "this storage cannot report changes")
 
     def check(self) -> None:
@@ -191,6 +195,39 @@ def path_key(path: str) -> tuple[str, ...]:
 
 def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+ChangeKind = Literal["created", "modified", "deleted", "moved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something that happened at a watched source: `path` relative to the connector's
+    root; for "moved", `new_path` is where it went (empty when it left the watched tree)."""
+
+    path: str
+    kind: ChangeKind
+    new_path: str = ""
+    is_dir: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchError:
+    """The watch lost changes or its connection ("overflow", "disconnected", "error"):
+    what it reported since is incomplete, and a reconciliation scan is due."""
+
+    kind: str
+    message: str
+
+
+class Watch(abc.ABC):
+    """A running watch: iterate for changes (blocking), close() from any thread."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Change | WatchError]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
