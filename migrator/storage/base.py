@@ -83,6 +83,9 @@ class Capabilities:
     watch: bool = False
     case_insensitive: bool = False
     directories: bool = True  # False for object stores: folders are implied by names
+    # move() works: a rename on the storage itself (local, SMB), or a copy then a delete
+    # of each object (GCS: not atomic, and it costs a copy per object)
+    rename: bool = False
     # True for object stores: a listed name is an opaque string, where "", "." and ".."
     # parts ("a//b", "a/./b") are characters of one object's name, read as they are (a
     # write still refuses them; the planner renames them for the destination)
@@ -140,6 +143,12 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def delete(self, path: str) -> None:
         """Remove a file or an empty folder; raises NotFound."""
+
+    def move(self, src_path: str, dst_path: str) -> None:
+        """Move the file or folder (with its contents) at `src_path` to `dst_path`, making
+        missing parents and replacing a file there, where `capabilities.rename`; raises
+        NotFound when `src_path` is not there."""
+        raise Unsupported(src_path, "this storage cannot move or rename")
 
     def folder_names(self, path: str, limit: int) -> set[str] | None:
         """The names in the folder at `path` (an empty set when there is no such folder),

@@ -18,7 +18,7 @@ import pytest
 from migrator.storage import Connector, connector_for
 from migrator.storage.local import LocalConnector, from_url
 
-WRITABLE_KINDS = ["local", "gcs", "smb"]
+WRITABLE_KINDS = ["local", "gcs", "smb", "null"]
 KINDS = [*WRITABLE_KINDS, "synthetic"]
 # d0/f0.dat .. d0/f2.dat, d1/f3.dat, d1/f4.dat
 SYNTHETIC_URL = "synthetic://?files=5&folders=2&min_size=0&max_size=3000"
@@ -62,6 +62,17 @@ def contract_local(tmp_path: Path) -> Iterator[Connector]:
 @pytest.fixture
 def contract_local_missing(tmp_path: Path) -> LocalConnector:
     return LocalConnector(str(tmp_path / "no-such-folder"))
+
+
+@pytest.fixture
+def contract_null() -> Connector:
+    """null:// verifies and discards: each one is empty, whatever was written before."""
+    return connector_for("null://contract")
+
+
+@pytest.fixture
+def contract_null_missing() -> Connector:
+    return connector_for("null://")  # has no root that could be missing (discards says why)
 
 
 @pytest.fixture

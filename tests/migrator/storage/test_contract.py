@@ -1,7 +1,9 @@
 """One contract every connector passes against its real server (rclone fstests, fsspec
 tests/abstract). Tests are kind-agnostic: they branch only on what a connector declares
 in `capabilities` (hashes, mtime precision, folders, ACLs, writes, the names it refuses).
-Whatever a connector declares it cannot do raises Unsupported when asked.
+Whatever a connector declares it cannot do raises Unsupported when asked. A destination
+that verifies and discards (`capabilities.discards`, null://) is held to what it does:
+every write is verified and reported, and nothing written is ever read back.
 """
 
 from __future__ import annotations
@@ -105,8 +107,19 @@ def assert_mtime(connector: Connector, entry: Entry, mtime_ns: int) -> None:
     assert abs(entry.mtime_ns - mtime_ns) < connector.capabilities.mtime_precision_ns
 
 
+def kept(connector: Connector, expected: list) -> list:
+    """What a scan shows of what was written: all of it, or nothing where it is discarded."""
+    return [] if connector.capabilities.discards else expected
+
+
 def assert_stored(connector: Connector, path: str, data: bytes, mtime_ns: int = MTIME_NS):
     """What a user sees: stat, the bytes, and hashes as the connector reports them."""
+    if connector.capabilities.discards:  # verified when written, then nothing to read back
+        for action in (connector.stat, connector.open):
+            with pytest.raises(NotFound):
+                action(path)
+        assert listing(connector) == []
+        return
     entry = connector.stat(path)
     assert entry.path == path
     assert entry.kind == "file"
@@ -145,6 +158,9 @@ def test_write_round_trips_bytes_size_mtime_and_hashes(connector, size):
 @pytest.mark.parametrize("mtime_ns", [946_684_800_000_000_000, 1_700_000_000_999_999_999])
 def test_mtime_round_trips(connector, mtime_ns):
     put(connector, "dated.txt", b"when", mtime_ns=mtime_ns)
+    if connector.capabilities.discards:
+        assert_stored(connector, "dated.txt", b"when", mtime_ns)
+        return
     assert_mtime(connector, connector.stat("dated.txt"), mtime_ns)
     (scanned,) = listing(connector)
     assert_mtime(connector, scanned, mtime_ns)
@@ -155,7 +171,7 @@ def test_empty_file(connector):
     assert written.size == 0
     assert_hashes(connector, written, b"")
     assert_stored(connector, "empty", b"")
-    assert [(e.path, e.size) for e in listing(connector)] == [("empty", 0)]
+    assert [(e.path, e.size) for e in listing(connector)] == kept(connector, [("empty", 0)])
 
 
 def test_large_file_streams_through(connector):
@@ -170,7 +186,7 @@ def test_overwrite_replaces_content(connector):
     put(connector, "doc.txt", b"first version, rather longer than the second")
     put(connector, "doc.txt", b"second", mtime_ns=MTIME_NS + 10**9)
     assert_stored(connector, "doc.txt", b"second", mtime_ns=MTIME_NS + 10**9)
-    assert [e.path for e in listing(connector)] == ["doc.txt"]
+    assert [e.path for e in listing(connector)] == kept(connector, ["doc.txt"])
 
 
 # --- atomic writes ----------------------------------------------------------------------
@@ -200,7 +216,7 @@ def test_failed_overwrite_keeps_the_old_file(connector, fail_at):
         connector.write("keep.txt", SourceStream(data, fail_at=fail_at), entry)
 
     assert_stored(connector, "keep.txt", b"the good old content")
-    assert [e.path for e in listing(connector)] == ["keep.txt"]
+    assert [e.path for e in listing(connector)] == kept(connector, ["keep.txt"])
 
 
 def test_write_in_progress_is_invisible(connector):
@@ -209,13 +225,19 @@ def test_write_in_progress_is_invisible(connector):
 
     def look() -> None:  # runs when the write has consumed 10 MiB of its source
         seen["scan"] = [(e.path, e.size) for e in listing(connector)]
-        seen["stat"] = connector.stat("busy.bin").size
+        try:
+            seen["stat"] = connector.stat("busy.bin").size
+        except NotFound:
+            seen["stat"] = None
 
     data = payload(12 * MIB)
     entry = Entry("busy.bin", "file", len(data), MTIME_NS)
     connector.write("busy.bin", SourceStream(data, during=look, during_at=10 * MIB), entry)
 
-    assert seen == {"scan": [("busy.bin", 3)], "stat": 3}
+    if connector.capabilities.discards:
+        assert seen == {"scan": [], "stat": None}
+    else:
+        assert seen == {"scan": [("busy.bin", 3)], "stat": 3}
     assert_stored(connector, "busy.bin", data)
 
 
@@ -241,9 +263,9 @@ def test_scan_yields_every_entry_depth_first_in_path_order(connector):
     items = listing(connector)
 
     assert_scan_order(items)
-    expected = sorted(set(TREE) | implied_folders(TREE), key=path_key)
+    expected = kept(connector, sorted(set(TREE) | implied_folders(TREE), key=path_key))
     assert [item.path for item in items] == expected
-    assert {item.path for item in items if item.kind == "dir"} == implied_folders(TREE)
+    assert {item.path for item in items if item.kind == "dir"} == implied_folders(expected)
     for item in items:
         if item.kind == "file":
             data = item.path.encode() * (TREE.index(item.path) + 1)
@@ -258,8 +280,12 @@ def test_scan_of_a_prefix(connector):
 
     items = listing(connector, "a")
 
-    assert [item.path for item in items] == ["a/b.txt", "a/c", "a/c/d.txt", "a/c/e.txt"]
-    assert [item.path for item in listing(connector, "a/c")] == ["a/c/d.txt", "a/c/e.txt"]
+    assert [item.path for item in items] == kept(
+        connector, ["a/b.txt", "a/c", "a/c/d.txt", "a/c/e.txt"]
+    )
+    assert [item.path for item in listing(connector, "a/c")] == kept(
+        connector, ["a/c/d.txt", "a/c/e.txt"]
+    )
 
 
 def test_mkdir(connector):
@@ -294,13 +320,17 @@ def test_delete_then_stat_raises_not_found(connector):
     put(connector, "gone.txt", b"bye")
     put(connector, "stays.txt", b"hi")
 
-    connector.delete("gone.txt")
+    if connector.capabilities.discards:  # it was never kept
+        with pytest.raises(NotFound):
+            connector.delete("gone.txt")
+    else:
+        connector.delete("gone.txt")
 
     with pytest.raises(NotFound):
         connector.stat("gone.txt")
     with pytest.raises(NotFound):
         connector.open("gone.txt")
-    assert [e.path for e in listing(connector)] == ["stays.txt"]
+    assert [e.path for e in listing(connector)] == kept(connector, ["stays.txt"])
     assert_stored(connector, "stays.txt", b"hi")
 
 
@@ -332,7 +362,7 @@ def test_names_round_trip_or_are_refused_as_invalid(connector, name):
     if hard_limits_from(connector.scheme, connector.capabilities).is_valid_path(name):
         put(connector, name, name.encode())
         assert_stored(connector, name, name.encode())
-        assert [e.path for e in listing(connector) if e.kind == "file"] == [name]
+        assert [e.path for e in listing(connector) if e.kind == "file"] == kept(connector, [name])
     else:  # a name the destination cannot hold is refused, with a typed error
         with pytest.raises(InvalidPath):
             put(connector, name, name.encode())
@@ -361,6 +391,8 @@ def test_unsafe_paths_are_refused(connector, path):
 @pytest.fixture
 def populated(any_connector: Connector) -> Connector:
     """A connector with files in folders: TREE written where it can be, else its own."""
+    if any_connector.capabilities.discards:  # nothing written is there to read
+        pytest.skip(any_connector.capabilities.discards)
     if any_connector.capabilities.writable:
         for index, path in enumerate(TREE):
             put(any_connector, path, payload(index * 1_000, seed=index))
@@ -472,6 +504,8 @@ def test_check_passes_on_a_usable_root(connector):
 
 
 def test_check_fails_in_words_when_the_root_is_missing(missing_connector):
+    if missing_connector.capabilities.discards:  # no root: nothing is kept anywhere
+        pytest.skip(missing_connector.capabilities.discards)
     with pytest.raises(ConnectFailed) as caught:
         missing_connector.check()
     assert caught.value.message
