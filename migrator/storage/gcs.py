@@ -349,6 +349,7 @@ class GCSConnector(Connector):
         acl=False,
         directories=False,
         literal_names=True,
+        rename=True,  # move(): a copy then a delete of each object, never atomic
     )
 
     def __init__(self, client: storage.Client, bucket_name: str, prefix: str = "") -> None:
@@ -605,6 +606,33 @@ class GCSConnector(Connector):
         except Exception as exc:
             raise _wrap(exc, path) from exc
         raise NotFound(path, "no such object")
+
+    def move(self, src_path: str, dst_path: str) -> None:
+        """GCS has no rename: each object is copied to its new name (metadata kept), then
+        deleted; a "folder" is every object under its prefix, moved one by one."""
+        src = self._name(src_path, literal=True)  # a listed name, as it is
+        dst = self._name(dst_path)
+        if self.root in (src, dst):
+            raise InvalidPath(src_path if src == self.root else dst_path, "cannot move the root")
+        try:
+            blob = self.bucket.get_blob(src, timeout=TIMEOUT, retry=None)
+            if blob is not None:
+                self._move_object(blob, dst)
+                return
+            moved = 0
+            for child in self.client.list_blobs(
+                self.bucket, prefix=f"{src}/", timeout=TIMEOUT, retry=None
+            ):
+                self._move_object(child, dst + child.name[len(src) :])
+                moved += 1
+        except Exception as exc:
+            raise _wrap(exc, src_path) from exc
+        if not moved:
+            raise NotFound(src_path, "no such object")
+
+    def _move_object(self, blob: storage.Blob, name: str) -> None:
+        self.bucket.copy_blob(blob, self.bucket, name, timeout=TIMEOUT, retry=None)
+        blob.delete(timeout=TIMEOUT, retry=None)
 
     # object ACLs (permissions migrated onto objects; see migrator.acl.apply)
 

@@ -51,10 +51,11 @@ class LocalConnector(Connector):
     scheme = "file"
     # no hashes for free, nanosecond mtimes, no ACLs: the defaults
     capabilities = Capabilities(
+        rename=True,
         max_name_bytes=255,  # NAME_MAX of Linux filesystems
         max_path_bytes=4095,  # PATH_MAX, 4,096 with the terminating NUL
-    )
         watch=True,
+    )
     # threads worth running per batch when both ends of a copy are local: the work is CPU
     # (Python and the kernel), and the cores are used by worker processes, one batch
     # each. 8 threads on 2 cores measured 2.5x the system time of 2; with the CLI's copy
@@ -199,7 +200,6 @@ class LocalConnector(Connector):
         except OSError as exc:
             raise _wrap(exc, path) from exc
 
-    def check(self) -> None:
     def move(self, src_path: str, dst_path: str) -> None:
         src, dst = self._abs(src_path), self._abs(dst_path)
         if self.root in (src, dst):
@@ -221,6 +221,7 @@ class LocalConnector(Connector):
             raise NotFound(prefix, "no such folder to watch")
         return _LocalWatch(self.root, base, QueueWatch)
 
+    def check(self) -> None:
         # the cause carries the specific reason code (what customers are told)
         if not os.path.isdir(self.root):
             cause: StorageError = NotFound(self.root, "no such folder")
@@ -230,7 +231,6 @@ class LocalConnector(Connector):
             raise ConnectFailed(self.root, "permission denied") from cause
 
 
-def from_url(url: str, secret: str | None = None) -> LocalConnector:
 def _LocalWatch(root: str, base: str, queue_watch: type) -> Watch:  # noqa: N802 - a factory
     """watchdog is imported here, not at start-up: only a continuous job needs it."""
     from watchdog.events import FileSystemEventHandler
@@ -296,6 +296,7 @@ def _LocalWatch(root: str, base: str, queue_watch: type) -> Watch:  # noqa: N802
     return watch
 
 
+def from_url(url: str, secret: str | None = None) -> LocalConnector:
     parts = urlsplit(url)
     if parts.netloc not in ("", "localhost"):
         raise ValueError(f"file URL must be file:///absolute/path, got {url!r}")

@@ -120,6 +120,7 @@ class SMBConnector(Connector):
         mtime_precision_ns=100,
         acl=True,
         case_insensitive=True,
+        rename=True,
         # what Windows and NTFS hold: 255 UTF-16 units a name, 32,767 a path (counted from
         # the share; Explorer's MAX_PATH of 260 is a sanitization profile, not a limit)
         max_name_units=255,
@@ -591,6 +592,35 @@ class SMBConnector(Connector):
                 self._check(result, path)
 
         self._run(path, op)
+
+    def move(self, src_path: str, dst_path: str) -> None:
+        """One rename on the share (a folder moves with its contents): open, rename,
+        close in one compound; the target's parents are made when missing."""
+        src, dst = check_relative(src_path), check_relative(dst_path)
+        if not src or not dst:
+            raise InvalidPath(dst_path if src else src_path, "cannot move the root")
+        if "\\" in src or "\\" in dst:
+            raise InvalidPath(dst_path, "backslash in a name")
+        self._creatable(dst)
+
+        def op(link: _Link) -> None:
+            msgs = [
+                _create(self._name(src, link), DELETE | FILE_READ_ATTRIBUTES | SYNCHRONIZE),
+                _rename(self._name(dst, link)),
+                _close(),
+            ]
+            results = link.exchange(msgs, self.timeout)
+            self._check(results[0], src_path)
+            renamed = results[1]
+            if isinstance(renamed, _Failed) and renamed.status == STATUS_OBJECT_PATH_NOT_FOUND:
+                self._mkdirs(link, dst.rpartition("/")[0])
+                results = link.exchange(msgs, self.timeout)
+                self._check(results[0], src_path)
+            self._check(results[1], dst_path)
+
+        # not repeated on a lost connection: a rename that went through would then
+        # report its source as missing
+        self._run(src_path, op, retry=False)
 
     # ACLs
 

@@ -334,6 +334,46 @@ def test_delete_then_stat_raises_not_found(connector):
     assert_stored(connector, "stays.txt", b"hi")
 
 
+# --- move -------------------------------------------------------------------------------
+
+
+def test_move_a_file_and_a_folder_with_its_contents(connector):
+    if not connector.capabilities.rename:  # a declared capability, not a missing server
+        pytest.skip(f"{connector.scheme} declares no rename")
+    put(connector, "a/one.txt", b"one")
+    put(connector, "a/sub/two.txt", b"two")
+    put(connector, "target.txt", b"old")
+
+    connector.move("a/one.txt", "target.txt")  # replaces the file there
+    connector.move("a", "deep/new/place")  # missing parents are made
+
+    files = [e.path for e in listing(connector) if e.kind == "file"]
+    assert files == ["deep/new/place/sub/two.txt", "target.txt"]
+    assert_stored(connector, "target.txt", b"one")  # bytes and mtime moved with it
+    assert_stored(connector, "deep/new/place/sub/two.txt", b"two")
+    for gone in ("a/one.txt", "a/sub/two.txt"):
+        with pytest.raises(NotFound):
+            connector.stat(gone)
+    with pytest.raises(NotFound) as caught:
+        connector.move("nope.txt", "elsewhere.txt")
+    assert caught.value.path == "nope.txt"
+    for src, dst in (("target.txt", "../escape.txt"), ("target.txt", "")):
+        with pytest.raises(InvalidPath):
+            connector.move(src, dst)
+    assert_stored(connector, "target.txt", b"one")
+
+
+def test_move_is_unsupported_where_not_declared(populated):
+    file = next(item.path for item in listing(populated) if item.kind == "file")
+    if populated.capabilities.rename:
+        populated.move(file, f"moved/{file}")
+        assert populated.stat(f"moved/{file}").kind == "file"
+        return
+    with pytest.raises(Unsupported):
+        populated.move(file, "moved.txt")
+    assert populated.stat(file).kind == "file"
+
+
 # --- names ------------------------------------------------------------------------------
 
 NAMES = [
