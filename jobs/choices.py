@@ -105,6 +105,9 @@ class Reason(models.TextChoices):
     UNSUPPORTED = "unsupported", "Not supported by this storage"
     CONNECT_FAILED = "connect_failed", "Could not connect"
     PATH_TOO_LONG = "path_too_long", "Destination path too long"
+    # verify pass (nothing written: the destination is compared with the source)
+    VERIFY_MISMATCH = "verify_mismatch", "Destination differs from the source (verify)"
+    MISSING_AT_DESTINATION = "missing_at_destination", "Missing at the destination (verify)"
     # exclusions
     SYMLINK = "symlink", "Symbolic link (not followed)"
     JUNK_FILE = "junk_file", "Junk file (Thumbs.db, desktop.ini, .DS_Store, ~$ lock files)"
@@ -169,3 +172,21 @@ class DeletionAction(models.TextChoices):
     TRASHED = "trashed", "Moved to the trash folder"
     FAILED = "failed", "Could not be deleted"
     AWAITING_CONFIRMATION = "awaiting_confirmation", "Waiting for confirmation (over the cap)"
+
+
+class CutoverStep(models.TextChoices):
+    """The cutover flow's steps, in order (jobs/cutover.py)."""
+
+    CHECKLIST = "checklist", "1. Freeze the source (checklist)"
+    FINAL_PASS = "final_pass", "2. Final catch-up pass"
+    VERIFY = "verify", "3. Verify pass"
+    PERMISSIONS = "permissions", "4. Permissions-only pass"
+    READY = "ready", "5. Ready to switch"
+
+
+class CutoverState(models.TextChoices):
+    OPEN = "open", "Waiting for the engineer"
+    RUNNING = "running", "Pass running"
+    STOPPED = "stopped", "Stopped (see the reason)"
+    READY = "ready", "Ready to switch"
+    NOT_READY = "not_ready", "Finished, not ready to switch"

@@ -14,6 +14,8 @@ from accounts.models import Customer
 
 from .choices import (
     BatchState,
+    CutoverState,
+    CutoverStep,
     DeletionAction,
     EventLevel,
     ItemKind,
@@ -516,3 +518,73 @@ class Deletion(models.Model):
     def __str__(self) -> str:
         return self.dest_path
 
+
+class Cutover(models.Model):
+    """A job's cutover (jobs/cutover.py): the checklist, then a final catch-up pass, a
+    verify pass and (permissions on) a permissions-only pass, then the ready report."""
+
+    job = models.OneToOneField(MigrationJob, on_delete=models.CASCADE, related_name="cutover")
+    step = models.CharField(
+        max_length=12, choices=CutoverStep.choices, default=CutoverStep.CHECKLIST
+    )
+    state = models.CharField(
+        max_length=10, choices=CutoverState.choices, default=CutoverState.OPEN
+    )
+    # checklist item -> who ticked it and when, in words ("" or absent: not ticked)
+    checklist = models.JSONField(default=dict, blank=True)
+    # the pass a running step waits for: the first of its kind numbered above this
+    after_number = models.PositiveIntegerField(default=0)
+    final_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    verify_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    permissions_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True, help_text="Why the flow stopped, in words.")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )  # fmt: skip
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"cutover of job {self.job_id}: {self.step}"
+
+
+class ContinuousState(models.Model):
+    """A job in continuous mode (jobs/continuous.py): whether it should follow its source's
+    changes, the runner's lease (exactly one runs), and what staff and customers see."""
+
+    job = models.OneToOneField(MigrationJob, on_delete=models.CASCADE, related_name="continuous")
+    enabled = models.BooleanField(default=False)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires = models.DateTimeField(null=True, blank=True)
+    sync_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    watching_since = models.DateTimeField(null=True, blank=True)
+    last_change_at = models.DateTimeField(null=True, blank=True)
+    # {"seen": {minute: n}, "applied": {minute: n}} over the last hour (epoch minutes)
+    minutes = models.JSONField(default=dict, blank=True)
+    changes_seen = models.BigIntegerField(default=0)
+    changes_applied = models.BigIntegerField(default=0)
+    oldest_unapplied_at = models.DateTimeField(null=True, blank=True)
+    reconcile_due = models.BooleanField(default=False)
+    reconcile_after = models.PositiveIntegerField(default=0)  # its pass: numbered above this
+    reconcile_pass = models.ForeignKey(
+        "Pass", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_reconcile_at = models.DateTimeField(null=True, blank=True)
+    # what the last reconciliation found that notifications missed: new, changed, deleted
+    last_reconcile_found = models.JSONField(default=dict, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"continuous mode of job {self.job_id}"

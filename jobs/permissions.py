@@ -133,7 +133,9 @@ def csv_lines(data: bytes | str) -> dict[str, int]:
 def manifest_due(job_pass: Pass) -> bool:
     """True while a pass of a job that migrates permissions to GCS or a local folder has
     copied batches its manifest does not cover yet."""
-    if job_pass.kind == PassKind.ASSESS or job_pass.acl_manifest_batches == job_pass.batches_done:
+    if job_pass.kind in (PassKind.ASSESS, PassKind.VERIFY):  # a verify pass writes nothing
+        return False
+    if job_pass.acl_manifest_batches == job_pass.batches_done:
         return False
     job = MigrationJob.objects.select_related("source", "destination").get(pk=job_pass.job_id)
     if not enabled(job) or target_of(job.destination.kind) == "smb":

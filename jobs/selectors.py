@@ -571,3 +571,78 @@ def error_group_files(
         if row[1] == ItemKind.FILE and row[3]:
             files.append(ItemRef(row[0], row[4]))
     return found, files
+
+
+# --- pass history and the verify pass (issue 15) -----------------------------------------
+
+DELTA_COUNTERS = ("delta_new", "delta_changed", "deleted_at_source", "conflicts")
+
+
+@dataclass(frozen=True)
+class PassRow:
+    """One pass as the history shows it; a delta counter is None where the pass (or this
+    version of the schema) has none, shown as "—"."""
+
+    id: int
+    number: int
+    kind: str
+    kind_label: str
+    state: str
+    state_label: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: str
+    seen: int
+    copied: int
+    unchanged: int
+    excluded: int
+    failed: int
+    pending: int
+    bytes_copied: int
+    bytes_copied_human: str
+    delta_new: int | None
+    delta_changed: int | None
+    deleted_at_source: int | None
+    conflicts: int | None
+
+
+def _pass_row(p: Pass, now: datetime) -> PassRow:
+    end = p.finished_at or (now if p.state == "running" else None)
+    seconds = (end - p.started_at).total_seconds() if end and p.started_at else None
+    return PassRow(
+        id=p.pk, number=p.number, kind=p.kind, kind_label=p.get_kind_display(),
+        state=p.state, state_label=p.get_state_display(), started_at=p.started_at,
+        finished_at=p.finished_at, duration=human_duration(seconds), seen=p.seen,
+        copied=p.copied, unchanged=p.unchanged, excluded=p.excluded, failed=p.failed,
+        pending=p.pending, bytes_copied=p.bytes_copied,
+        bytes_copied_human=human_bytes(p.bytes_copied),
+        **{name: getattr(p, name, None) for name in DELTA_COUNTERS},
+    )  # fmt: skip
+
+
+def pass_history(*, job: MigrationJob, limit: int = 200) -> list[PassRow]:
+    """The job's passes, newest first (one query; at most `limit`: a job has few)."""
+    now = timezone.now()
+    return [_pass_row(p, now) for p in job.passes.order_by("-number")[:limit]]
+
+
+def verify_known_hashes(*, job_pass_id: int, job_id: int, tasks: list) -> dict[int, tuple]:
+    """For a verify pass's files: the hashes an earlier pass of the job recorded for the
+    same source path, size and mtime (what we wrote; the file has not changed since), so
+    a destination that reports md5/crc32c is compared by hash. {item id: hashes}."""
+    files = {t.source_path: t for t in tasks if t.kind == ItemKind.FILE}
+    if not files:
+        return {}
+    known: dict[int, tuple] = {}
+    rows = (
+        FileItem.objects.filter(job_id=job_id, source_path__in=list(files))
+        .exclude(job_pass_id=job_pass_id)
+        .exclude(md5="", crc32c="")
+        .order_by("id")  # the latest wins
+        .values_list("source_path", "size", "mtime_ns", "md5", "crc32c")
+    )
+    for path, size, mtime_ns, md5, crc32c in rows:
+        task = files[path]
+        if size == task.size and mtime_ns == task.mtime_ns:
+            known[task.item_id] = tuple((a, h) for a, h in (("md5", md5), ("crc32c", crc32c)) if h)
+    return known

@@ -257,6 +257,8 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
             kind = PassKind.ASSESS if assess else PassKind.COPY
             if job.next_pass_kind == PassKind.PERMISSIONS:  # see job_start_permissions
                 assess, kind = False, PassKind.PERMISSIONS
+            if job.next_pass_kind == PassKind.VERIFY:  # see job_start_verify
+                assess, kind = False, PassKind.VERIFY
             job_pass = Pass.objects.create(job=job, number=number, kind=kind)
             now = timezone.now()
             MigrationJob.objects.filter(pk=job.pk).update(
@@ -269,6 +271,8 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
             what = "assessing the source (nothing is copied)" if assess else "scanning the source"
             if kind == PassKind.PERMISSIONS:
                 what = "re-applying permissions (no data is copied)"
+            if kind == PassKind.VERIFY:
+                what = "verifying every file against the destination (nothing is written)"
             event_add(job_id=job.pk, message=f"Pass {number} started: {what}.")
             enqueue("jobs.tasks.scan_pass", job_pass.pk)
             started.append(job.pk)
@@ -684,6 +688,9 @@ def pass_finish(*, pass_id: int) -> None:
                 pk=p.job_id
             )
             enqueue("jobs.tasks.customer_dispatch", customer_id)
+            from .cutover import cutover_pass_finished  # cutover imports this module
+
+            cutover_pass_finished(pass_id=pass_id)
 
 
 def pass_manifest_recorded(*, pass_id: int, where: str, batches: int) -> None:
@@ -701,6 +708,23 @@ def job_start_permissions(*, job: MigrationJob, user=None) -> MigrationJob:
         raise JobStateError(f"Job “{job.name}” does not migrate permissions.")
     with transaction.atomic():
         MigrationJob.objects.filter(pk=job.pk).update(next_pass_kind=PassKind.PERMISSIONS)
+        try:
+            return job_start(job=job, user=user)
+        except JobStateError:
+            MigrationJob.objects.filter(pk=job.pk).update(next_pass_kind="")
+            raise
+
+
+def job_start_verify(*, job: MigrationJob, user=None) -> MigrationJob:
+    """Queue a verify pass: every file re-compared with the destination, nothing written
+    (engine/verify.py); a difference fails the file with verify_mismatch or
+    missing_at_destination."""
+    if job.agent_pool_id is not None:
+        raise JobStateError(f"Job “{job.name}” runs through an agent: verify it by a copy pass.")
+    if (job.options or {}).get("assess_only"):
+        raise JobStateError(f"Job “{job.name}” is an assessment: there is nothing to verify.")
+    with transaction.atomic():
+        MigrationJob.objects.filter(pk=job.pk).update(next_pass_kind=PassKind.VERIFY)
         try:
             return job_start(job=job, user=user)
         except JobStateError:

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -43,7 +44,7 @@ from migrator.engine.permissions import (
 from migrator.engine.plan import Assessment
 from migrator.storage import Entry, StorageError
 
-from . import permissions, plain, services
+from . import permissions, plain, selectors, services
 from .choices import (
     CONNECTION_REASONS,
     JOB_RUNNING,
@@ -679,11 +680,17 @@ def batch_copy(*, batch_id: int) -> None:
         )
         for pk, kind, src, dst, size, mtime, md5, crc in rows
     ]
+    verify = Pass.objects.filter(pk=batch.job_pass_id, kind=PassKind.VERIFY).exists()
+    if verify:  # compared by the hashes an earlier pass wrote, where the file is unchanged
+        known = selectors.verify_known_hashes(
+            job_pass_id=batch.job_pass_id, job_id=job.pk, tasks=tasks
+        )
+        tasks = [replace(t, hashes=t.hashes or known.get(t.item_id, ())) for t in tasks]
     workers = max(1, settings.MIGRATOR_WORKERS)
     with _StopWatch(job.pk) as watch:
         sink = BatchSink(batch, job, token, watch)
         options = CopyOptions(
-            policy=Policy(job.on_exists),
+            policy=Policy.VERIFY if verify else Policy(job.on_exists),
             bwlimit=(job.bwlimit // workers) if job.bwlimit else None,
             threads=settings.MIGRATOR_COPY_THREADS,
             retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
@@ -691,6 +698,8 @@ def batch_copy(*, batch_id: int) -> None:
             should_stop=sink.should_stop,
         )
         perms, only = _batch_permissions(job, batch.job_pass_id, sink)
+        if verify:  # a verify pass applies nothing
+            perms, only = None, False
         run_batch(
             tasks,
             source=lambda: open_endpoint(job.source),

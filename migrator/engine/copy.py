@@ -38,6 +38,7 @@ class Policy(enum.StrEnum):
     OVERWRITE = "overwrite"  # always write, even when identical
     NEWER = "newer"  # replace only when the source is newer; else leave the destination's
     KEEP_BOTH = "keep_both"  # different: write the source beside it under a new name
+    VERIFY = "verify"  # a verify pass: compare with the destination, write nothing
 
 
 class State(enum.StrEnum):
@@ -228,6 +229,10 @@ def _copy_attempt(
     limiter: RateLimiter | None,
     index: DestinationIndex | None = None,
 ) -> Outcome:
+    if options.policy is Policy.VERIFY:
+        from .verify import verify_one  # verify imports this module
+
+        return verify_one(task, src, dst)
     entry = task.entry()
     if task.kind == "dir":
         created = dst.mkdir(task.dest_path, entry) if dst.capabilities.directories else False
