@@ -3,7 +3,7 @@ lives here."""
 
 from __future__ import annotations
 
-from . import services, sink
+from . import continuous, services, sink
 
 
 def scan_pass(pass_id: int) -> None:
@@ -35,4 +35,12 @@ def customer_dispatch(customer_id: int) -> None:
 
 
 def reap_leases() -> dict[str, int]:
-    return services.leases_reap()
+    counts = services.leases_reap()
+    # continuous mode's runners whose lease lapsed (or whose job's first pass just
+    # finished) are sent again
+    counts["continuous"] = continuous.continuous_due()
+    return counts
+
+
+def continuous_run(job_id: int) -> None:
+    continuous.continuous_run(job_id=job_id)

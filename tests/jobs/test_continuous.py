@@ -1,0 +1,152 @@
+"""Continuous mode against real sources: a local folder (inotify) and a Samba share
+(SMB2 CHANGE_NOTIFY). The runner (jobs.continuous.continuous_run, the worker task) runs
+in a thread of this process; what it enqueues (the reconciliation's pass) runs inline."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from jobs import continuous
+from jobs.choices import PassKind
+from jobs.dispatch import set_inline
+from jobs.models import ContinuousState, Pass
+from jobs.services import JobStateError
+
+from .conftest import wait_until
+from .factories import new_job, run_job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _run_now(func: str, args: tuple) -> None:
+    if func.endswith("continuous_run"):
+        return  # the test runs the runner itself, in a thread
+    module, _, name = func.rpartition(".")
+    getattr(importlib.import_module(module), name)(*args)
+
+
+class Runner:
+    """continuous_run in a thread, stopped at the end of the test."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_until(self._watching, 10, "the runner to watch the source", every=0.1)
+
+    def _watching(self) -> bool:
+        state = ContinuousState.objects.get(job_id=self.job_id)
+        return bool(state.watching_since and state.lease_owner)
+
+    def _run(self) -> None:
+        try:
+            continuous.continuous_run(job_id=self.job_id, stop=self.stop)
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def inline():
+    set_inline(_run_now)
+    yield
+    set_inline(None)
+
+
+def _sync_pass(job) -> Pass:
+    return Pass.objects.get(job=job, kind=PassKind.SYNC)
+
+
+def _accounted(p: Pass) -> bool:
+    p.refresh_from_db()
+    return p.seen == p.copied + p.unchanged + p.excluded + p.failed + p.pending
+
+
+def test_a_local_job_follows_new_modified_and_renamed_files(tmp_path: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("first")
+    (src / "old name.txt").write_text("to be renamed")
+    job = new_job(f"file://{src}", f"file://{dst}", options={"deletes": "mirror"})
+    with pytest.raises(JobStateError):  # nothing to stop yet
+        continuous.continuous_stop(job=job)
+    assert run_job(job).state == "completed"
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    runner = Runner(job.pk)
+    try:
+        (src / "docs" / "deeper").mkdir()
+        (src / "docs" / "deeper" / "new.txt").write_text("new file")
+        wait_until(lambda: (dst / "docs/deeper/new.txt").exists(), 10, "the new file copied")
+        assert (dst / "docs/deeper/new.txt").read_text() == "new file"
+
+        (src / "docs" / "a.txt").write_text("second, longer")
+        wait_until(
+            lambda: (dst / "docs/a.txt").read_text() == "second, longer", 10, "the modification"
+        )
+
+        os.rename(src / "old name.txt", src / "docs" / "new name.txt")
+        wait_until(lambda: (dst / "docs/new name.txt").exists(), 10, "the rename applied")
+        wait_until(lambda: not (dst / "old name.txt").exists(), 5, "no duplicate left")
+        assert (dst / "docs/new name.txt").read_text() == "to be renamed"
+
+        (src / "docs" / "a.txt").unlink()  # mirror: deleted at the destination too
+        wait_until(lambda: not (dst / "docs/a.txt").exists(), 10, "the deletion applied")
+
+        state = ContinuousState.objects.get(job=job)
+        wait_until(lambda: ContinuousState.objects.get(job=job).changes_applied >= 4, 5, "counts")
+        state.refresh_from_db()
+        assert state.changes_seen >= 4 and state.last_change_at is not None
+        p = _sync_pass(job)
+        assert _accounted(p) and p.copied >= 2 and p.pending == 0
+    finally:
+        runner.close()
+        set_inline(None)
+    assert sorted(str(f.relative_to(dst)) for f in dst.rglob("*") if f.is_file()) == [
+        "docs/deeper/new.txt",
+        "docs/new name.txt",
+    ]
+    continuous.continuous_stop(job=job)
+
+
+def test_a_change_missed_while_the_watch_was_down_is_caught_by_reconciliation(tmp_path: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.txt").write_text(f"file {i}")
+    job = new_job(f"file://{src}", f"file://{dst}")
+    run_job(job)
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    try:
+        runner = Runner(job.pk)
+        runner.close()  # the watch is down (as after a dropped connection)
+        (src / "f1.txt").write_text("changed while nobody watched")
+        (src / "missed.txt").write_text("new while nobody watched")
+        continuous.continuous_reconcile(job=job)
+        runner = Runner(job.pk)
+        try:
+            wait_until(
+                lambda: ContinuousState.objects.get(job=job).last_reconcile_found, 30,
+                "the reconciliation to finish",
+            )  # fmt: skip
+        finally:
+            runner.close()
+    finally:
+        set_inline(None)
+    state = ContinuousState.objects.get(job=job)
+    assert state.last_reconcile_found["copied"] == 2  # what notifications missed
+    assert (dst / "f1.txt").read_text() == "changed while nobody watched"
+    assert (dst / "missed.txt").read_text() == "new while nobody watched"
+    assert job.events.filter(message__contains="found 2 change(s) that notifications missed")
