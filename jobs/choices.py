@@ -120,6 +120,10 @@ class Reason(models.TextChoices):
     HIDDEN = "hidden", "Hidden file"
     SYSTEM = "system", "System file"
     DESTINATION_NEWER = "destination_newer", "Destination is newer (policy: newer)"
+    DESTINATION_CHANGED = (
+        "destination_changed",
+        "Changed at the destination since the last pass (policy: destination wins)",
+    )
     # permissions (see jobs/permissions.py)
     DENY_ACE = "deny_ace", "A deny entry applies (deny policy: refuse)"
     ACL_FAILED = "acl_failed", "Permissions could not be read or applied"
@@ -148,6 +152,24 @@ class OnExists(models.TextChoices):
     OVERWRITE = "overwrite", "Always overwrite"
     NEWER = "newer", "Replace only when the source is newer"
     KEEP_BOTH = "keep_both", "Keep both (write the source under a new name)"
+
+
+class Conflicts(models.TextChoices):
+    """A catch-up pass: what to do with an object changed at the destination since we wrote it."""
+
+    SOURCE_WINS = "source_wins", "Source wins (copy the source over it)"
+    DESTINATION_WINS = "destination_wins", "Destination wins (leave it, exclude the file)"
+    KEEP_BOTH = "keep_both", "Keep both (write the source beside it under a new name)"
+
+
+class Change(models.TextChoices):
+    """What a catch-up pass found for an item compared with the last pass."""
+
+    NONE = "", "—"
+    NEW = "new", "New"
+    CHANGED = "changed", "Changed at the source"
+    CONFLICT = "conflict", "Changed at the destination (conflict)"
+    MISSING = "missing", "Missing at the destination"
 
 
 class BatchState(models.TextChoices):

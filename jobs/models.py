@@ -14,6 +14,7 @@ from accounts.models import Customer
 
 from .choices import (
     BatchState,
+    Change,
     CutoverState,
     CutoverStep,
     DeletionAction,
@@ -193,6 +194,12 @@ class Pass(models.Model):
         blank=True, help_text="Where the permissions manifest was written, or why it was not."
     )
     acl_manifest_batches = models.IntegerField(null=True, blank=True, editable=False)
+    # a catch-up pass (jobs/delta.py): files new and changed at the source, objects changed
+    # at the destination since we wrote them; whether the destination was listed yet
+    delta_new = models.BigIntegerField(default=0)
+    delta_changed = models.BigIntegerField(default=0)
+    conflicts = models.BigIntegerField(default=0)
+    delta_checked = models.BooleanField(default=False)
     # deleted at source (jobs/deletions.py): objects we wrote that the source no longer
     # has, deletions (or moves to the trash) done and failed, and where the pass stands
     # with them ("", "awaiting_confirmation", "confirmed", "skipped", "done")
@@ -254,6 +261,8 @@ class FileItem(models.Model):
     dest_key = models.TextField(blank=True)
     # the last part of the source path, case-folded: search finds files by name with it
     name_key = models.TextField(blank=True, default="")
+    # a catch-up pass: new, changed, conflict or missing, compared with the last pass
+    change = models.CharField(max_length=8, choices=Change.choices, blank=True, default="")
     # the item's security descriptor as translated (few distinct ones per pass); no
     # index or constraint: the scan's insert rate matters more
     acl = models.ForeignKey(

@@ -93,7 +93,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz before the host check and the HTTPS redirect: probes ask by the pod's IP
+    "migrator.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # static files served by the web process itself (gunicorn in the container)
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -301,10 +305,21 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env("STATIC_ROOT") or str(BASE_DIR / "staticfiles")
+# The container image sets MIGRATOR_STATIC_MANIFEST=1 and runs collectstatic at build:
+# hashed names that whitenoise serves with a year's cache. Without it (development, tests)
+# no manifest is needed and whitenoise serves STATIC_ROOT with a short cache.
+_STATIC_BACKEND = (
+    "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    if env_bool("MIGRATOR_STATIC_MANIFEST", False)
+    else "whitenoise.storage.CompressedStaticFilesStorage"
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {"BACKEND": _STATIC_BACKEND},
 }
+# Before collectstatic (development, tests) there is no STATIC_ROOT yet: whitenoise then
+# looks for files per request instead of listing them once at start (and warning).
+WHITENOISE_AUTOREFRESH = DEBUG or not os.path.isdir(STATIC_ROOT)
 
 LOGGING = {
     "version": 1,

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
+from migrator import health
 
 # the docs page is read only: a plain view in front of DRF's (which exempts itself from
 # CSRF and checks it later, answering a bare "403 Forbidden" page), so a POST meets
@@ -19,6 +20,9 @@ def api_docs(request, *args, **kwargs):  # not csrf_exempt, unlike the view it f
 
 urlpatterns = [
     path("", account_views.home, name="home"),
+    # probes (no login); HealthCheckMiddleware answers these first, before the host check
+    path("healthz", health.healthz, name="healthz"),
+    path("healthz/live", health.healthz_live, name="healthz_live"),
     path("admin/login/", account_views.admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),

@@ -104,6 +104,8 @@ ROUTES: dict[str, Access] = {
     # the REST API (tests/api walks it with tokens), its schema and its docs page
     "api/schema/": Access.PUBLIC,
     "api/docs/": Access.PUBLIC,
+    "healthz": Access.PUBLIC,  # the probes' (migrator/health.py): database and broker "ok"
+    "healthz/live": Access.PUBLIC,
     "api/v1/customers/": Access.API_STAFF,
     "api/v1/customers/<int:pk>/": Access.API_STAFF,
     "api/v1/tokens/": Access.API_STAFF,
