@@ -35,7 +35,7 @@ from migrator.engine.permissions import BatchAcl, NewAclRecord
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
 from migrator.storage import StorageError
 
-from . import permissions, services, sink
+from . import delta, permissions, services, sink
 from .choices import JOB_RUNNING, BatchState, PassKind, PassState
 from .connectors import open_endpoint
 from .dispatch import enqueue
@@ -357,7 +357,12 @@ def scan_done(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
         job = MigrationJob.objects.select_related("source").get(pk=p.job_id)
         if permissions.enabled(job) and not permissions.source_has_acls(job.source):
             figures[PERMISSIONS] = {"error": "the source has no ACLs"}
-    kept = sink.ScanSink(p, str(body.get("lease", ""))).scan_done(figures)
+    lease = str(body.get("lease", ""))
+    # a catch-up pass: the server lists a GCS destination itself; one behind the agent is
+    # not re-listed (an event says so)
+    if not delta.destination_check(job_pass=p, token=lease):
+        return JsonResponse({"ok": False})
+    kept = sink.ScanSink(p, lease).scan_done(figures)
     return JsonResponse({"ok": kept})
 
 

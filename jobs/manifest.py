@@ -20,7 +20,7 @@ from .models import FileItem
 TABLE = FileItem._meta.db_table
 COLUMNS = ("id", "job_id", "job_pass_id", "kind", "source_path", "dest_path", "size",
            "mtime_ns", "state", "reason", "message", "attempts", "md5", "crc32c",
-           "renamed_from", "rules", "dest_key", "name_key")  # fmt: skip
+           "renamed_from", "rules", "dest_key", "name_key", "change")  # fmt: skip
 
 
 _sequence: str | None = None
@@ -101,4 +101,4 @@ def _copy_line(r: Row) -> str:
     return (f"{r.pk}\t{r.job_id}\t{r.job_pass_id}\t{r.kind}\t{t(r.source_path)}\t"
             f"{t(r.dest_path)}\t{r.size}\t{r.mtime_ns}\t{r.state}\t{t(r.reason)}\t"
             f"{t(r.message)}\t0\t{t(r.md5)}\t{t(r.crc32c)}\t{t(r.renamed_from)}\t"
-            f"{t(r.rules)}\t{t(r.dest_key)}\t{t(r.name_key)}\n")  # fmt: skip
+            f"{t(r.rules)}\t{t(r.dest_key)}\t{t(r.name_key)}\t{r.change}\n")  # fmt: skip

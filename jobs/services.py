@@ -59,6 +59,7 @@ from .models import (
 )
 from .options import filters_for, options_check, sanitizer_for
 from .selectors import manifest_truth
+from .selectors import pass_prior as _pass_prior
 
 
 class JobStateError(Exception):
@@ -187,6 +188,9 @@ def job_options_check(
     sanitizer_for(probe)
     filters_for(probe)
     options_check(options)
+    from .delta import conflicts_policy  # delta imports this module
+
+    conflicts_policy(options)
     if source is not None and (refused := permissions.agent_refusal(probe)):
         raise ValueError(refused)
 
@@ -636,6 +640,8 @@ def pass_finish(*, pass_id: int) -> None:
         p = Pass.objects.select_for_update().filter(pk=pass_id).first()
         if p is None or p.state != PassState.RUNNING or not p.scan_finished or p.pending:
             return
+        if not p.delta_checked and p.kind == PassKind.COPY and _pass_prior(p) is not None:
+            return  # a catch-up pass: its destination check (jobs/delta.py) comes first
         MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
             state=JobState.VERIFYING
         )

@@ -44,7 +44,7 @@ from migrator.engine.permissions import (
 from migrator.engine.plan import Assessment
 from migrator.storage import Entry, StorageError
 
-from . import permissions, plain, selectors, services
+from . import delta, permissions, plain, selectors, services
 from .choices import (
     CONNECTION_REASONS,
     JOB_RUNNING,
@@ -86,6 +86,7 @@ class ScanSink:
     def __init__(self, job_pass: Pass, token: str) -> None:
         self.job_pass, self.token = job_pass, token
         self.job_id = job_pass.job_id
+        self._delta: delta.ScanDelta | None = None  # found at the first chunk
 
     def scan_chunk(self, rows: list[engine_scan.Row], cursor: str) -> bool:
         return self._flush(rows, cursor)
@@ -130,6 +131,9 @@ class ScanSink:
             job = MigrationJob.objects.get(pk=job_pass.job_id)
             if job.state not in (*JOB_RUNNING, JobState.QUEUED, JobState.PAUSED):
                 return False
+            if self._delta is None:
+                self._delta = delta.ScanDelta(job_pass)
+            delta_new, delta_changed = self._delta.classify(rows)  # catch-up: vs last pass
             insert_rows(rows)
             # one pass over the chunk for every counter
             by_state: Counter[str] = Counter()
@@ -151,6 +155,7 @@ class ScanSink:
             updates: dict[str, Any] = {
                 "seen": F("seen") + sum(by_state.values()),
                 "pending": F("pending") + by_state[ItemState.PENDING],
+                "unchanged": F("unchanged") + by_state[ItemState.UNCHANGED],
                 "excluded": F("excluded") + by_state[ItemState.EXCLUDED],
                 "failed": F("failed") + by_state[ItemState.FAILED],
                 "bytes_seen": F("bytes_seen") + bytes_seen,
@@ -162,6 +167,9 @@ class ScanSink:
             batches = services.batches_create(job_pass=job_pass, pending=pending)
             if batches:
                 updates["batches_total"] = F("batches_total") + len(batches)
+            if delta_new or delta_changed:
+                updates["delta_new"] = F("delta_new") + delta_new
+                updates["delta_changed"] = F("delta_changed") + delta_changed
             if cursor is not None:
                 updates["scan_cursor"] = cursor
                 updates["current_folder"] = cursor.partition("/")[2].rpartition("/")[0]
@@ -285,6 +293,9 @@ def pass_scan(*, pass_id: int) -> None:
         sink = ScanSink(job_pass, token)
         if not engine_scan.scan(source, mappings, planner, sink, cursor=job_pass.scan_cursor):
             return
+        # a catch-up pass: the destination listed and compared before the scan is done
+        if not delta.destination_check(job_pass=job_pass, token=token):
+            return
         figures = None
         if assessment is not None:
             figures = assessment.finish()
@@ -389,7 +400,9 @@ class _StopWatch:
 
 
 _RECORD_SQL = (
-    f"UPDATE {FileItem._meta.db_table} SET state = %s, reason = %s, message = %s, "
+    # an empty message keeps the row's (a catch-up conflict says there what differed)
+    f"UPDATE {FileItem._meta.db_table} SET state = %s, reason = %s, "
+    "message = COALESCE(NULLIF(%s, ''), message), "
     "attempts = attempts + %s, md5 = %s, crc32c = %s, dest_path = %s WHERE id = %s"
 )
 
@@ -460,6 +473,9 @@ class BatchSink:
             if held is None:  # our lease lapsed and another worker took the batch: it counts
                 log.warning("batch %s: lease lost, outcomes discarded", batch.pk)
                 return False
+            # a row another batch recorded meanwhile (a catch-up pass puts rows back to
+            # pending in ranges other batches may span) is counted once
+            outcomes = _still_pending(outcomes)
             rows = []
             file_states: Counter[str] = Counter()
             dir_states: Counter[str] = Counter()
@@ -535,6 +551,20 @@ class BatchSink:
             services.event_add(
                 job_id=self.job.pk, level=EventLevel.ERROR, message=detail, path=example
             )
+
+
+def _still_pending(outcomes: list[Outcome]) -> list[Outcome]:
+    if not outcomes:
+        return outcomes
+    ids = [o.item_id for o in outcomes]
+    marks = ",".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {FileItem._meta.db_table} WHERE state = 'pending' AND id IN ({marks})",
+            ids,
+        )
+        pending = {pk for (pk,) in cursor.fetchall()}
+    return [o for o in outcomes if o.item_id in pending]
 
 
 def _retry_later(outcomes: list[Outcome], attempts: int) -> tuple[list[Outcome], list[Outcome]]:

@@ -24,4 +24,32 @@ class Migration(migrations.Migration):
                 max_length=12,
             ),
         ),
+        migrations.AddField(
+            model_name="fileitem",
+            name="change",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "—"),
+                    ("new", "New"),
+                    ("changed", "Changed at the source"),
+                    ("conflict", "Changed at the destination (conflict)"),
+                    ("missing", "Missing at the destination"),
+                ],
+                default="",
+                max_length=8,
+            ),
+        ),
+        migrations.AddField(
+            model_name="pass", name="conflicts", field=models.BigIntegerField(default=0)
+        ),
+        migrations.AddField(
+            model_name="pass", name="delta_changed", field=models.BigIntegerField(default=0)
+        ),
+        migrations.AddField(
+            model_name="pass", name="delta_checked", field=models.BooleanField(default=False)
+        ),
+        migrations.AddField(
+            model_name="pass", name="delta_new", field=models.BigIntegerField(default=0)
+        ),
     ]

@@ -56,13 +56,14 @@ class Row:
     dest_key: str = ""
     name_key: str = ""
     pk: int = 0
+    change: str = ""  # a catch-up pass: new, changed (set by the sink, engine.delta)
 
     def values(self) -> tuple:
         """In the manifest's column order (the sink's COLUMNS); 0 attempts."""
         return (self.pk, self.job_id, self.job_pass_id, self.kind, self.source_path,
                 self.dest_path, self.size, self.mtime_ns, self.state, self.reason,
                 self.message, 0, self.md5, self.crc32c, self.renamed_from, self.rules,
-                self.dest_key, self.name_key)  # fmt: skip
+                self.dest_key, self.name_key, self.change)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

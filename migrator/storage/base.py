@@ -150,6 +150,16 @@ class Connector(abc.ABC):
         NotFound when `src_path` is not there."""
         raise Unsupported(src_path, "this storage cannot move or rename")
 
+    def listing(self, prefix: str = "") -> Iterator[Entry]:
+        """Every file under `prefix`, flat, for comparing the destination with a manifest
+        (no folders, no errors: a folder that cannot be listed raises). Default: the files
+        of `scan()`; an object store overrides it with one listing without delimiter."""
+        for item in self.scan(prefix):
+            if isinstance(item, ScanError):
+                raise item.error
+            if item.kind == "file":
+                yield item
+
     def folder_names(self, path: str, limit: int) -> set[str] | None:
         """The names in the folder at `path` (an empty set when there is no such folder),
         or None when this storage cannot say cheaply or the folder holds more than

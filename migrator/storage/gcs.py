@@ -432,6 +432,25 @@ class GCSConnector(Connector):
         except Exception as exc:
             yield ScanError("/", _wrap(exc, "/"))
 
+    def listing(self, prefix: str = "") -> Iterator[Entry]:
+        """Every object under `prefix`, flat: one `list_blobs` without delimiter, pages of
+        1,000 (one request per 1,000 objects). Folder placeholders ("a/") are skipped."""
+        rel = check_relative(prefix.strip("/"))
+        base = self.root + (f"{rel}/" if rel else "")
+        skip = len(self.root)
+        try:
+            blobs = self.client.list_blobs(
+                self.bucket, prefix=base, page_size=1000, timeout=TIMEOUT, retry=None
+            )
+            for page in blobs.pages:
+                for blob in page:
+                    if not blob.name.endswith("/"):
+                        yield self._entry(blob.name[skip:], blob)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _wrap(exc, rel) from exc
+
     # single objects
 
     def stat(self, path: str) -> Entry:

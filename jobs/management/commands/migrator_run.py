@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection
 from accounts.models import Customer
 from accounts.services import customer_get_or_create
 from jobs import permissions, selectors, services
-from jobs.choices import JobState, OnExists
+from jobs.choices import Conflicts, JobState, OnExists
 from jobs.connectors import check_endpoint
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob
@@ -84,6 +84,10 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=None)
         parser.add_argument("--profile", default=None, help="sanitization profile")
         parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
+        parser.add_argument("--conflicts", default=None, choices=Conflicts.values,
+                            help="a catch-up pass, when an object changed at the destination "
+                                 "since it was written: source_wins (default), "
+                                 "destination_wins, keep_both")  # fmt: skip
         cli_arguments(parser)
 
     def handle(self, *args, **opts) -> None:
@@ -140,6 +144,8 @@ class Command(BaseCommand):
             options: dict = {"assess_only": True} if opts["assess"] else {}
             if opts["profile"]:
                 options["profile"] = opts["profile"]
+            if opts["conflicts"]:
+                options["conflicts"] = opts["conflicts"]
             suffix = " (assessment)" if opts["assess"] else ""
             job = services.job_create(
                 customer=customer,
@@ -152,6 +158,8 @@ class Command(BaseCommand):
             )
         else:
             profile = {"profile": opts["profile"]} if opts["profile"] else {}
+            if opts["conflicts"] is not None:
+                profile["conflicts"] = opts["conflicts"]
             services.job_settings_update(
                 job=job, on_exists=opts["on_exists"], bwlimit=bwlimit,
                 options={**(job.options or {}), **profile},
