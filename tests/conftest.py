@@ -1,5 +1,6 @@
 pytest_plugins = [
     "tests.servers.gcs",
+    "tests.servers.s3",
     "tests.servers.samba",
     "tests.servers.slapd",
     "tests.servers.browser",

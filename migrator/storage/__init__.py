@@ -2,6 +2,7 @@
 
 connector_for("file:///srv/data")            -> LocalConnector
 connector_for("gs://bucket/prefix")          -> GCSConnector
+connector_for("s3://bucket/prefix?endpoint=https://minio:9000", secret="KEY:SECRET")
 connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
 """
 
@@ -30,6 +31,7 @@ SCHEMES = {
     "file": "migrator.storage.local:from_url",
     "gs": "migrator.storage.gcs:from_url",
     "null": "migrator.storage.null:from_url",
+    "s3": "migrator.storage.s3:from_url",
     "smb": "migrator.storage.smb:from_url",
     "synthetic": "migrator.storage.synthetic:from_url",
 }
