@@ -241,7 +241,8 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
         "options": {"policy": job.on_exists, "bwlimit": job.bwlimit,
                     "threads": settings.MIGRATOR_COPY_THREADS,
                     "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
-                    "backoff": settings.MIGRATOR_RETRY_BACKOFF},
+                    "backoff": settings.MIGRATOR_RETRY_BACKOFF,
+                    "hashes": (job.options or {}).get("hashes") or []},
     })  # fmt: skip
 
 

@@ -20,6 +20,7 @@ KIND_WORDS = {
     "smb": "Windows file share (SMB)",
     "gs": "Google Cloud Storage",
     "synthetic": "Generated test data",
+    "null": "Discarded after verifying (benchmarks)",
 }
 
 # a StorageError's reason code -> what happened to the endpoint, in words

@@ -188,6 +188,9 @@ def job_options_check(
     sanitizer_for(probe)
     filters_for(probe)
     options_check(options)
+    from migrator.engine.streams import parse_hashes  # hashlib/crc32c only when checked
+
+    parse_hashes(options.get("hashes"))
     from .delta import conflicts_policy  # delta imports this module
 
     conflicts_policy(options)

@@ -42,6 +42,7 @@ from migrator.engine.permissions import (
     acl_survey,
 )
 from migrator.engine.plan import Assessment
+from migrator.engine.streams import parse_hashes
 from migrator.storage import Entry, StorageError
 
 from . import delta, permissions, plain, selectors, services
@@ -726,6 +727,7 @@ def batch_copy(*, batch_id: int) -> None:
             retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
             backoff=settings.MIGRATOR_RETRY_BACKOFF,
             should_stop=sink.should_stop,
+            hashes=parse_hashes((job.options or {}).get("hashes")),
         )
         perms, only = _batch_permissions(job, batch.job_pass_id, sink)
         if verify:  # a verify pass applies nothing

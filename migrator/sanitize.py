@@ -277,7 +277,13 @@ POSIX = Profile(name="posix", forbidden_chars=frozenset("\x00/"))
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (GCS, WINDOWS, SMB, SHAREPOINT, EGNYTE, POSIX)}
 
-DESTINATION_PROFILES = {"gs": "gcs", "smb": "smb", "file": "posix", "synthetic": "posix"}
+DESTINATION_PROFILES = {
+    "gs": "gcs",
+    "smb": "smb",
+    "file": "posix",
+    "synthetic": "posix",
+    "null": "posix",
+}
 
 
 def profile_for_destination(kind: str) -> Profile:

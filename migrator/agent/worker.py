@@ -29,6 +29,7 @@ from migrator.engine.permissions import (
 )
 from migrator.engine.plan import Assessment
 from migrator.engine.scan import Mapping, Planner, estimate, scan
+from migrator.engine.streams import parse_hashes
 from migrator.engine.wire import task_from_wire
 from migrator.sanitize import Sanitizer
 from migrator.storage import Connector, StorageError, capabilities_of, connector_for
@@ -300,6 +301,7 @@ class Agent:
             retry_attempts=int(o["retry_attempts"]),
             backoff=float(o["backoff"]),
             should_stop=sink.should_stop,
+            hashes=parse_hashes(o.get("hashes")),  # what the job asks for besides the default
         )
         source, destination = work["source"], work["destination"]
         given = {int(pk): value for pk, value in (work.get("given") or {}).items()}

@@ -28,7 +28,7 @@ from migrator.storage import (
 )
 
 from .compare import newer, same_file
-from .streams import HashingReader, RateLimiter, keep_freed_buffers
+from .streams import KNOWN_HASHES, HashingReader, RateLimiter, keep_freed_buffers
 
 
 class Policy(enum.StrEnum):
@@ -86,6 +86,8 @@ class CopyOptions:
     threads: int = 8
     retry_attempts: int = 4
     backoff: float = 0.5  # seconds, doubled per attempt
+    # content hashes asked for on top of those the destination verifies (see hashes_for)
+    hashes: frozenset[str] = frozenset()
     should_stop: Callable[[], bool] = field(default=lambda: False)
 
 
@@ -112,8 +114,10 @@ class _GuardedReader(HashingReader):
     whether the file moved while it was read: if so the read fails, and so the
     destination's atomic write keeps nothing of it (never a torn object)."""
 
-    def __init__(self, raw, limiter, changed: Callable[[object], str], path: str) -> None:
-        super().__init__(raw, limiter)
+    def __init__(
+        self, raw, limiter, changed: Callable[[object], str], path: str, hashes=KNOWN_HASHES
+    ) -> None:
+        super().__init__(raw, limiter, hashes)
         self._changed, self._path = changed, path
 
     def read(self, size: int = -1) -> bytes:
@@ -126,6 +130,14 @@ class _GuardedReader(HashingReader):
             return data
         except Exception as exc:
             raise SourceFailed(exc) from exc
+
+
+def hashes_for(dst: Connector, options: CopyOptions) -> frozenset[str]:
+    """What a copy to `dst` hashes of every byte: what the destination verifies
+    (capabilities.verify_hashes: GCS md5 and crc32c, else crc32c), any hash it reports of
+    what it stored (so that one is checked too), and what the job asks for."""
+    caps = dst.capabilities
+    return caps.verify_hashes | caps.hashes | options.hashes
 
 
 def keep_both_name(path: str, mtime_ns: int) -> str:
@@ -262,7 +274,8 @@ def _copy_attempt(
         raw = src.open(task.source_path)
     except (StorageError, OSError) as exc:
         raise SourceFailed(exc) from exc
-    reader = _GuardedReader(raw, limiter, src.changed_while_read, task.source_path)
+    algos = hashes_for(dst, options)
+    reader = _GuardedReader(raw, limiter, src.changed_while_read, task.source_path, algos)
     try:
         written = dst.write(target, reader, entry)  # type: ignore[arg-type]
     finally:
@@ -274,10 +287,10 @@ def _copy_attempt(
     problem = ""
     if written.size != reader.bytes_read:
         problem = f"destination holds {written.size} bytes, source gave {reader.bytes_read}"
-    for algo in ("md5", "crc32c"):
+    for algo, computed in source_hashes.items():  # those both sides know
         reported = written.hash(algo)
-        if reported and reported != source_hashes[algo]:
-            problem = f"{algo} at destination {reported} != source {source_hashes[algo]}"
+        if reported and reported != computed:
+            problem = f"{algo} at destination {reported} != source {computed}"
             break
     if problem:
         try:
@@ -289,8 +302,8 @@ def _copy_attempt(
         task.item_id,
         State.COPIED,
         bytes=reader.bytes_read,
-        md5=source_hashes["md5"],
-        crc32c=source_hashes["crc32c"],
+        md5=source_hashes.get("md5", ""),  # empty where not computed
+        crc32c=source_hashes.get("crc32c", ""),
         dest_path=target if target != task.dest_path else None,
     )
 

@@ -83,7 +83,7 @@ class MemorySink:
             )
             if outcome.dest_path:
                 row.dest_path = outcome.dest_path
-            if outcome.md5:
+            if outcome.md5 or outcome.crc32c:
                 row.md5, row.crc32c = outcome.md5, outcome.crc32c
         self.batches_recorded += 1
         return True

@@ -345,6 +345,7 @@ class GCSConnector(Connector):
     capabilities = dataclasses.replace(
         NAME_LIMITS,  # the names GCS refuses, read by the gcs sanitization profile too
         hashes=frozenset({"md5", "crc32c"}),
+        verify_hashes=frozenset({"md5", "crc32c"}),  # it checks both on upload
         mtime_precision_ns=1,  # our custom metadata keeps nanoseconds
         acl=False,
         directories=False,

@@ -84,6 +84,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=None)
         parser.add_argument("--profile", default=None, help="sanitization profile")
         parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
+        parser.add_argument("--hashes", default=None, metavar="md5,crc32c",
+                            help="content hashes to compute besides what the destination "
+                                 "verifies (GCS: md5 and crc32c; others: crc32c)")  # fmt: skip
         parser.add_argument("--conflicts", default=None, choices=Conflicts.values,
                             help="a catch-up pass, when an object changed at the destination "
                                  "since it was written: source_wins (default), "
@@ -110,6 +113,13 @@ class Command(BaseCommand):
         bwlimit = _positive_int(opts["bwlimit"]) if opts["bwlimit"] is not None else None
         if opts["profile"] and opts["profile"] not in PROFILES:
             raise Usage(f"unknown profile {opts['profile']!r}: one of {', '.join(PROFILES)}")
+        if opts["hashes"] is not None:
+            from migrator.engine.streams import parse_hashes
+
+            try:
+                opts["hashes"] = sorted(parse_hashes(opts["hashes"]))
+            except ValueError as exc:
+                raise Usage(f"--hashes: {exc}")
         try:
             perms = cli_prepare(opts, dict(os.environ))
         except ValueError as exc:
@@ -146,6 +156,8 @@ class Command(BaseCommand):
                 options["profile"] = opts["profile"]
             if opts["conflicts"]:
                 options["conflicts"] = opts["conflicts"]
+            if opts["hashes"]:
+                options["hashes"] = opts["hashes"]
             suffix = " (assessment)" if opts["assess"] else ""
             job = services.job_create(
                 customer=customer,
@@ -158,6 +170,8 @@ class Command(BaseCommand):
             )
         else:
             profile = {"profile": opts["profile"]} if opts["profile"] else {}
+            if opts["hashes"] is not None:  # given again: what this run asks for
+                profile["hashes"] = opts["hashes"]
             if opts["conflicts"] is not None:
                 profile["conflicts"] = opts["conflicts"]
             services.job_settings_update(

@@ -56,7 +56,8 @@ def test_a_batch_is_copied_verified_and_recorded_once(tmp_path):
     assert sink.counts() == {"copied": 12, "unchanged": 0, "excluded": 0, "failed": 0,
                              "pending": 0, "seen": 12}  # fmt: skip
     assert (tmp_path / "dst" / "f11.txt").read_bytes() == b"x" * 11
-    assert sink.rows[12].md5  # the hash the source stream produced, for the manifest
+    # the hash the source stream produced, for the manifest: crc32c to a local folder
+    assert (sink.rows[12].md5, sink.rows[12].crc32c) == ("", "5056f02b")
 
 
 def test_a_stopped_batch_leaves_the_rest_pending(tmp_path):
