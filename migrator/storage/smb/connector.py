@@ -22,7 +22,7 @@ from migrator.acl import sd as sdmod
 from migrator.acl.sd import SecurityDescriptor
 from migrator.sanitize import hard_limits_for
 
-from ..base import Capabilities, Connector, Entry, ScanError, Written
+from ..base import Capabilities, Connector, Entry, ScanError, Watch, Written
 from ..errors import (
     AccessDenied,
     ConnectFailed,
@@ -126,6 +126,7 @@ class SMBConnector(Connector):
         max_name_units=255,
         max_path_units=32_767,
         windows_names=True,
+        watch=True,
     )
 
     def __init__(
@@ -678,6 +679,16 @@ class SMBConnector(Connector):
         self._run(path, op)
 
     # check
+
+    def watch(self, prefix: str = "") -> Watch:
+        """SMB2 CHANGE_NOTIFY on the root with SMB2_WATCH_TREE, on a connection of its own
+        (smb/watch.py); reported paths are relative to this connector's root."""
+        from .watch import watch_share
+
+        root = "/".join(p for p in (self.root, prefix.strip("/")) if p)
+        return watch_share(host=self.host, port=self.port, share=self.share, root=root,
+                           account=self._account, password=self._password,
+                           timeout=self.timeout, under=prefix.strip("/"))  # fmt: skip
 
     def check(self) -> None:
         """Log on, open the share, and list the first names of the root folder."""
