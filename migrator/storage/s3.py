@@ -458,9 +458,12 @@ class S3Connector(Connector):
             if is_folder:
                 yield Entry(path, "dir")
                 continue
-            _, head = listed  # type: ignore[misc]
+            obj, head = listed  # type: ignore[misc]
             if isinstance(head, NotFound):
-                continue  # deleted between the listing and its head: no longer there
+                # deleted between the listing and its head: seen as listed (upload time
+                # for mtime), so its copy finds it gone and says so (reason vanished)
+                head = {"ContentLength": obj["Size"], "LastModified": obj.get("LastModified"),
+                        "ETag": obj.get("ETag")}  # fmt: skip
             if isinstance(head, StorageError):
                 yield ScanError(path, head, "file")
                 continue
