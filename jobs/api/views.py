@@ -362,3 +362,22 @@ class ReportCsv(APIView):
         except KeyError:
             raise Http404("No such list.")
         return csv_response(csv_filename("job", job.pk, report, q.listing), csv.header, csv.rows())
+
+
+class ContinuousStart(JobAction):
+    """Put the job in continuous mode: once its first full pass has finished it follows
+    the source's changes (refused in words for agent jobs and sources that cannot watch)."""
+
+    def act(self, job: MigrationJob, request) -> None:
+        from jobs import continuous  # the runner's imports stay out of start-up
+
+        continuous.continuous_start(job=job, user=request.user)
+
+
+class ContinuousStop(JobAction):
+    """Take the job out of continuous mode."""
+
+    def act(self, job: MigrationJob, request) -> None:
+        from jobs import continuous
+
+        continuous.continuous_stop(job=job, user=request.user)

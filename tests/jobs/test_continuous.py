@@ -222,3 +222,27 @@ def test_a_job_from_a_samba_share_follows_its_changes(samba_dc, tmp_path: Path):
         finally:
             runner.close()
             set_inline(None)
+
+
+def test_the_api_starts_and_stops_continuous_mode_and_refuses_in_words(tmp_path: Path, admin_user):
+    from django.test import Client
+
+    from accounts.api.services import api_token_create
+    from accounts.models import AuditEntry
+
+    src = tmp_path / "src"
+    src.mkdir()
+    job = new_job(f"file://{src}", f"file://{tmp_path / 'dst'}")
+    token = api_token_create(user=admin_user, name="t", created_by=admin_user)[1]
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    set_inline(_run_now)
+    try:
+        assert api.post(f"/api/v1/jobs/{job.pk}/continuous/start/").status_code == 200
+        again = api.post(f"/api/v1/jobs/{job.pk}/continuous/start/")
+        assert again.status_code == 409 and "already in continuous mode" in again.json()["detail"]
+        assert ContinuousState.objects.get(job=job).enabled
+        assert api.post(f"/api/v1/jobs/{job.pk}/continuous/stop/").status_code == 200
+    finally:
+        set_inline(None)
+    assert not ContinuousState.objects.get(job=job).enabled
+    assert AuditEntry.objects.filter(detail__contains="continuous mode").count() == 2
