@@ -27,6 +27,7 @@ from .admin_permissions import (
 )
 from .choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState
 from .connectors import check_endpoint
+from .deletions import DeletionStateError, deletions_confirm, deletions_skip
 from .models import Endpoint, MigrationJob, Pass, PathMapping
 
 
@@ -251,6 +252,33 @@ def error_groups_table(job: MigrationJob) -> str:
     )
 
 
+def _deletions_action(service, name: str, description: str, done: str):
+    """Confirm or skip the deletions a pass over the cap waits for (jobs/deletions.py)."""
+
+    def action(modeladmin, request, queryset):
+        for job in queryset:
+            try:
+                n = service(job=job, user=request.user)
+            except DeletionStateError as exc:
+                modeladmin.message_user(request, str(exc), messages.WARNING)
+            else:
+                modeladmin.message_user(request, f"{job.name}: {n} {done}.", messages.SUCCESS)
+
+    action.__name__ = name
+    action.short_description = description
+    return action
+
+
+action_confirm_deletions = _deletions_action(
+    deletions_confirm, "action_confirm_deletions",
+    "Confirm the deletions waiting for confirmation", "deletion(s) confirmed, applied now",
+)  # fmt: skip
+action_skip_deletions = _deletions_action(
+    deletions_skip, "action_skip_deletions",
+    "Skip the deletions waiting for confirmation (delete nothing)", "deletion(s) skipped",
+)  # fmt: skip
+
+
 @admin.register(MigrationJob)
 class MigrationJobAdmin(admin.ModelAdmin):
     form = MigrationJobForm
@@ -274,6 +302,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
         _job_action(services.job_retry_failed, "Retry failed"),
         action_retry_error_group,
         reapply_permissions,
+        action_confirm_deletions,
+        action_skip_deletions,
     ]
 
     def save_model(self, request, obj, form, change) -> None:

@@ -195,6 +195,7 @@ def job_progress(
         "eta_seconds": eta,
         "eta_h": human_duration(eta) if eta is not None else "—",
         "elapsed_h": human_duration(elapsed),
+        "waiting": _waiting(p),  # "waiting for confirmation of N deletions", or ""
     }
 
 
@@ -243,8 +244,35 @@ def job_summary(*, job: MigrationJob) -> dict:
         "renamed": _renamed_by_rule(p),
         "excluded_by_reason": _excluded_by_reason(p),
         "error": job.error,
+        **_deletion_fields(p),
         **({"assessment": _assessment_summary(p.assessment)} if p and p.assessment else {}),
         **permissions.summary_fields(job=job, job_pass=p),
+    }
+
+
+def _waiting(p: Pass) -> str:
+    if not p.deletes_state:  # no query for a pass without deletions
+        return ""
+    from .deletions import waiting_words  # deletions reads this module
+
+    return waiting_words(p)
+
+
+def _deletion_fields(p: Pass | None) -> dict:
+    """Deleted at source: ours found gone, deleted (or trashed) and failed at the
+    destination, by action, and what the pass waits for."""
+    if p is None:
+        return {"deleted_at_source": 0, "deletes_done": 0, "deletes_failed": 0,
+                "deletes_state": "", "deletions": {}, "waiting": ""}  # fmt: skip
+    from .deletions import deletion_counts
+
+    return {
+        "deleted_at_source": p.deleted_at_source,
+        "deletes_done": p.deletes_done,
+        "deletes_failed": p.deletes_failed,
+        "deletes_state": p.deletes_state,
+        "deletions": deletion_counts(p),
+        "waiting": _waiting(p),
     }
 
 

@@ -26,7 +26,7 @@ from migrator.acl.directory import DirectoryError, LdapDirectory, to_scim
 from migrator.acl.mapping import parse_mapping_csv
 from migrator.storage import kind_of
 
-from . import permissions, plain
+from . import deletions, permissions, plain
 from .choices import (
     JOB_ACTIVE,
     JOB_FINISHED,
@@ -188,6 +188,7 @@ def job_options_check(
     sanitizer_for(probe)
     filters_for(probe)
     options_check(options)
+    deletions.options_check(options)  # deletes, max_delete
     from migrator.engine.streams import parse_hashes  # hashlib/crc32c only when checked
 
     parse_hashes(options.get("hashes"))
@@ -645,6 +646,8 @@ def pass_finish(*, pass_id: int) -> None:
             return
         if not p.delta_checked and p.kind == PassKind.COPY and _pass_prior(p) is not None:
             return  # a catch-up pass: its destination check (jobs/delta.py) comes first
+        if deletions.pass_hold(p):  # deleted at source: applied, or confirmed, first
+            return
         MigrationJob.objects.filter(pk=p.job_id, state__in=JOB_RUNNING).update(
             state=JobState.VERIFYING
         )
@@ -671,6 +674,7 @@ def pass_finish(*, pass_id: int) -> None:
             )
         ok = not mismatch and p.failed == 0 and p.folders_failed == 0 and p.pending == 0
         ok = ok and permissions.pass_ok(p)
+        ok = ok and not p.deletes_failed  # gone at the source, still at the destination
         final = JobState.COMPLETED if ok else JobState.COMPLETED_WITH_ERRORS
         if p.kind == PassKind.ASSESS:
             final = JobState.ASSESSED

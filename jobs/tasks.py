@@ -26,6 +26,12 @@ def finish_pass(pass_id: int) -> None:
     services.pass_finish(pass_id=pass_id)
 
 
+def apply_deletions(pass_id: int) -> None:
+    from . import deletions
+
+    deletions.deletions_apply(pass_id=pass_id)
+
+
 def permissions_manifest(pass_id: int) -> None:
     sink.permissions_manifest_write(pass_id=pass_id)
 

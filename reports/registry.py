@@ -139,6 +139,31 @@ def _permissions_page(q: ReportQuery) -> dict:
             "acl": permissions.summary(q.job_pass), "lists": permissions.LISTS}  # fmt: skip
 
 
+def _deletions_page(q: ReportQuery) -> dict:
+    from jobs import deletions
+    from jobs.choices import DeletionAction
+
+    rows, next_cursor = ([], "")
+    if q.job_pass is not None:
+        rows, next_cursor = deletions.deletions_page(job_pass=q.job_pass, cursor=q.cursor,
+                                                     staff=q.staff)  # fmt: skip
+    counts = deletions.deletion_counts(q.job_pass)
+    return {
+        "rows": rows,
+        "next_cursor": next_cursor,
+        "policy": deletions.policy_of(q.job.options),
+        "counts": [(a, label, counts[a]) for a, label in DeletionAction.choices if counts.get(a)],
+        "waiting": deletions.waiting_words(q.job_pass),
+    }
+
+
+def _deletions_csv(q: ReportQuery) -> Csv:
+    from jobs import deletions
+
+    return Csv(deletions.REPORT_COLUMNS,
+               lambda: deletions.deletion_rows(job_pass=q.job_pass, staff=q.staff))  # fmt: skip
+
+
 def _permission_lists() -> Iterable[str]:
     from . import permissions
 
@@ -177,4 +202,5 @@ REPORTS: dict[str, Report] = {
         lambda q: tables.permissions_csv(q.job_pass, q.listing),
         _permission_lists,
     ),
+    "deletions": Report("reports/deletions.html", _deletions_page, _deletions_csv),
 }  # fmt: skip

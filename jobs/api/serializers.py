@@ -139,6 +139,9 @@ class ProgressSerializer(serializers.Serializer):
     rate_h = serializers.CharField()
     eta_h = serializers.CharField()
     elapsed_h = serializers.CharField(default="—")
+    waiting = serializers.CharField(
+        default="", help_text='What the pass waits for: "waiting for confirmation of N deletions".'
+    )
 
 
 class PassSerializer(serializers.ModelSerializer):

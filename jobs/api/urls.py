@@ -19,6 +19,16 @@ urlpatterns = [
          name="job_continuous_start"),
     path("jobs/<int:pk>/continuous/stop/", views.ContinuousStop.as_view(),
          name="job_continuous_stop"),
+    path(
+        "jobs/<int:pk>/deletions/confirm/",
+        views.JobDeletionsConfirm.as_view(),
+        name="job_deletions_confirm",
+    ),
+    path(
+        "jobs/<int:pk>/deletions/skip/",
+        views.JobDeletionsSkip.as_view(),
+        name="job_deletions_skip",
+    ),
     path("jobs/<int:pk>/progress/", views.JobProgress.as_view(), name="job_progress"),
     path("jobs/<int:pk>/passes/", views.PassList.as_view(), name="job_passes"),
     path("jobs/<int:pk>/files/", views.ManifestList.as_view(), name="job_files"),

@@ -29,7 +29,9 @@ from reports.registry import REPORTS, ReportQuery
 from reports.selectors import report_pass
 
 from .. import selectors, services
+from ..deletions import DeletionStateError, deletions_confirm, deletions_skip
 from ..choices import EventLevel, ItemState, JobState, Reason
+from ..deletions import DeletionStateError, deletions_confirm, deletions_skip
 from ..models import AclRecord, FileItem, MigrationJob, Pass
 from ..permissions import record_plan
 from . import serializers as s
@@ -208,6 +210,30 @@ class JobRetryFailed(JobAction):
         given.is_valid(raise_exception=True)
         group = given.validated_data.get("group", "")
         services.job_retry_failed(job=job, user=request.user, **({"group": group} if group else {}))
+
+
+class JobDeletionsConfirm(JobAction):
+    """Confirm the deletions a pass waits for (more than `options.max_delete`): a worker
+    deletes (or trashes) them, then the pass finishes."""
+
+    service = staticmethod(deletions_confirm)
+
+    @extend_schema(request=None, responses={200: s.JobSerializer, 409: CONFLICT})
+    def post(self, request, pk: int):
+        try:
+            return super().post(request, pk)
+        except DeletionStateError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+    def act(self, job: MigrationJob, request) -> None:
+        self.service(job=job, user=request.user)  # answers with the job, as stored now
+
+
+class JobDeletionsSkip(JobDeletionsConfirm):
+    """Skip the deletions a pass waits for: nothing is deleted (each is recorded as
+    kept) and the pass finishes."""
+
+    service = staticmethod(deletions_skip)
 
 
 class JobProgress(APIView):

@@ -119,6 +119,8 @@ ROUTES: dict[str, Access] = {
     **{f"api/v1/jobs/<int:pk>/{listing}/": Access.API
        for listing in ("progress", "passes", "files", "errors", "renames", "events",
                        "permissions")},
+    "api/v1/jobs/<int:pk>/deletions/confirm/": Access.API_ACTION,
+    "api/v1/jobs/<int:pk>/deletions/skip/": Access.API_ACTION,
     "api/v1/jobs/<int:pk>/reports/<slug:report>.csv": Access.API,
 }  # fmt: skip
 ROUTES.update({  # the agent's (tests/jobs/test_agent_api.py walks them with agent tokens)

@@ -19,8 +19,9 @@ from accounts.services import customer_get_or_create
 from jobs import permissions, selectors, services
 from jobs.choices import Conflicts, JobState, OnExists
 from jobs.connectors import check_endpoint
+from jobs.deletions import AWAITING, cap_of
 from jobs.inline import InlineRunner
-from jobs.models import MigrationJob
+from jobs.models import MigrationJob, Pass
 from jobs.options import PERMISSIONS
 from migrator.acl.directory import DirectoryError
 from migrator.acl.mapping import MappingCSVError, parse_mapping_csv
@@ -30,10 +31,22 @@ from migrator.sanitize import PROFILES
 from migrator.storage import StorageError, connector_module
 
 EXIT_COMPLETED, EXIT_ERRORS, EXIT_USAGE, EXIT_FAILED, EXIT_PAUSED = 0, 1, 2, 3, 4
+DELETE_POLICIES = ("keep", "mirror", "trash")
 
 
 class Usage(Exception):
     pass
+
+
+class _AwaitingConfirmation(Exception):  # noqa: N818 - a way out of the wait, not an error
+    def __init__(self, job: MigrationJob) -> None:
+        self.job = job
+
+
+def _deletion_options(opts: dict) -> dict:
+    """--deletes and --max-delete as the job's options (only those given)."""
+    given = {"deletes": opts["deletes"], "max_delete": opts["max_delete"]}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _positive_int(value: str) -> int:
@@ -91,6 +104,14 @@ class Command(BaseCommand):
                             help="a catch-up pass, when an object changed at the destination "
                                  "since it was written: source_wins (default), "
                                  "destination_wins, keep_both")  # fmt: skip
+        parser.add_argument("--deletes", default=None, choices=DELETE_POLICIES,
+                            help="a catch-up pass, for what is gone at the source: keep (default: "
+                                 "recorded, kept at the destination), mirror (deleted there too), "
+                                 "trash (moved to .migrator-trash/<pass>/ there)")  # fmt: skip
+        parser.add_argument("--max-delete", default=None, metavar="5%|COUNT",
+                            help="delete (or trash) at most this many files, or this share of "
+                                 "the destination's, without a person's confirmation "
+                                 "(default 5%%)")  # fmt: skip
         cli_arguments(parser)
 
     def handle(self, *args, **opts) -> None:
@@ -120,6 +141,11 @@ class Command(BaseCommand):
                 opts["hashes"] = sorted(parse_hashes(opts["hashes"]))
             except ValueError as exc:
                 raise Usage(f"--hashes: {exc}")
+        if opts["max_delete"] is not None:
+            try:
+                cap_of({"max_delete": opts["max_delete"]})
+            except ValueError as exc:
+                raise Usage(f"--max-delete: {exc}")
         try:
             perms = cli_prepare(opts, dict(os.environ))
         except ValueError as exc:
@@ -158,6 +184,7 @@ class Command(BaseCommand):
                 options["conflicts"] = opts["conflicts"]
             if opts["hashes"]:
                 options["hashes"] = opts["hashes"]
+            options.update(_deletion_options(opts))
             suffix = " (assessment)" if opts["assess"] else ""
             job = services.job_create(
                 customer=customer,
@@ -174,6 +201,7 @@ class Command(BaseCommand):
                 profile["hashes"] = opts["hashes"]
             if opts["conflicts"] is not None:
                 profile["conflicts"] = opts["conflicts"]
+            profile.update(_deletion_options(opts))  # given again: what this run asks for
             services.job_settings_update(
                 job=job, on_exists=opts["on_exists"], bwlimit=bwlimit,
                 options={**(job.options or {}), **profile},
@@ -188,7 +216,10 @@ class Command(BaseCommand):
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
         start(job=job)
-        job = runner.wait(job, on_tick=self._progress if show else None)
+        try:
+            job = runner.wait(job, on_tick=self._tick(runner, show))
+        except _AwaitingConfirmation as stopped:  # deletions over the cap: a person decides
+            job = stopped.job
         if show:
             sys.stderr.write("\n")
         summary = selectors.job_summary(job=job)
@@ -197,6 +228,13 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(summary))
         else:
             self._print_summary(summary)
+        if summary.get("waiting"):
+            sys.stderr.write(
+                f"migrator_run: pass {summary['pass']} is {summary['waiting']} (over "
+                "--max-delete): confirm or skip them in the admin, or POST "
+                f"/api/v1/jobs/{job.pk}/deletions/confirm/ (or skip/)\n"
+            )
+            return EXIT_PAUSED
         if job.state in (JobState.COMPLETED, JobState.ASSESSED):
             return EXIT_COMPLETED
         if job.state == JobState.COMPLETED_WITH_ERRORS:
@@ -209,6 +247,21 @@ class Command(BaseCommand):
     def _endpoint(self, url: str, customer: Customer):
         secret = os.environ.get("MIGRATOR_SMB_PASSWORD") if url.startswith("smb://") else None
         return services.endpoint_get_or_create(url=url, customer=customer, secret=secret)
+
+    def _tick(self, runner: InlineRunner, show: bool):
+        """The wait's tick: progress on a terminal, and the end of the wait when the pass
+        waits for a person to confirm its deletions (nothing else runs then)."""
+
+        def tick(job: MigrationJob) -> None:
+            if show:
+                self._progress(job)
+            with runner.lock:
+                idle = runner.in_flight == 0
+            if idle and Pass.objects.filter(pk=job.current_pass_id,
+                                            deletes_state=AWAITING).exists():  # fmt: skip
+                raise _AwaitingConfirmation(job)
+
+        return tick
 
     _last_tick = 0.0
 
@@ -234,6 +287,9 @@ class Command(BaseCommand):
             f"{s['failed']} failed, {s['pending']} pending; {s['folders_seen']} folders; "
             f"{s['bytes_copied']} bytes copied."
         )
+        if s.get("deleted_at_source") or s.get("deletions"):
+            by_action = ", ".join(f"{n} {a.replace('_', ' ')}" for a, n in s["deletions"].items())
+            self.stdout.write(f"  deleted at source: {s['deleted_at_source']} ({by_action}).")
         if "acl_applied" in s:
             self.stdout.write(
                 f"  permissions: {s['acl_applied']} applied, {s['acl_narrowed']} narrowed, "

@@ -1,0 +1,291 @@
+"""Deleted at source, through real passes: a catch-up pass hands what has no source entry
+to jobs.deletions, and the job's policy keeps it (default), deletes it (mirror: the
+destination then equals the source, by an independent walk of both trees, local and in
+the GCS emulator) or moves it to `.migrator-trash/<pass>/`; over the safety cap nothing
+is deleted until staff confirm (admin, API) or skip."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from jobs import deletions, selectors, services
+from jobs.choices import JobState
+from jobs.models import Deletion, Event, MigrationJob, Pass
+from migrator.engine.deletes import Gone
+
+from .conftest import make_tree
+from .factories import Steps, new_job, run_job, viewer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def walked(root: Path) -> set[str]:
+    """Every file and folder under `root`, by os.walk (not by our connectors)."""
+    found = set()
+    for here, dirs, files in os.walk(root):
+        rel = os.path.relpath(here, root)
+        for name in dirs + files:
+            found.add(name if rel == "." else f"{rel}/{name}")
+    return found
+
+
+def last_pass(job: MigrationJob) -> Pass:
+    return Pass.objects.filter(job=job).order_by("-number").first()
+
+
+def actions(p: Pass) -> dict[str, tuple[str, str]]:
+    return {d.dest_path: (d.action, d.reason) for d in Deletion.objects.filter(job_pass=p)}
+
+
+def accounted(p: Pass) -> bool:
+    return p.seen == p.copied + p.unchanged + p.excluded + p.failed + p.pending
+
+
+@pytest.fixture
+def trees(tmp_path: Path) -> tuple[Path, Path]:
+    """A source of 20 files in 4 nested folders, a destination beside it, and a file
+    outside both that nothing may touch."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, files=20)
+    dst.mkdir()
+    (tmp_path / "outside.txt").write_bytes(b"never touched")
+    return src, dst
+
+
+def delete_at_source(src: Path) -> list[str]:
+    """Remove the deepest folder (with its files) and one more file; the files removed."""
+    deepest = src / "d0" / "d1" / "d2" / "d3"
+    gone = sorted(p.relative_to(src).as_posix() for p in deepest.rglob("*") if p.is_file())
+    for path in deepest.rglob("*"):
+        path.unlink()
+    deepest.rmdir()
+    (src / "d0" / "file-008.dat").unlink()
+    return [*gone, "d0/file-008.dat"]
+
+
+def test_mirror_leaves_the_destination_equal_to_the_source_locally(trees, tmp_path):
+    src, dst = trees
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options={"deletes": "mirror",
+                                                               "max_delete": "50%"}))  # fmt: skip
+    assert job.state == JobState.COMPLETED
+    gone = delete_at_source(src)
+    (dst / "d0" / "extra.txt").write_bytes(b"put there by someone else")
+
+    job = run_job(job)
+
+    p = last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    assert walked(dst) == walked(src)
+    assert (tmp_path / "outside.txt").read_bytes() == b"never touched"
+    got = actions(p)
+    assert {path for path, (action, _) in got.items() if action == "deleted"} == {
+        *gone,
+        "d0/extra.txt",
+        "d0/d1/d2/d3",
+    }
+    # ours: the files and their folder; done: the files, the extra one too
+    assert (p.deleted_at_source, p.deletes_done, p.deletes_failed) == (len(gone) + 1,) * 2 + (0,)
+    assert p.deletes_state == "done" and accounted(p)
+    summary = selectors.job_summary(job=job)
+    assert (summary["deleted_at_source"], summary["deletes_done"]) == (len(gone) + 1,) * 2
+    assert summary["deletions"] == {"deleted": len(gone) + 2}
+
+
+def test_mirror_into_the_gcs_emulator_leaves_the_bucket_equal_to_the_source(tmp_path, gcs_server):
+    bucket = gcs_server.make_bucket()
+    src = tmp_path / "src"
+    make_tree(src, files=12, folders=3)
+    client = gcs_server.client()
+    client.bucket(bucket).blob("beside/other.txt").upload_from_string(b"outside the prefix")
+    url = f"gs://{bucket}/in"
+    job = run_job(new_job(src.as_uri(), url, options={"profile": "posix", "deletes": "mirror",
+                                                      "max_delete": 10}))  # fmt: skip
+    assert job.state == JobState.COMPLETED
+    for path in (src / "d0" / "d1" / "d2").rglob("*"):
+        path.unlink()
+    (src / "d0" / "d1" / "d2").rmdir()
+    client.bucket(bucket).blob("in/d0/extra.txt").upload_from_string(b"not ours")
+
+    job = run_job(job)
+
+    assert job.state == JobState.COMPLETED, job.error
+    files_at_source = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
+    listed = {b.name for b in client.list_blobs(bucket)}
+    assert listed == {f"in/{path}" for path in files_at_source} | {"beside/other.txt"}
+    assert last_pass(job).deletes_done == 5  # 4 files of d0/d1/d2 and the extra
+
+
+def test_trash_moves_what_is_gone_under_the_pass_number_and_nothing_else(trees):
+    src, dst = trees
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options={"deletes": "trash",
+                                                               "max_delete": 10}))  # fmt: skip
+    before = {path: (dst / path).read_bytes() for path in walked(dst) if (dst / path).is_file()}
+    gone = delete_at_source(src)
+
+    job = run_job(job)
+
+    p = last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    trash = f".migrator-trash/{p.number}"
+    expected = walked(src) | {".migrator-trash", trash}
+    expected |= {f"{trash}/{path}" for path in gone}
+    expected |= {f"{trash}/d0", f"{trash}/d0/d1", f"{trash}/d0/d1/d2", f"{trash}/d0/d1/d2/d3"}
+    assert walked(dst) == expected
+    for path in gone:
+        assert (dst / trash / path).read_bytes() == before[path]
+    rows = {d.dest_path: d for d in Deletion.objects.filter(job_pass=p)}
+    assert {rows[path].trash_path for path in gone} == {f"{trash}/{path}" for path in gone}
+    assert {d.action for d in rows.values()} == {"trashed"}
+
+    # the next pass leaves the trash alone (it is no source's, and not gone from it)
+    job = run_job(job)
+    assert job.state == JobState.COMPLETED, job.error
+    assert walked(dst) == expected
+    assert not Deletion.objects.filter(job_pass=last_pass(job)).exists()
+
+
+def test_keep_records_what_we_wrote_and_touches_nothing(trees, django_user_model):
+    src, dst = trees
+    job = run_job(new_job(src.as_uri(), dst.as_uri()))  # keep is the default
+    gone = delete_at_source(src)
+    (dst / "extra.txt").write_bytes(b"not ours")
+    before = walked(dst)
+
+    job = run_job(job)
+
+    p = last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    assert walked(dst) == before
+    got = actions(p)
+    assert set(gone) <= set(got)
+    assert "extra.txt" not in got  # never written by us: neither touched nor recorded
+    assert {action for action, _ in got.values()} == {"kept"}
+    assert p.deleted_at_source == len(got) and p.deletes_done == 0
+
+    # the customer's Deletions report and CSV list them; another customer gets a 404
+    customer = viewer(django_user_model, "ann", job.customer)
+    url = reverse("reports:job_report", args=[job.pk, "deletions"])
+    page = customer.get(url).content.decode()
+    assert "d0/file-008.dat" in page and "Deleted at source, kept at the destination" in page
+    rows = list(csv.reader(io.StringIO(b"".join(customer.get(url + "?format=csv")
+                                                .streaming_content).decode())))  # fmt: skip
+    assert rows[0][:1] == ["path"] and rows[0][-3:] == ["reason", "message", "trash_path"]
+    assert {(r[0], r[5]) for r in rows[1:]} == {(path, "kept") for path in got}
+    other = new_job(src.as_uri(), dst.as_uri())  # an unrelated customer's viewer
+    other.customer = type(job.customer).objects.create(name="Other Co")
+    stranger = viewer(django_user_model, "bob", other.customer)
+    assert stranger.get(url).status_code == 404
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    user = django_user_model.objects.create_superuser("eng", "eng@example.test", "pw-Very-long-1")
+    client.force_login(user)
+    return client
+
+
+def over_the_cap(trees) -> tuple[MigrationJob, list[str], set[str]]:
+    """A mirror job whose second pass would delete 5 of 20 files (cap 5 %: 1)."""
+    src, dst = trees
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options={"deletes": "mirror"}))
+    gone = delete_at_source(src)
+    before = walked(dst)
+    job = run_job(job)
+    return job, gone, before
+
+
+def test_over_the_cap_nothing_is_deleted_until_staff_confirm_in_the_admin(trees, staff):
+    src, dst = trees
+    job, gone, before = over_the_cap(trees)
+
+    p = last_pass(job)
+    assert job.state not in (JobState.COMPLETED, JobState.COMPLETED_WITH_ERRORS)
+    assert p.state == "running" and p.deletes_state == "awaiting_confirmation"
+    assert walked(dst) == before  # nothing deleted
+    assert Event.objects.filter(
+        job=job, message=f"Pass 2 would delete {len(gone)} files (cap 1). "
+        "Confirm in the admin or skip."
+    ).exists()  # fmt: skip
+    assert selectors.job_progress(job=job)["waiting"] == (
+        f"waiting for confirmation of {len(gone)} deletions"
+    )
+    live = staff.get(reverse("admin:jobs_migrationjob_live", args=[job.pk])).content.decode()
+    assert f"Waiting for confirmation of {len(gone)} deletions" in live
+
+    changelist = reverse("admin:jobs_migrationjob_changelist")
+    with Steps() as steps:
+        page = staff.post(changelist, {"action": "action_confirm_deletions",
+                                       "_selected_action": [job.pk]}, follow=True)  # fmt: skip
+        assert "deletion(s) confirmed" in page.content.decode()
+        steps.run()
+
+    job.refresh_from_db()
+    p.refresh_from_db()
+    assert job.state == JobState.COMPLETED, job.error
+    assert p.state == "done" and p.deletes_state == "done"
+    assert walked(dst) == walked(src)
+    assert selectors.job_progress(job=job)["waiting"] == ""
+    confirmed = f"Deletion of {len(gone)} files confirmed by eng."
+    assert Event.objects.filter(job=job, message=confirmed, staff_only=True).exists()
+
+
+def test_over_the_cap_skip_through_the_api_completes_without_deleting(trees, staff):
+    src, dst = trees
+    job, gone, before = over_the_cap(trees)
+
+    with Steps() as steps:
+        answer = staff.post(f"/api/v1/jobs/{job.pk}/deletions/skip/")
+        assert answer.status_code == 200, answer.content
+        steps.run()
+        again = staff.post(f"/api/v1/jobs/{job.pk}/deletions/confirm/")
+        assert again.status_code == 409
+        assert "no deletions waiting for confirmation" in again.json()["detail"]
+
+    job.refresh_from_db()
+    p = last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    assert walked(dst) == before
+    skipped = {path: a for path, a in actions(p).items() if path in gone}
+    assert set(skipped.values()) == {("kept", "skipped")}
+    assert p.deletes_state == "skipped" and p.deletes_done == 0
+
+
+def test_gone_record_is_idempotent_per_pass_and_path(trees):
+    src, dst = trees
+    job = new_job(src.as_uri(), dst.as_uri(), options={"deletes": "trash"})
+    p = Pass.objects.create(job=job, number=1)
+    items = [Gone("a.txt", "file", 3, "a.txt", ours=True), Gone("b", "dir"),
+             Gone(".migrator-trash/1/x.txt", "file")]  # fmt: skip
+
+    deletions.gone_record(job_pass=p, items=items)
+    deletions.gone_record(job_pass=p, items=items)  # the check run again after a crash
+
+    p.refresh_from_db()
+    assert actions(p) == {"a.txt": ("pending", ""), "b": ("pending", "")}
+    assert p.deleted_at_source == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"deletes": "purge"}, "Unknown deletes policy “purge”"),
+        ({"max_delete": "lots"}, "max_delete “lots” is not a percentage"),
+        ({"max_delete": "150%"}, "max_delete “150%” is not a percentage"),
+        ({"max_delete": -3}, "max_delete “-3” is not a percentage"),
+    ],
+)
+def test_bad_deletion_options_are_refused_in_words(trees, options, words):
+    src, dst = trees
+    job = new_job(src.as_uri(), dst.as_uri())
+    with pytest.raises(ValueError, match=words):
+        services.job_options_check(options=options, destination=job.destination)
+    services.job_options_check(options={"deletes": "mirror", "max_delete": "10%"},
+                               destination=job.destination)  # fmt: skip
+    services.job_options_check(options={"deletes": "trash", "max_delete": 250},
+                               destination=job.destination)  # fmt: skip
