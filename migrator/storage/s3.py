@@ -37,6 +37,7 @@ import hashlib
 import heapq
 import io
 import json
+import logging
 import mimetypes
 import posixpath
 import re
@@ -105,6 +106,11 @@ DENIED_CODES = frozenset(
         "AccountProblem",
     }
 )
+
+
+# botocore says at INFO where it found the credentials, once per client: noise on a
+# terminal (the CLI prints one line for a failure), never a help
+logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
 
 class ChecksumMismatch(StorageError):
@@ -682,9 +688,9 @@ class S3Connector(Connector):
             if code == "NoSuchBucket":
                 message = f"bucket {self.bucket} does not exist at {self.endpoint}"
             elif code == "InvalidAccessKeyId":
-                message = f"the access key is not known at {self.endpoint}: wrong access key"
+                message = f"wrong access key: {self.endpoint} does not know it"
             elif code == "SignatureDoesNotMatch":
-                message = "the secret key does not match the access key: wrong secret key"
+                message = "wrong secret key: it does not match the access key"
             elif code in DENIED_CODES or status == 403:
                 message = f"permission denied listing the bucket ({code or status})"
             else:
