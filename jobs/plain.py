@@ -19,6 +19,7 @@ KIND_WORDS = {
     "file": "Local folder",
     "smb": "Windows file share (SMB)",
     "gs": "Google Cloud Storage",
+    "s3": "Amazon S3 or S3-compatible storage",
     "synthetic": "Generated test data",
     "null": "Discarded after verifying (benchmarks)",
 }

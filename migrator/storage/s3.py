@@ -339,6 +339,8 @@ class S3Connector(Connector):
     scheme = "s3"
     capabilities = Capabilities(
         hashes=frozenset({"md5"}),  # the ETag of a single-part object; ours keep it always
+        # md5: S3 checks each request's Content-MD5; crc32c for the manifest, as elsewhere
+        verify_hashes=frozenset({"md5", "crc32c"}),
         mtime_precision_ns=1,  # x-amz-meta-mtime keeps nanoseconds
         acl=False,
         directories=False,
