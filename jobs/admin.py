@@ -16,9 +16,11 @@ from migrator.web.csv import csv_filename, csv_response
 
 from . import (
     admin_agents,  # noqa: F401 - registers the agent pools and agents
+    cutover,
     selectors,
     services,
 )
+from .admin_cutover import cutover_link, job_cutover_urls, pass_history_table
 from .admin_permissions import (
     IdentityOverrideInline,
     job_permission_urls,
@@ -290,7 +292,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
                        "signoff_display", "permissions_display", "error_groups",
-                       "agents_health"]  # fmt: skip
+                       "agents_health", "cutover_display", "pass_history"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "agent_pool", "on_exists",
               "bwlimit", "options", *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
@@ -304,6 +306,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
         reapply_permissions,
         action_confirm_deletions,
         action_skip_deletions,
+        _job_action(services.job_start_verify, "Verify"),
+        _job_action(cutover.cutover_start, "Start cutover"),
     ]
 
     def save_model(self, request, obj, form, change) -> None:
@@ -398,6 +402,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
             path("<int:job_id>/from-assessment/", view(self.from_assessment_view),
                  name="jobs_migrationjob_from_assessment"),
             *job_permission_urls(self),
+            *job_cutover_urls(self),
             *super().get_urls(),
         ]  # fmt: skip
 
@@ -423,6 +428,14 @@ class MigrationJobAdmin(admin.ModelAdmin):
     @admin.display(description="permissions")
     def permissions_display(self, obj: MigrationJob) -> str:
         return permissions_links(obj)
+
+    @admin.display(description="cutover")
+    def cutover_display(self, obj: MigrationJob) -> str:
+        return cutover_link(obj)
+
+    @admin.display(description="pass history")
+    def pass_history(self, obj: MigrationJob) -> str:
+        return pass_history_table(obj)
 
     @admin.display(description="report")
     def report_link(self, obj: MigrationJob) -> str:

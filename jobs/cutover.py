@@ -128,6 +128,18 @@ def _continuous_on(job: MigrationJob) -> bool:
     return bool(on)
 
 
+def cutover_of(job: MigrationJob) -> Cutover | None:
+    """The job's cutover with its passes, or None when none was started."""
+    flow = (
+        Cutover.objects.filter(job_id=job.pk)
+        .select_related("final_pass", "verify_pass", "permissions_pass")
+        .first()
+    )
+    if flow is not None:
+        flow.job = job
+    return flow
+
+
 def checklist(cutover: Cutover) -> list[ChecklistItem]:
     job = cutover.job
     ticks = cutover.checklist or {}

@@ -634,7 +634,8 @@ class PassRow:
     conflicts: int | None
 
 
-def _pass_row(p: Pass, now: datetime) -> PassRow:
+def pass_history_row(p: Pass, now: datetime | None = None) -> PassRow:
+    now = now or timezone.now()
     end = p.finished_at or (now if p.state == "running" else None)
     seconds = (end - p.started_at).total_seconds() if end and p.started_at else None
     return PassRow(
@@ -651,7 +652,7 @@ def _pass_row(p: Pass, now: datetime) -> PassRow:
 def pass_history(*, job: MigrationJob, limit: int = 200) -> list[PassRow]:
     """The job's passes, newest first (one query; at most `limit`: a job has few)."""
     now = timezone.now()
-    return [_pass_row(p, now) for p in job.passes.order_by("-number")[:limit]]
+    return [pass_history_row(p, now) for p in job.passes.order_by("-number")[:limit]]
 
 
 def verify_known_hashes(*, job_pass_id: int, job_id: int, tasks: list) -> dict[int, tuple]:

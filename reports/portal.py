@@ -46,6 +46,17 @@ def portal_jobs(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _cutover_words(job) -> dict | None:
+    """The cutover as the customer reads it: where it stands, and the verdict once ready."""
+    from jobs import cutover
+
+    flow = cutover.cutover_of(job)
+    if flow is None:
+        return None
+    report = cutover.ready_report(flow) if flow.step == "ready" else None
+    return {"flow": flow, "report": report}
+
+
 @login_required
 def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_selectors.job_get_for(user=request.user, pk=pk)
@@ -58,7 +69,8 @@ def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
         "groups": tables.error_groups(job, current, staff=False),
         "colour": STATE_COLOURS.get(job.state),
         "refresh": job.state in LIVE_STATES,
-        "passes": job.passes.order_by("-number"),
+        "history": job_selectors.pass_history(job=job),
+        "cutover": _cutover_words(job),
         "events": events,
         # endpoints and errors in plain words: URLs and job.error name hosts (staff only)
         "route": plain.route_words(job.source, job.destination),

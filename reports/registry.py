@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from jobs import selectors as job_selectors
 from jobs.choices import STATE_COLOURS, EventLevel, ItemState, Reason
 from jobs.models import MigrationJob, Pass
 
@@ -164,6 +165,26 @@ def _deletions_csv(q: ReportQuery) -> Csv:
                lambda: deletions.deletion_rows(job_pass=q.job_pass, staff=q.staff))  # fmt: skip
 
 
+def _cutover_page(q: ReportQuery) -> dict:
+    from jobs import cutover
+
+    flow = cutover.cutover_of(q.job)
+    report = cutover.ready_report(flow) if flow and flow.step == "ready" else None
+    rows = []
+    if report is not None:
+        rows = [{"label": label, "p": p, "h": job_selectors.pass_history_row(p)}
+                for label, p in report.passes]  # fmt: skip
+    return {"cutover": flow, "report": report, "report_passes": rows}
+
+
+def _cutover_csv(q: ReportQuery) -> Csv:
+    from jobs import cutover
+
+    flow = cutover.cutover_of(q.job)
+    rows = (lambda: cutover.report_rows(flow)) if flow is not None else (lambda: iter(()))
+    return Csv(("section", "item", "value"), rows)
+
+
 def _permission_lists() -> Iterable[str]:
     from . import permissions
 
@@ -203,4 +224,5 @@ REPORTS: dict[str, Report] = {
         _permission_lists,
     ),
     "deletions": Report("reports/deletions.html", _deletions_page, _deletions_csv),
+    "cutover": Report("reports/cutover.html", _cutover_page, _cutover_csv),
 }  # fmt: skip

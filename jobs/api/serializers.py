@@ -145,14 +145,76 @@ class ProgressSerializer(serializers.Serializer):
 
 
 class PassSerializer(serializers.ModelSerializer):
+    # a catch-up pass's delta (issue 15); null where the pass has no such counter
+    delta_new = serializers.SerializerMethodField()
+    delta_changed = serializers.SerializerMethodField()
+    deleted_at_source = serializers.SerializerMethodField()
+    conflicts = serializers.SerializerMethodField()
+
     class Meta:
         model = Pass
         fields = ["number", "kind", "state", "started_at", "finished_at", "scan_finished",
                   "seen", "copied", "unchanged", "excluded", "failed", "pending",
                   "bytes_seen", "bytes_copied", "bytes_done", "folders_seen",
                   "folders_created", "folders_failed", "batches_total", "batches_done",
-                  "acl_applied", "acl_narrowed", "acl_denied", "acl_unmapped"]  # fmt: skip
+                  "acl_applied", "acl_narrowed", "acl_denied", "acl_unmapped",
+                  "delta_new", "delta_changed", "deleted_at_source", "conflicts"]  # fmt: skip
         read_only_fields = fields
+
+    def get_delta_new(self, p: Pass) -> int | None:
+        return getattr(p, "delta_new", None)
+
+    def get_delta_changed(self, p: Pass) -> int | None:
+        return getattr(p, "delta_changed", None)
+
+    def get_deleted_at_source(self, p: Pass) -> int | None:
+        return getattr(p, "deleted_at_source", None)
+
+    def get_conflicts(self, p: Pass) -> int | None:
+        return getattr(p, "conflicts", None)
+
+
+class CutoverCommandSerializer(serializers.Serializer):
+    where = serializers.CharField()
+    lines = serializers.ListField(child=serializers.CharField())
+
+
+class CutoverItemSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    title = serializers.CharField()
+    help = serializers.CharField()
+    ticked = serializers.CharField(help_text="Who ticked it and when; empty while not ticked.")
+    commands = CutoverCommandSerializer(many=True)
+
+
+class CutoverLeftSerializer(serializers.Serializer):
+    what = serializers.CharField()
+    count = serializers.IntegerField()
+
+
+class CutoverReportSerializer(serializers.Serializer):
+    ready = serializers.BooleanField()
+    verdict = serializers.CharField()
+    left = CutoverLeftSerializer(many=True)
+    review = CutoverLeftSerializer(many=True)
+
+
+class CutoverSerializer(serializers.Serializer):
+    step = serializers.CharField(help_text="Empty while no cutover was started.")
+    state = serializers.CharField(help_text="not_started, open, running, stopped, ready, not_ready")
+    reason = serializers.CharField(help_text="Why the flow stopped, in words.")
+    checklist = CutoverItemSerializer(many=True)
+    final_pass = serializers.IntegerField(allow_null=True, help_text="The pass's number.")
+    verify_pass = serializers.IntegerField(allow_null=True)
+    permissions_pass = serializers.IntegerField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ready_at = serializers.DateTimeField(allow_null=True)
+    report = CutoverReportSerializer(allow_null=True)
+
+
+class CutoverTickSerializer(serializers.Serializer):
+    item = serializers.ChoiceField(choices=["read_only", "continuous"])
+    ticked = serializers.BooleanField(default=True)
 
 
 class FileItemSerializer(serializers.ModelSerializer):

@@ -36,5 +36,11 @@ urlpatterns = [
     path("jobs/<int:pk>/renames/", views.RenameList.as_view(), name="job_renames"),
     path("jobs/<int:pk>/events/", views.EventList.as_view(), name="job_events"),
     path("jobs/<int:pk>/permissions/", views.PermissionList.as_view(), name="job_permissions"),
+    path("jobs/<int:pk>/cutover/", views.JobCutover.as_view(), name="job_cutover"),
+    path("jobs/<int:pk>/cutover/start/", views.CutoverStart.as_view(), name="job_cutover_start"),
+    path("jobs/<int:pk>/cutover/advance/", views.CutoverAdvance.as_view(),
+         name="job_cutover_advance"),
+    path("jobs/<int:pk>/cutover/tick/", views.CutoverTick.as_view(), name="job_cutover_tick"),
+    path("jobs/<int:pk>/cutover/retry/", views.CutoverRetry.as_view(), name="job_cutover_retry"),
     path("jobs/<int:pk>/reports/<slug:report>.csv", views.ReportCsv.as_view(), name="job_report"),
 ]

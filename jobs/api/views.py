@@ -251,6 +251,98 @@ class JobProgress(APIView):
                                               "pass_number": number}).data)  # fmt: skip
 
 
+# --- the cutover (issue 15) ------------------------------------------------------------
+
+
+def _cutover_out(job: MigrationJob) -> dict:
+    from .. import cutover
+
+    flow = cutover.cutover_of(job)
+    if flow is None:
+        return s.CutoverSerializer({
+            "step": "", "state": "not_started", "reason": "", "checklist": [],
+            "final_pass": None, "verify_pass": None, "permissions_pass": None,
+            "started_at": None, "ready_at": None, "report": None,
+        }).data  # fmt: skip
+    report = cutover.ready_report(flow) if flow.step == "ready" else None
+    number = lambda p: p.number if p is not None else None  # noqa: E731
+    return s.CutoverSerializer({
+        "step": flow.step, "state": flow.state, "reason": flow.reason,
+        "checklist": [
+            {"key": i.key, "title": i.title, "help": i.help, "ticked": i.ticked,
+             "commands": [{"where": c.where, "lines": list(c.lines)} for c in i.commands]}
+            for i in cutover.checklist(flow)
+        ],
+        "final_pass": number(flow.final_pass), "verify_pass": number(flow.verify_pass),
+        "permissions_pass": number(flow.permissions_pass),
+        "started_at": flow.started_at, "ready_at": flow.ready_at,
+        "report": None if report is None else {
+            "ready": report.ready, "verdict": report.verdict,
+            "left": [{"what": w, "count": n} for w, n in report.left],
+            "review": [{"what": w, "count": n} for w, n in report.review],
+        },
+    }).data  # fmt: skip
+
+
+class JobCutover(APIView):
+    """The job's cutover: the checklist with its commands, the step, the ready report."""
+
+    permission_classes = [StaffOrReadOnly]
+
+    @extend_schema(responses={200: s.CutoverSerializer})
+    def get(self, request, pk: int):
+        job = selectors.job_get_for(user=request.user, pk=pk)
+        return Response(_cutover_out(job))
+
+
+class CutoverAction(APIView):
+    """start | advance | tick | retry, by the services the admin's cutover page calls."""
+
+    permission_classes = [StaffOrReadOnly]
+    op = "start"
+
+    @extend_schema(request=None, responses={200: s.CutoverSerializer, 409: CONFLICT})
+    def post(self, request, pk: int):
+        from .. import cutover
+
+        job = selectors.job_get_for(user=request.user, pk=pk)
+        try:
+            if self.op == "start":
+                cutover.cutover_start(job=job, user=request.user)
+            elif self.op == "advance":
+                cutover.cutover_advance(job=job, user=request.user)
+            elif self.op == "retry":
+                cutover.cutover_retry(job=job, user=request.user)
+            else:
+                given = s.CutoverTickSerializer(data=request.data)
+                given.is_valid(raise_exception=True)
+                cutover.cutover_tick(job=job, user=request.user, **given.validated_data)
+        except (cutover.CutoverError, services.JobStateError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(_cutover_out(job))
+
+
+class CutoverStart(CutoverAction):
+    op = "start"
+
+
+class CutoverAdvance(CutoverAction):
+    op = "advance"
+
+
+class CutoverRetry(CutoverAction):
+    op = "retry"
+
+
+class CutoverTick(CutoverAction):
+    op = "tick"
+
+    @extend_schema(request=s.CutoverTickSerializer,
+                   responses={200: s.CutoverSerializer, 409: CONFLICT})  # fmt: skip
+    def post(self, request, pk: int):
+        return super().post(request, pk)
+
+
 # --- a job's lists, paged by cursor ----------------------------------------------------------
 
 

@@ -101,6 +101,7 @@ ROUTES: dict[str, Access] = {
     "admin/jobs/migrationjob/<int:job_id>/events.csv": Access.STAFF,
     "admin/jobs/migrationjob/<int:job_id>/from-assessment/": Access.STAFF,
     "admin/jobs/migrationjob/<int:job_id>/identity-csv/": Access.STAFF,
+    "admin/jobs/migrationjob/<int:job_id>/cutover/": Access.STAFF,
     # the REST API (tests/api walks it with tokens), its schema and its docs page
     "api/schema/": Access.PUBLIC,
     "api/docs/": Access.PUBLIC,
@@ -115,10 +116,11 @@ ROUTES: dict[str, Access] = {
     "api/v1/jobs/": Access.API,
     "api/v1/jobs/<int:pk>/": Access.API,
     **{f"api/v1/jobs/<int:pk>/{action}/": Access.API_ACTION
-       for action in ("start", "pause", "resume", "cancel", "retry-failed", "assess")},
+       for action in ("start", "pause", "resume", "cancel", "retry-failed", "assess",
+                      "cutover/start", "cutover/advance", "cutover/tick", "cutover/retry")},
     **{f"api/v1/jobs/<int:pk>/{listing}/": Access.API
        for listing in ("progress", "passes", "files", "errors", "renames", "events",
-                       "permissions")},
+                       "permissions", "cutover")},
     "api/v1/jobs/<int:pk>/deletions/confirm/": Access.API_ACTION,
     "api/v1/jobs/<int:pk>/deletions/skip/": Access.API_ACTION,
     "api/v1/jobs/<int:pk>/reports/<slug:report>.csv": Access.API,
