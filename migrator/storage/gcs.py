@@ -30,7 +30,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 
-from .base import Connector, Entry, ScanError, Written
+from .base import Change, Connector, Entry, ScanError, Watch, WatchError, Written
 from .errors import (
     AccessDenied,
     ConnectFailed,
@@ -351,6 +351,7 @@ class GCSConnector(Connector):
         directories=False,
         literal_names=True,
         rename=True,  # move(): a copy then a delete of each object, never atomic
+        watch=True,  # watch(): a listing every few seconds, diffed (GCS has no notify here)
     )
 
     def __init__(self, client: storage.Client, bucket_name: str, prefix: str = "") -> None:
@@ -699,8 +700,109 @@ class GCSConnector(Connector):
         except Exception as exc:
             raise ConnectFailed(where, str(_wrap(exc, ""))) from exc
 
+    # changes (continuous mode)
+
+    def watch(self, prefix: str = "", interval: float | None = None) -> Watch:
+        """Changes under `prefix` by listing it every `interval` seconds (WATCH_INTERVAL)
+        and comparing each object's generation with the last listing: a new name is
+        created, a new generation modified, a name no longer listed deleted. Moves show
+        as a deletion and a creation. Past WATCH_TRACK_MAX objects the names are no longer
+        kept (bounded memory): changes are then those updated since the last listing, and
+        deletions are left to reconciliation (said once as a WatchError). A failed
+        listing is a WatchError; the next one carries on."""
+        from .watching import QueueWatch
+
+        rel = check_relative(prefix.strip("/"))
+        base = self.root + (f"{rel}/" if rel else "")
+        poller = _ListingWatch(self, base, float(interval or WATCH_INTERVAL))
+        watch = QueueWatch(stop=poller.stop.set)
+        watch.poller = poller  # type: ignore[attr-defined]  # (tests reach its client)
+        poller.start(watch)
+        return watch
+
     def close(self) -> None:
         self.client.close()
+
+
+WATCH_INTERVAL = 5.0  # seconds between listings of a watched GCS source
+WATCH_TRACK_MAX = 1_000_000  # object names kept to tell deletions (≈ 100 MB at most)
+
+
+class _ListingWatch:
+    """The polling thread behind GCSConnector.watch (a client of its own)."""
+
+    def __init__(self, conn: GCSConnector, base: str, interval: float) -> None:
+        import threading
+
+        self.conn, self.base, self.interval = conn, base, interval
+        self.skip = len(conn.root)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gcs-watch", daemon=True)
+        self.known: dict[str, int] | None = {}  # path -> generation; None past the cap
+        self.watermark: datetime | None = None  # the newest `updated` seen
+
+    def start(self, watch) -> None:
+        self.watch = watch
+        self.client = storage.Client(
+            project=self.conn.client.project, credentials=self.conn.client._credentials
+        )
+        try:
+            self._list(first=True)  # the state the changes are told against
+        except Exception as exc:
+            self.client.close()
+            raise _wrap(exc, self.base[self.skip :]) from exc
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.wait(self.interval):
+                try:
+                    self._list(first=False)
+                except Exception as exc:
+                    error = _wrap(exc, self.base[self.skip :])
+                    self.watch.put(WatchError("error", f"listing the bucket failed: {error}"))
+        finally:
+            self.client.close()
+
+    def _list(self, first: bool) -> None:
+        blobs = self.client.list_blobs(
+            self.conn.bucket_name, prefix=self.base, page_size=1000, timeout=TIMEOUT, retry=None
+        )
+        known, watermark = self.known, self.watermark
+        listed: dict[str, int] | None = {} if known is not None else None
+        newest = watermark
+        changes: list[Change] = []
+        for blob in blobs:
+            if self.stop.is_set():
+                return
+            if blob.name.endswith("/"):
+                continue  # a folder placeholder
+            path = blob.name[self.skip :]
+            updated = blob.updated
+            if updated is not None and (newest is None or updated > newest):
+                newest = updated
+            if listed is not None:
+                listed[path] = blob.generation or 0
+                if len(listed) > WATCH_TRACK_MAX:
+                    listed = None
+                    self.watch.put(WatchError(
+                        "overflow", f"more than {WATCH_TRACK_MAX} objects: deletions are no "
+                        "longer reported, reconciliation finds them"))  # fmt: skip
+            if first:
+                continue
+            if known is not None:
+                was = known.get(path)
+                if was is None:
+                    changes.append(Change(path, "created"))
+                elif was != (blob.generation or 0):
+                    changes.append(Change(path, "modified"))
+            elif watermark is not None and updated is not None and updated > watermark:
+                changes.append(Change(path, "modified"))
+        if not first and known is not None and listed is not None:
+            changes += [Change(path, "deleted") for path in known if path not in listed]
+        for change in changes:
+            self.watch.put(change)
+        self.known, self.watermark = listed, newest
 
 
 def _acl_entries(acl) -> list[dict[str, str]]:

@@ -81,3 +81,63 @@ def test_the_local_watch_sees_create_modify_delete_and_move(tmp_path: Path):
     finally:
         watch.close()
     assert watch.get(timeout=0.1) is None  # closed: ends at once
+
+
+def test_the_gcs_watch_lists_the_bucket_and_reports_what_changed(gcs_server, gcs_bucket):
+    from migrator.storage.gcs import from_url
+
+    bucket = gcs_server.client().bucket(gcs_bucket)
+    bucket.blob("root/old.txt").upload_from_string(b"old")
+    bucket.blob("root/gone.txt").upload_from_string(b"gone")
+    bucket.blob("beside/other.txt").upload_from_string(b"outside the watched prefix")
+    conn = from_url(f"gs://{gcs_bucket}/root")
+    assert conn.capabilities.watch
+    watch = conn.watch("", interval=0.2)
+    try:
+        assert watch.get(timeout=0.5) is None  # what was there before is no change
+        bucket.blob("root/deep/er/new.txt").upload_from_string(b"new")
+        bucket.blob("root/old.txt").upload_from_string(b"old, written again")
+        bucket.blob("root/gone.txt").delete()
+        bucket.blob("beside/more.txt").upload_from_string(b"outside again")
+        want = {
+            Change("deep/er/new.txt", "created"),
+            Change("old.txt", "modified"),
+            Change("gone.txt", "deleted"),
+        }
+        seen = _collect(watch, lambda s: want <= set(s))
+        assert set(seen) == want, seen  # nothing outside the prefix, nothing twice
+        bucket.blob("root/deep/er/new.txt").delete()
+        assert _collect(watch, lambda s: s) == [Change("deep/er/new.txt", "deleted")]
+    finally:
+        watch.close()
+    assert watch.get(timeout=0.1) is None
+
+
+def test_the_gcs_watch_reports_a_failed_listing_and_carries_on(gcs_server, gcs_bucket):
+    from migrator.storage.base import WatchError
+    from migrator.storage.gcs import from_url
+
+    bucket = gcs_server.client().bucket(gcs_bucket)
+    bucket.blob("a.txt").upload_from_string(b"a")
+    watch = from_url(f"gs://{gcs_bucket}").watch("", interval=0.2)
+    try:
+        poller = watch.poller
+        real = poller.client.list_blobs
+        calls = {"n": 0}
+
+        def failing_once(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ConnectionError("connection reset by peer")
+            return real(*args, **kwargs)
+
+        poller.client.list_blobs = failing_once
+        item = None
+        deadline = time.monotonic() + 5
+        while not isinstance(item, WatchError) and time.monotonic() < deadline:
+            item = watch.get(timeout=0.1)
+        assert isinstance(item, WatchError) and "listing the bucket failed" in item.message
+        bucket.blob("b.txt").upload_from_string(b"b")
+        assert Change("b.txt", "created") in _collect(watch, lambda s: s)
+    finally:
+        watch.close()
