@@ -122,10 +122,8 @@ def read_only_commands(url: str) -> tuple[Command, ...]:
 
 def _continuous_on(job: MigrationJob) -> bool:
     """Whether the job follows changes (continuous mode, jobs/continuous.py)."""
-    on = getattr(job, "continuous", None)
-    if on is None:
-        on = (job.options or {}).get("continuous")
-    return bool(on)
+    state = getattr(job, "continuous", None)  # its ContinuousState, when it ever had one
+    return bool(getattr(state, "enabled", False))
 
 
 def cutover_of(job: MigrationJob) -> Cutover | None:
@@ -184,10 +182,8 @@ def _stop_continuous(job: MigrationJob, user) -> bool:
     """Stop continuous mode when it is on; True when it was stopped here."""
     if not _continuous_on(job):
         return False
-    try:
-        from .continuous import continuous_stop  # type: ignore[attr-defined]
-    except ImportError:
-        return False
+    from .continuous import continuous_stop  # the watchers' machinery, only when needed
+
     continuous_stop(job=job, user=user)
     return True
 

@@ -102,6 +102,24 @@ def test_failed_verify_stops_the_flow_with_the_reason_then_retry_and_accept(tmp_
     assert "Not ready to switch" in report.verdict
 
 
+@pytest.mark.django_db(transaction=True)
+def test_start_stops_continuous_mode_and_ticks_it(tmp_path):
+    from jobs.continuous import continuous_start
+    from jobs.models import ContinuousState
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, files=3, folders=1)
+    job = run_job(new_job(src.as_uri(), dst.as_uri()))
+    with Steps():  # its runner is queued, not run
+        continuous_start(job=job)
+        assert ContinuousState.objects.get(job=job).enabled
+        flow = cutover.cutover_start(job=job)
+    assert not ContinuousState.objects.get(job=job).enabled
+    ticked = {i.key: i.ticked for i in cutover.checklist(flow)}
+    assert ticked["continuous"].startswith("continuous mode stopped by the cutover")
+    assert not ticked["read_only"]
+
+
 @pytest.fixture
 def smb_job(db):
     job = new_job("smb://EXAMPLE;alice@files.example.test/data/Finance", "file:///tmp/x")
