@@ -6,11 +6,13 @@ task jobs.tasks.continuous_run, one at a time by its lease, handed out again by 
 reaper when the lease lapses) opens the source's `watch()`, coalesces bursts per path
 (migrator.engine.watch), plans each changed path with the engine's Planner into the
 job's SYNC pass and copies it in-process with `run_batch` and the database BatchSink.
-Deleted at the source: deleted at the destination only when options.deletes is mirror
-or trash, else recorded. Moves: `dst.move` where the destination can rename, else copy
-then delete (mirror, trash). A reconciliation (a catch-up pass, `services.job_start`) runs
-every options.reconcile_minutes (default 60) and at once after a watch error; what it
-copied or deleted is what notifications missed, shown with the state.
+Deleted at the source: the job's deletion policy (options.deletes: keep, mirror, trash)
+applied by migrator.engine.deletes.apply and recorded as Deletions of the SYNC pass.
+Moves: `dst.move` where the destination can rename, else copy then delete (mirror,
+trash). A GCS source is listed every options.watch_seconds (default 5). A
+reconciliation (a catch-up pass, `services.job_start`) runs every
+options.reconcile_minutes (default 60) and at once after a watch error; what it copied
+or deleted is what notifications missed, shown with the state.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from django.utils import timezone
 
 from accounts.choices import AuditAction
 from accounts.services import audit_record
+from migrator.engine import deletes
 from migrator.engine import scan as engine_scan
 from migrator.engine.batch import run_batch
 from migrator.engine.copy import CopyOptions, CopyTask, Policy
@@ -49,7 +52,7 @@ from .choices import (
 from .connectors import open_endpoint
 from .dispatch import enqueue
 from .manifest import insert_rows
-from .models import Batch, ContinuousState, FileItem, MigrationJob, Pass
+from .models import Batch, ContinuousState, Deletion, FileItem, MigrationJob, Pass
 from .options import filters_for, sanitizer_for
 from .services import JobStateError
 
@@ -67,7 +70,8 @@ AGENT_REFUSAL = (
 def run_seconds() -> float:
     """How long one task follows the source before it hands over to the next: under the
     queue's task timeout (the task is killed there)."""
-    return max(20.0, settings.MIGRATOR_TASK_TIMEOUT - 30)
+    timeout = float(settings.MIGRATOR_TASK_TIMEOUT)
+    return max(timeout * 0.5, timeout - 30)
 
 
 def lease_seconds() -> float:
@@ -281,7 +285,11 @@ class Runner:
 
     def _watch_open(self) -> None:
         try:
-            self.watch = self.source.watch("")
+            options = {}
+            if self.job.source.kind == "gs" and self.opts.get("watch_seconds"):
+                # an object store is listed this often (GCSConnector.watch)
+                options["interval"] = float(self.opts["watch_seconds"])
+            self.watch = self.source.watch("", **options)
         except StorageError as exc:
             self.watch = None
             self._watch_error(f"the watch could not start: {exc}")
@@ -496,38 +504,77 @@ class Runner:
             rows.append(row)
 
     def _delete(self, source_path: str, dest: str = "") -> None:
-        """Deleted at the source: deleted at the destination only in mirror or trash mode
-        (trash: moved to .migrator-trash/<pass>/), else recorded."""
+        """Deleted at the source: the job's deletion policy applied to its copy by
+        migrator.engine.deletes.apply, the one deletion path (keep: recorded and kept;
+        mirror: deleted; trash: moved to .migrator-trash/<pass>/), each outcome recorded
+        as a Deletion of the SYNC pass, as jobs.deletions records a catch-up pass's."""
         dest = dest or self._known_dest(source_path)
         if not dest:
             return
-        if self.deletes not in ("mirror", "trash"):
-            services.event_add(
-                job_id=self.job.pk, path=source_path,
-                message=f"Continuous mode: {source_path} was deleted at the source; its copy "
-                "is kept (deletions are not propagated for this job).",
-            )  # fmt: skip
-            return
-        dst = self.destination
-        try:
-            if self.deletes == "trash":
-                dst.move(dest, f".migrator-trash/{self.job_pass.number}/{dest}")
-            else:
-                _delete_tree(dst, dest)
-        except NotFound:
-            return
-        except StorageError as exc:
+        policy = self.deletes if self.deletes in deletes.POLICIES else deletes.KEEP
+        gone = self._gone(dest, source_path, policy)
+        outcomes = deletes.apply(self.destination, gone, policy, self.job_pass.number)
+        self._record_deletions(gone, outcomes)
+        failed = [o for o in outcomes if o.action == deletes.FAILED]
+        if failed:
             services.event_add(
                 job_id=self.job.pk, level=EventLevel.ERROR, path=source_path,
                 message=f"Continuous mode: the copy of deleted {source_path} could not be "
-                f"removed: {exc}",
+                f"removed: {failed[0].message}",
             )  # fmt: skip
             return
+        done = {
+            deletes.KEEP: "is kept (deletions are not propagated for this job)",
+            deletes.MIRROR: "was deleted",
+            deletes.TRASH: "was moved to the trash",
+        }[policy]
         services.event_add(
             job_id=self.job.pk, path=source_path,
-            message=f"Continuous mode: {source_path} was deleted at the source; its copy "
-            f"{'was moved to the trash' if self.deletes == 'trash' else 'was deleted'}.",
+            message=f"Continuous mode: {source_path} was deleted at the source; its copy {done}.",
         )  # fmt: skip
+
+    def _gone(self, dest: str, source_path: str, policy: str) -> list[deletes.Gone]:
+        """The copy (a file, or a folder with what is in it at the destination)."""
+        try:
+            entry = self.destination.stat(dest)
+        except NotFound:
+            return [deletes.Gone(dest, "file", 0, source_path, True)]  # already gone
+        top = deletes.Gone(dest, "dir" if entry.is_dir else "file", entry.size, source_path, True)
+        if not entry.is_dir or policy == deletes.KEEP:
+            return [top]
+        inside = [i for i in self.destination.scan(dest) if not isinstance(i, ScanError)]
+        return [top] + [
+            deletes.Gone(i.path, "dir" if i.is_dir else "file", i.size, "", True) for i in inside
+        ]
+
+    def _record_deletions(
+        self, gone: list[deletes.Gone], outcomes: list[deletes.DeleteOutcome]
+    ) -> None:
+        """One Deletion row per object in the SYNC pass (a path deleted again replaces
+        its row), and the pass's deletion counters."""
+        by_path = {g.dest_path: g for g in gone}
+        files = [o for o in outcomes if by_path[o.dest_path].kind != "dir"]
+        with transaction.atomic():
+            Deletion.objects.filter(
+                job_pass=self.job_pass, dest_path__in=[o.dest_path for o in outcomes]
+            ).delete()
+            Deletion.objects.bulk_create(
+                Deletion(
+                    job_id=self.job.pk, job_pass=self.job_pass, dest_path=o.dest_path,
+                    source_path=by_path[o.dest_path].source_path,
+                    kind=ItemKind.DIR if by_path[o.dest_path].kind == "dir" else ItemKind.FILE,
+                    size=by_path[o.dest_path].size, ours=True, action=o.action,
+                    reason=o.reason, message=o.message[:2000], trash_path=o.trash_path,
+                )
+                for o in outcomes
+            )  # fmt: skip
+            Pass.objects.filter(pk=self.job_pass.pk).update(
+                deleted_at_source=F("deleted_at_source") + len(files),
+                deletes_done=F("deletes_done")
+                + sum(o.action in (deletes.DELETED, deletes.TRASHED) for o in files),
+                deletes_failed=F("deletes_failed")
+                + sum(o.action == deletes.FAILED for o in outcomes),
+            )
 
     def _copy(self, rows: list[engine_scan.Row]) -> None:
         """The rows into the SYNC pass (a path seen before is set pending again), one
@@ -620,16 +667,3 @@ class Runner:
             ),
             sink=sink,
         )
-
-
-def _delete_tree(dst: Connector, path: str) -> None:
-    """A file, or a folder with what is in it (deepest first)."""
-    try:
-        entry = dst.stat(path)
-    except NotFound:
-        return
-    if entry.is_dir:
-        inside = [i for i in dst.scan(path) if not isinstance(i, ScanError)]
-        for item in sorted(inside, key=lambda i: i.path.count("/"), reverse=True):
-            dst.delete(item.path)
-    dst.delete(path)

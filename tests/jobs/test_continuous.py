@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -150,6 +151,99 @@ def test_a_change_missed_while_the_watch_was_down_is_caught_by_reconciliation(tm
     assert (dst / "f1.txt").read_text() == "changed while nobody watched"
     assert (dst / "missed.txt").read_text() == "new while nobody watched"
     assert job.events.filter(message__contains="found 2 change(s) that notifications missed")
+
+
+def test_trash_mode_moves_what_was_deleted_at_the_source_into_the_trash(tmp_path: Path):
+    from jobs.models import Deletion
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "old" / "inner").mkdir(parents=True)
+    (src / "old" / "inner" / "x.txt").write_text("in a folder deleted whole")
+    (src / "keep.txt").write_text("kept")
+    (src / "gone.txt").write_text("deleted alone")
+    job = new_job(f"file://{src}", f"file://{dst}", options={"deletes": "trash"})
+    assert run_job(job).state == "completed"
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    runner = Runner(job.pk)
+    try:
+        (src / "gone.txt").unlink()
+        wait_until(lambda: not (dst / "gone.txt").exists(), 10, "the file to leave")
+        shutil.rmtree(src / "old")
+        wait_until(lambda: not (dst / "old").exists(), 10, "the folder to leave")
+        number = _sync_pass(job).number
+    finally:
+        runner.close()
+        set_inline(None)
+    trash = dst / ".migrator-trash" / str(number)
+    assert (trash / "gone.txt").read_text() == "deleted alone"
+    assert (trash / "old/inner/x.txt").read_text() == "in a folder deleted whole"
+    assert (dst / "keep.txt").read_text() == "kept"
+    rows = Deletion.objects.filter(job_pass=_sync_pass(job))
+    assert {(d.dest_path, d.action) for d in rows} == {
+        ("gone.txt", "trashed"), ("old", "trashed"), ("old/inner", "trashed"),
+        ("old/inner/x.txt", "trashed"),
+    }  # fmt: skip
+    assert rows.get(dest_path="gone.txt").trash_path == f".migrator-trash/{number}/gone.txt"
+    p = _sync_pass(job)
+    assert (p.deleted_at_source, p.deletes_done, p.deletes_failed) == (2, 2, 0)
+
+
+def test_a_move_to_a_gcs_destination_leaves_no_duplicate(tmp_path: Path, gcs_server, gcs_bucket):
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "report.txt").write_text("moved into docs")
+    (src / "docs" / "a.txt").write_text("stays")
+    job = new_job(f"file://{src}", f"gs://{gcs_bucket}/share", options={"deletes": "mirror"})
+    assert run_job(job).state == "completed"
+    bucket = gcs_server.client().bucket(gcs_bucket)
+
+    def objects() -> list[str]:
+        return sorted(b.name for b in gcs_server.client().list_blobs(gcs_bucket))
+
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    runner = Runner(job.pk)
+    try:
+        os.rename(src / "report.txt", src / "docs" / "report.txt")
+        wait_until(lambda: "share/docs/report.txt" in objects(), 10, "the moved object")
+        wait_until(lambda: "share/report.txt" not in objects(), 5, "the old name gone")
+        (src / "docs" / "a.txt").write_text("changed in place")
+        wait_until(
+            lambda: bucket.blob("share/docs/a.txt").download_as_bytes() == b"changed in place",
+            10, "the modification",
+        )  # fmt: skip
+        assert _accounted(_sync_pass(job))
+    finally:
+        runner.close()
+        set_inline(None)
+    assert objects() == ["share/docs/a.txt", "share/docs/report.txt"]
+    assert bucket.blob("share/docs/report.txt").download_as_bytes() == b"moved into docs"
+
+
+def test_a_job_from_a_gcs_source_follows_its_changes(tmp_path: Path, gcs_server, gcs_bucket):
+    dst = tmp_path / "dst"
+    bucket = gcs_server.client().bucket(gcs_bucket)
+    bucket.blob("data/a.txt").upload_from_string(b"first")
+    bucket.blob("data/b.txt").upload_from_string(b"to be deleted")
+    job = new_job(f"gs://{gcs_bucket}/data", f"file://{dst}",
+                  options={"deletes": "mirror", "watch_seconds": 0.3})  # fmt: skip
+    assert run_job(job).state == "completed"
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    runner = Runner(job.pk)
+    try:
+        bucket.blob("data/new/c.txt").upload_from_string(b"new in the bucket")
+        bucket.blob("data/a.txt").upload_from_string(b"second")
+        bucket.blob("data/b.txt").delete()
+        wait_until(lambda: (dst / "new/c.txt").exists(), 10, "the new object copied")
+        wait_until(lambda: (dst / "a.txt").read_bytes() == b"second", 10, "the rewrite")
+        wait_until(lambda: not (dst / "b.txt").exists(), 10, "the deletion")
+        assert _accounted(_sync_pass(job))
+    finally:
+        runner.close()
+        set_inline(None)
+    assert (dst / "new/c.txt").read_bytes() == b"new in the bucket"
 
 
 # --- a Samba share as the source ------------------------------------------------------------
