@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 TABLE = FileItem._meta.db_table  # queries below put in only this and placeholders (S608)
 DEFAULT_POLICY = engine_delta.SOURCE_WINS
-_PRIOR_COLUMNS = "source_path, kind, dest_path, dest_key, size, mtime_ns, md5, crc32c, state"
+_PRIOR_COLUMNS = (
+    "source_path, kind, dest_path, dest_key, size, mtime_ns, md5, crc32c, state, reason"
+)
+KEPT_MESSAGE = "Changed at the destination in an earlier pass and kept there (destination wins)"
 
 
 def conflicts_policy(options: dict | None) -> str:
@@ -88,6 +91,10 @@ class ScanDelta:
                 row.dest_path, row.dest_key, row.md5, row.crc32c = (
                     p.dest_path, p.dest_key, p.md5, p.crc32c
                 )  # fmt: skip
+            elif verdict == engine_delta.KEPT:  # the destination won before: it still does
+                p = found[1]
+                row.state, row.reason, row.message = ItemState.EXCLUDED, p.reason, KEPT_MESSAGE
+                row.dest_path, row.dest_key = p.dest_path, p.dest_key
             elif verdict == engine_delta.NEW:
                 row.change = Change.NEW
                 new += 1

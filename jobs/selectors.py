@@ -235,6 +235,8 @@ def job_summary(*, job: MigrationJob) -> dict:
         "state": job.state,
         "pass": p.number if p else None,
         **{f: getattr(p, f) if p else 0 for f in fields},
+        # a catch-up pass: new and changed at the source, changed at the destination
+        **{f: getattr(p, f) if p else 0 for f in ("delta_new", "delta_changed", "conflicts")},
         "failed_by_reason": failed_by_reason,
         "folders_seen": p.folders_seen if p else 0,
         "folders_created": p.folders_created if p else 0,

@@ -185,6 +185,52 @@ def _cutover_csv(q: ReportQuery) -> Csv:
     return Csv(("section", "item", "value"), rows)
 
 
+# --- conflicts: objects changed at the destination since a pass wrote them ------------------
+
+CONFLICT_COLUMNS = ("source_path", "dest_path", "size", "state", "what_differed", "what_was_done")
+
+
+def _conflicts(job_pass: Pass | None):
+    from jobs.choices import Change
+    from jobs.models import FileItem
+
+    if job_pass is None or not job_pass.conflicts:  # the counter spares the walk
+        return FileItem.objects.none()
+    return FileItem.objects.filter(job_pass=job_pass, change=Change.CONFLICT)
+
+
+def _conflict_words(message: str) -> tuple[str, str]:
+    """(what differed, what was done), as the catch-up pass wrote them in the message."""
+    from migrator.engine.delta import SEPARATOR
+
+    differed, _, done = message.partition(SEPARATOR)
+    return differed, done
+
+
+def _conflicts_page(q: ReportQuery) -> dict:
+    qs = _conflicts(q.job_pass).order_by("id")
+    if q.cursor.isdigit():
+        qs = qs.filter(id__gt=int(q.cursor))
+    rows = list(qs[: tables.PAGE_SIZE + 1])
+    more = len(rows) > tables.PAGE_SIZE
+    rows = rows[: tables.PAGE_SIZE]
+    for r in rows:
+        r.differed, r.done = _conflict_words(r.message)
+    next_cursor = str(rows[-1].pk) if more and rows else ""
+    return {"rows": rows, "next_cursor": next_cursor}
+
+
+def _conflict_rows(job_pass: Pass | None) -> Iterable[tuple]:
+    rows = (
+        _conflicts(job_pass)
+        .order_by("id")
+        .values_list("source_path", "dest_path", "size", "state", "message")
+        .iterator(chunk_size=5000)
+    )
+    for src, dst, size, state, message in rows:
+        yield (src, dst, size, state, *_conflict_words(message))
+
+
 def _permission_lists() -> Iterable[str]:
     from . import permissions
 
@@ -225,4 +271,9 @@ REPORTS: dict[str, Report] = {
     ),
     "deletions": Report("reports/deletions.html", _deletions_page, _deletions_csv),
     "cutover": Report("reports/cutover.html", _cutover_page, _cutover_csv),
+    "conflicts": Report(
+        "reports/conflicts.html",
+        _conflicts_page,
+        lambda q: Csv(CONFLICT_COLUMNS, lambda: _conflict_rows(q.job_pass)),
+    ),
 }  # fmt: skip

@@ -49,7 +49,8 @@ class Filters:
 
 # md5 is empty where the copy did not compute it (a destination that checks crc32c only)
 FILE_COLUMNS = ("source_path", "dest_path", "kind", "size", "mtime", "state", "reason",
-                "attempts", "md5", "renamed_from", "rules", "message", "crc32c")  # fmt: skip
+                "attempts", "md5", "renamed_from", "rules", "message", "crc32c",
+                "change")  # fmt: skip
 
 
 def manifest(job_pass: Pass, report: str, f: Filters) -> QuerySet[FileItem]:
@@ -122,12 +123,13 @@ def manifest_rows(
             "rules",
             "message",
             "crc32c",
+            "change",
         )  # fmt: skip
         .iterator(chunk_size=5000)
     )
     for r in rows:
         message = r[11] if staff else plain.item_message(r[6], r[11])
-        yield (*r[:4], mtime_text(r[4]), *r[5:11], message, r[12])
+        yield (*r[:4], mtime_text(r[4]), *r[5:11], message, r[12], r[13])
 
 
 # --- the errors report's groups: failures by cause, largest first (jobs.selectors) ----------

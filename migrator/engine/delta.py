@@ -24,6 +24,8 @@ from .copy import keep_both_name
 from .deletes import Gone
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
+KEPT = "kept"  # the destination won a conflict before and the source has not changed since
+DESTINATION_CHANGED = "destination_changed"  # the reason of a row the destination won
 CONFLICT, MISSING = "conflict", "missing"
 SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH = "source_wins", "destination_wins", "keep_both"
 POLICIES = (SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH)
@@ -42,27 +44,37 @@ class Prior(NamedTuple):
     md5: str
     crc32c: str
     state: str
+    reason: str = ""
 
 
 def classify(row, prior: Prior | None, src_caps: Capabilities, dst_caps: Capabilities) -> str:
-    """NEW, CHANGED or UNCHANGED for a planned file row (`row`: anything with dest_path,
-    size, mtime_ns, md5, crc32c) against the last pass's row for its source path. A row
-    the last pass did not write (failed, excluded, pending) or wrote elsewhere is CHANGED;
-    a row it kept under its keep-both name counts as where it went."""
+    """NEW, CHANGED, UNCHANGED or KEPT for a planned file row (`row`: anything with
+    dest_path, size, mtime_ns, md5, crc32c) against the last pass's row for its source
+    path. A row the last pass did not write (failed, excluded, pending) or wrote elsewhere
+    is CHANGED; a row it kept under its keep-both name counts as where it went; a row
+    whose destination won a conflict stays so (KEPT) while the source is unchanged."""
     if prior is None:
         return NEW
-    if prior.state not in WRITTEN_STATES or row.size != prior.size:
+    kept = prior.state == "excluded" and prior.reason == DESTINATION_CHANGED
+    if not kept and prior.state not in WRITTEN_STATES:
         return CHANGED
+    same = _same_source(row, prior, src_caps, dst_caps)
+    return CHANGED if not same else KEPT if kept else UNCHANGED
+
+
+def _same_source(row, prior: Prior, src_caps: Capabilities, dst_caps: Capabilities) -> bool:
+    if row.size != prior.size:
+        return False
     if prior.dest_path != row.dest_path and prior.dest_path != keep_both_name(
         row.dest_path, row.mtime_ns
     ):
-        return CHANGED
+        return False
     if row.md5 and prior.md5:
-        return UNCHANGED if row.md5 == prior.md5 else CHANGED
+        return row.md5 == prior.md5
     if row.crc32c and prior.crc32c:
-        return UNCHANGED if row.crc32c == prior.crc32c else CHANGED
+        return row.crc32c == prior.crc32c
     precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
-    return UNCHANGED if abs(row.mtime_ns - prior.mtime_ns) < precision else CHANGED
+    return abs(row.mtime_ns - prior.mtime_ns) < precision
 
 
 class Mine(NamedTuple):
@@ -241,10 +253,18 @@ def destination_check(
     return result
 
 
-def _resolve(row: Mine, what: str, policy: str, key: Callable[[str], str]) -> Decision:
+SEPARATOR = " — "  # between what differed and what was done, in a conflict's message
+
+
+def _resolve(row: Mine, differs: str, policy: str, key: Callable[[str], str]) -> Decision:
     if policy == DESTINATION_WINS:
-        return Decision(row.pk, "excluded", CONFLICT, what)
+        done = "the destination's version was kept, the source file not copied (destination wins)"
+        return Decision(row.pk, "excluded", CONFLICT, differs + SEPARATOR + done)
     if policy == KEEP_BOTH:
         beside = keep_both_name(row.dest_path, row.mtime_ns)
-        return Decision(row.pk, "pending", CONFLICT, what, beside, key(beside))
-    return Decision(row.pk, "pending", CONFLICT, what)
+        done = f"the source was written beside it as {beside} (keep both)"
+        return Decision(
+            row.pk, "pending", CONFLICT, differs + SEPARATOR + done, beside, key(beside)
+        )
+    done = "the source was copied over it (source wins)"
+    return Decision(row.pk, "pending", CONFLICT, differs + SEPARATOR + done)

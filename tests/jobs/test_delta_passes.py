@@ -4,22 +4,25 @@ and resolves objects changed at the destination by the job's conflicts policy.""
 
 from __future__ import annotations
 
-import csv
-import io
+import base64
+import hashlib
 import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+import requests
 
 from jobs import selectors, services
 from jobs.choices import JobState
-from jobs.models import Event, FileItem, Pass
+from jobs.models import FileItem, Pass
+from migrator.engine.copy import keep_both_name
 from migrator.storage.local import LocalConnector
+from reports.registry import REPORTS, ReportQuery
+from reports.tables import Filters
 
-from .conftest import make_tree, tree_of
-from .factories import new_job, run_job
+from .conftest import make_smb_tree, make_tree, smb_source, tree_of
+from .factories import new_job, run_job, smb_job
 
 LOCAL_CALLS = ("open", "stat", "write", "mkdir", "folder_names", "delete")
 
@@ -105,3 +108,95 @@ def test_options_check_refuses_an_unknown_conflicts_policy(db, tmp_path):
             options={"conflicts": "newest_wins"}, destination=job.destination
         )
     services.job_options_check(options={"conflicts": "keep_both"}, destination=job.destination)
+
+
+def _conflict_report(job, job_pass) -> list[tuple]:
+    q = ReportQuery(job=job, job_pass=job_pass, filters=Filters(), staff=False)
+    return list(REPORTS["conflicts"].csv(q).rows())
+
+
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_samba_to_gcs_catch_up_lists_once_and_resolves_conflicts_by_policy(
+    samba_dc, gcs_server, monkeypatch
+):
+    name, disk = smb_source(samba_dc)
+    made = make_smb_tree(disk, files=30, long_path=False)
+    bucket = gcs_server.make_bucket()
+    job = smb_job(samba_dc, name, f"gs://{bucket}/m", {"profile": "posix"})
+    job = run_job(job)
+    assert job.state == JobState.COMPLETED, job.error
+    files = len(made)
+    blobs = gcs_server.client().bucket(bucket)
+
+    # an unchanged catch-up: the bucket listed once, nothing per file
+    sent: list[str] = []
+    original = requests.Session.request
+
+    def counted(self, method, url, *args, **kwargs):
+        sent.append(f"{method} {url}")
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", counted)
+    job = run_job(job)
+    second = _last_pass(job)
+    assert (second.seen, second.unchanged, second.copied, second.conflicts) == (files, files, 0, 0)
+    # the listing's pages of 1,000, and the endpoint checks of a pass's start (the bucket,
+    # one object asked for); nothing per file: no object read, statted or uploaded
+    listings = [r for r in sent if f"/b/{bucket}/o?maxResults=1000" in r]
+    assert len(listings) == files // 1000 + 1, sent
+    assert [r for r in sent if "/o/" in r or "/upload/" in r] == []
+    assert len(sent) - len(listings) <= 3, sent
+    monkeypatch.setattr(requests.Session, "request", original)
+
+    # one object edited in the bucket before each pass (same size, other bytes: the md5
+    # tells), each pass under one policy
+    paths = sorted(p for p in made if made[p])[:4]
+    edited = {p: bytes(b ^ 1 for b in made[p]) for p in paths}
+    results = {}
+    for path, policy in zip(paths, ("source_wins", "destination_wins", "keep_both"), strict=False):
+        services.job_settings_update(job=job, options={**job.options, "conflicts": policy})
+        blobs.blob(f"m/{path}").upload_from_string(edited[path])
+        job = run_job(job)
+        assert job.state == JobState.COMPLETED, job.error
+        p = _last_pass(job)
+        assert (p.conflicts, p.delta_new, p.delta_changed) == (1, 0, 0)
+        assert _accounted(p)
+        row = FileItem.objects.get(job_pass=p, source_path=path)
+        assert row.change == "conflict"
+        results[policy] = (p, row, _conflict_report(job, p))
+
+    source_wins, destination_wins, keep_both = paths[:3]
+    # source wins: the source's bytes are back
+    p, row, report = results["source_wins"]
+    assert (p.copied, row.state) == (1, "copied")
+    assert blobs.blob(f"m/{source_wins}").download_as_bytes() == made[source_wins]
+    assert [r[:2] for r in report] == [(source_wins, source_wins)]
+    assert "md5" in report[0][4] and "source wins" in report[0][5]
+    # destination wins: the edit stays, the file is excluded with its reason
+    p, row, report = results["destination_wins"]
+    assert (p.copied, p.excluded, row.state, row.reason) == (
+        0, 1, "excluded", "destination_changed"
+    )  # fmt: skip
+    assert blobs.blob(f"m/{destination_wins}").download_as_bytes() == edited[destination_wins]
+    assert "destination wins" in report[0][5]
+    # keep both: the edit stays, the source is written beside it
+    p, row, report = results["keep_both"]
+    beside = keep_both_name(keep_both, row.mtime_ns)
+    assert (p.copied, row.dest_path) == (1, beside)
+    assert blobs.blob(f"m/{keep_both}").download_as_bytes() == edited[keep_both]
+    assert blobs.blob(f"m/{beside}").download_as_bytes() == made[keep_both]
+    assert blobs.get_blob(f"m/{beside}").md5_hash == _md5(made[keep_both])
+    assert "keep both" in report[0][5]
+
+    # the pass after: nothing changed, no conflict found again
+    job = run_job(job)
+    last = _last_pass(job)
+    assert (last.copied, last.conflicts, last.unchanged, last.excluded) == (0, 0, files - 1, 1)
+    assert job.state == JobState.COMPLETED
+    kept = FileItem.objects.get(job_pass=last, source_path=destination_wins)
+    assert (kept.state, kept.reason, kept.change) == ("excluded", "destination_changed", "")
+    assert blobs.blob(f"m/{destination_wins}").download_as_bytes() == edited[destination_wins]
