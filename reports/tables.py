@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.db.models import Count, Min, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, F, Min, Q, QuerySet
+from django.db.models.functions import Collate
 
 from jobs import plain
 from jobs import selectors as job_selectors
@@ -77,11 +79,7 @@ def manifest_page(
     'path\\x1fid' when sorted by path."""
     qs = manifest(job_pass, report, f)
     if f.sort == "path":
-        qs = qs.filter(job_id=job_pass.job_id)  # the (job, path) index walks it in order
-        if cursor:
-            path, _, pk = cursor.rpartition("\x1f")
-            qs = qs.filter(Q(source_path__gt=path) | Q(source_path=path, id__gt=int(pk or 0)))
-        qs = qs.order_by("source_path", "id")
+        qs = by_path(qs, cursor)
     elif f.sort == "-id":
         if cursor.isdigit():
             qs = qs.filter(id__lt=int(cursor))
@@ -102,13 +100,32 @@ def manifest_page(
     return rows, (f"{last.source_path}\x1f{last.pk}" if f.sort == "path" else str(last.pk))
 
 
+def path_key() -> Collate | F:
+    """The source path in byte order, as the index item_pass_path (jobs migration 0015)
+    holds it: COLLATE "C" on PostgreSQL, SQLite's default BINARY collation."""
+    if connection.vendor == "postgresql":
+        return Collate("source_path", "C")
+    return F("source_path")
+
+
+def by_path(qs: QuerySet[FileItem], cursor: str = "") -> QuerySet[FileItem]:
+    """Rows of one pass by path, then id, from the cursor 'path\\x1fid' on: a walk of the
+    (pass, path, id) index from where the page starts, never a sort of the pass."""
+    qs = qs.alias(path_key=path_key())
+    path, _, pk = cursor.rpartition("\x1f")
+    if pk.isdigit():
+        # the range starts the index walk; the OR only breaks ties between equal paths
+        qs = qs.filter(path_key__gte=path).filter(Q(path_key__gt=path) | Q(id__gt=int(pk)))
+    return qs.order_by("path_key", "id")
+
+
 def manifest_rows(
     job_pass: Pass, report: str, f: Filters, *, staff: bool = True
 ) -> Iterator[tuple]:
-    order = {"path": ("source_path", "id"), "-id": ("-id",)}.get(f.sort, ("id",))
+    qs = manifest(job_pass, report, f)
+    qs = by_path(qs) if f.sort == "path" else qs.order_by("-id" if f.sort == "-id" else "id")
     rows = (
-        manifest(job_pass, report, f)
-        .order_by(*order)
+        qs
         .values_list(
             "source_path",
             "dest_path",
