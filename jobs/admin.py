@@ -190,6 +190,18 @@ def _job_action(service, verb: str):
     return action
 
 
+def _continuous_start(*, job: MigrationJob, user) -> None:
+    from . import continuous  # the runner's imports stay out of start-up
+
+    continuous.continuous_start(job=job, user=user)
+
+
+def _continuous_stop(*, job: MigrationJob, user) -> None:
+    from . import continuous
+
+    continuous.continuous_stop(job=job, user=user)
+
+
 @admin.action(description="Retry one error group of selected jobs (from the errors report)")
 def action_retry_error_group(modeladmin, request, queryset):
     """The errors report's "Retry this group" button posts here with the group's key:
@@ -308,6 +320,8 @@ class MigrationJobAdmin(admin.ModelAdmin):
         action_skip_deletions,
         _job_action(services.job_start_verify, "Verify"),
         _job_action(cutover.cutover_start, "Start cutover"),
+        _job_action(_continuous_start, "Start continuous mode"),
+        _job_action(_continuous_stop, "Stop continuous mode"),
     ]
 
     def save_model(self, request, obj, form, change) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import Customer
@@ -597,3 +598,56 @@ class ContinuousState(models.Model):
 
     def __str__(self) -> str:
         return f"continuous mode of job {self.job_id}"
+
+    # what the continuous-state panel shows (templates/reports/_continuous.html, the API)
+
+    def _last_hour(self, key: str) -> int:
+        now_minute = int(timezone.now().timestamp() // 60)
+        return sum(
+            n for m, n in (self.minutes or {}).get(key, {}).items() if int(m) > now_minute - 60
+        )
+
+    @property
+    def seen_last_hour(self) -> int:
+        return self._last_hour("seen")
+
+    @property
+    def applied_last_hour(self) -> int:
+        return self._last_hour("applied")
+
+    @property
+    def lag_seconds(self) -> float:
+        """How long the oldest change not yet applied has waited (0: none waits)."""
+        if not self.oldest_unapplied_at:
+            return 0.0
+        return max(0.0, (timezone.now() - self.oldest_unapplied_at).total_seconds())
+
+    @property
+    def lag_words(self) -> str:
+        return duration_words(self.lag_seconds) if self.oldest_unapplied_at else "none"
+
+    @property
+    def found_words(self) -> str:
+        """What the last reconciliation found that notifications missed, in words."""
+        found = self.last_reconcile_found or {}
+        if not found:
+            return ""
+        copied, deleted = found.get("copied", 0), found.get("deleted", 0)
+        if not copied + deleted:
+            return f"pass {found.get('pass')}: nothing that notifications missed"
+        return (
+            f"pass {found.get('pass')}: {copied + deleted} change(s) that notifications "
+            f"missed ({copied} copied, {deleted} deleted at the source)"
+        )
+
+
+def duration_words(seconds: float) -> str:
+    """A short duration as people say it: "3 s", "4 min 10 s", "2 h 5 min"."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s} s" if s else f"{minutes} min"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m} min" if m else f"{hours} h"

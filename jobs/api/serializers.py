@@ -4,6 +4,7 @@ URLs, job errors and connection messages are for staff only (customers read word
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import Customer
@@ -12,7 +13,7 @@ from reports.tables import mtime_text
 
 from .. import plain, selectors
 from ..choices import OnExists
-from ..models import AgentPool, Endpoint, Event, FileItem, MigrationJob, Pass
+from ..models import AgentPool, ContinuousState, Endpoint, Event, FileItem, MigrationJob, Pass
 
 
 def _staff(serializer: serializers.Serializer) -> bool:
@@ -45,6 +46,25 @@ class MappingSerializer(serializers.Serializer):
     destination_prefix = serializers.CharField(allow_blank=True, max_length=2000, default="")
 
 
+class ContinuousSerializer(serializers.Serializer):
+    """A job's continuous mode, as the panel on its page shows it (issue 15)."""
+
+    enabled = serializers.BooleanField()
+    watching_since = serializers.DateTimeField(allow_null=True)
+    last_change_at = serializers.DateTimeField(allow_null=True)
+    changes_seen_last_hour = serializers.IntegerField(source="seen_last_hour")
+    changes_applied_last_hour = serializers.IntegerField(source="applied_last_hour")
+    lag_seconds = serializers.FloatField(
+        help_text="How long the oldest change not yet applied has waited (0: none waits)."
+    )
+    last_reconcile_at = serializers.DateTimeField(allow_null=True)
+    last_reconcile_found = serializers.CharField(
+        source="found_words", help_text="What it found that notifications missed, in words."
+    )
+    last_error = serializers.CharField(help_text="The last watch error (staff read it whole).")
+    last_error_at = serializers.DateTimeField(allow_null=True)
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job as its reader may see it: staff read the endpoints' ids and the error as the
     system wrote it; a customer reads the route and the error in words."""
@@ -52,6 +72,10 @@ class JobSerializer(serializers.ModelSerializer):
     mappings = MappingSerializer(many=True, read_only=True)
     route = serializers.SerializerMethodField(help_text="The endpoints' kinds, in words.")
     error = serializers.SerializerMethodField()
+    continuous = serializers.SerializerMethodField(
+        help_text="Continuous mode's state on a job's own page; null in lists and for a job "
+        "never in continuous mode."
+    )
     current_pass = serializers.SlugRelatedField(
         slug_field="number", read_only=True, allow_null=True
     )
@@ -67,11 +91,23 @@ class JobSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "customer", "state", "source", "destination", "route",
                   "mappings", "on_exists", "bwlimit", "options", "agent_pool",
                   "agent_pool_name", "error", "current_pass", "created_at", "queued_at",
-                  "started_at", "finished_at", "last_activity"]  # fmt: skip
+                  "started_at", "finished_at", "last_activity", "continuous"]  # fmt: skip
         read_only_fields = fields
 
     def get_route(self, job: MigrationJob) -> str:
         return plain.route_words(job.source, job.destination)
+
+    @extend_schema_field(ContinuousSerializer(allow_null=True))
+    def get_continuous(self, job: MigrationJob) -> dict | None:
+        if self.parent is not None:  # a list of jobs: one more query each, left out
+            return None
+        state = ContinuousState.objects.filter(job=job).first()
+        if state is None:
+            return None
+        data = ContinuousSerializer(state).data
+        if not _staff(self) and data["last_error"]:
+            data["last_error"] = "the watch of the source was interrupted"  # hosts, shares
+        return data
 
     def get_error(self, job: MigrationJob) -> str:
         return job.error if _staff(self) else selectors.job_public_error(job)

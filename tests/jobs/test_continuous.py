@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -339,4 +340,79 @@ def test_the_api_starts_and_stops_continuous_mode_and_refuses_in_words(tmp_path:
     finally:
         set_inline(None)
     assert not ContinuousState.objects.get(job=job).enabled
+    assert AuditEntry.objects.filter(detail__contains="continuous mode").count() == 2
+
+
+def test_the_continuous_panel_for_staff_and_customer_and_the_admin_actions(
+    tmp_path: Path, django_user_model
+):
+    from datetime import timedelta
+
+    from django.test import Client
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from accounts.api.services import api_token_create
+    from accounts.models import AuditEntry, Customer
+
+    from .factories import viewer
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.txt").write_text("first")
+    job = new_job(f"file://{src}", f"file://{dst}")
+    assert run_job(job).state == "completed"
+    engineer = django_user_model.objects.create_superuser("eng", "e@example.test", "pw-Long-12")
+    staff = Client()
+    staff.force_login(engineer)
+    customer = viewer(django_user_model, "viewer", job.customer)
+    other = viewer(django_user_model, "other", Customer.objects.create(name="Other Co"))
+    live = reverse("admin:jobs_migrationjob_live", args=[job.pk])
+    portal = reverse("portal:job", args=[job.pk])
+    assert "Continuous mode" not in staff.get(live).content.decode()  # never in it: no panel
+
+    def act(action: str) -> None:
+        staff.post(reverse("admin:jobs_migrationjob_changelist"),
+                   {"action": action, "_selected_action": [job.pk]})  # fmt: skip
+
+    set_inline(_run_now)
+    try:
+        act("action_start_continuous_mode")
+        assert ContinuousState.objects.get(job=job).enabled
+        runner = Runner(job.pk)
+        try:
+            (src / "b.txt").write_text("new")
+            wait_until(lambda: ContinuousState.objects.get(job=job).changes_applied, 10, "apply")
+            assert (dst / "b.txt").read_text() == "new"
+        finally:
+            runner.close()
+        host_error = "disconnected: connection to dc1.corp.example:445 was reset"
+        ContinuousState.objects.filter(job=job).update(
+            last_error=host_error, last_error_at=timezone.now(),
+            oldest_unapplied_at=timezone.now() - timedelta(seconds=3),
+        )  # fmt: skip
+        staff_page = staff.get(live).content.decode()
+        customer_page = customer.get(portal).content.decode()
+        for page in (staff_page, customer_page):
+            assert "Continuous mode: on" in page
+            assert "Watching since" in page and "Last change seen" in page
+            assert re.search(r"[1-9]\d* seen, [1-9]\d* applied", page), page
+            assert "3 s (the oldest change not yet applied)" in page
+            assert "Last reconciliation" in page
+        assert host_error in staff_page
+        assert "dc1.corp.example" not in customer_page
+        assert "the watch of the source was interrupted" in customer_page
+        assert other.get(portal).status_code == 404
+
+        token = api_token_create(user=engineer, name="t", created_by=engineer)[1]
+        api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+        detail = api.get(f"/api/v1/jobs/{job.pk}/").json()["continuous"]
+        assert detail["enabled"] and detail["changes_applied_last_hour"] >= 1
+        assert detail["last_error"] == host_error and detail["lag_seconds"] >= 3
+        assert api.get("/api/v1/jobs/").json()["results"][0]["continuous"] is None
+
+        act("action_stop_continuous_mode")
+    finally:
+        set_inline(None)
+    assert "Continuous mode: off" in customer.get(portal).content.decode()
     assert AuditEntry.objects.filter(detail__contains="continuous mode").count() == 2
