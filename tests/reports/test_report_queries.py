@@ -195,11 +195,7 @@ def test_files_by_path_walk_an_index_in_path_order_and_pages_join_up(jobs):
     c = cursors(big)
     qs = tables.by_path(tables.manifest(job_pass, "files", tables.Filters(sort="path")),
                         c["path_cursor"])[: tables.PAGE_SIZE + 1]  # fmt: skip
-    plan = qs.explain()
-    if connection.vendor == "postgresql":
-        assert "item_pass_path" in plan and "Sort" not in plan, plan
-    else:
-        assert "item_pass_path" in plan and "TEMP B-TREE" not in plan, plan
+    plan_uses(qs, "item_pass_path")
     # the pages, followed cursor to cursor, are the pass in byte order of the path, once
     expected = sorted(
         FileItem.objects.filter(job_pass=job_pass).values_list("source_path", flat=True),
@@ -215,3 +211,27 @@ def test_files_by_path_walk_an_index_in_path_order_and_pages_join_up(jobs):
     # and so is the CSV sorted by path, whole
     csv_rows = tables.manifest_rows(job_pass, "files", tables.Filters(sort="path"))
     assert [r[0] for r in csv_rows] == expected
+
+
+def plan_uses(qs, index: str) -> str:
+    """The plan of `qs`, asserted to walk `index` and sort nothing."""
+    plan = qs.explain()
+    assert index in plan, plan
+    assert ("Sort" if connection.vendor == "postgresql" else "TEMP B-TREE") not in plan, plan
+    return plan
+
+
+@pytest.mark.django_db
+def test_renames_and_permissions_pages_read_only_their_rows(jobs):
+    """A pass that renames little and migrates no permissions: the renames and permissions
+    reports walk partial indexes of just their rows, not the whole pass to find none."""
+    from reports import permissions
+
+    big, _small = jobs
+    renames = tables.manifest(big.current_pass, "renames", tables.Filters()).order_by("id")
+    plan_uses(renames[: tables.PAGE_SIZE + 1], "item_pass_renamed")
+    acl = permissions._items(big.current_pass, False).order_by("id")
+    plan_uses(acl[: tables.PAGE_SIZE + 1], "item_pass_acl")
+    # and the renames report shows what it is for: renamed and excluded rows, no others
+    rows, _cursor = tables.manifest_page(big.current_pass, "renames", tables.Filters())
+    assert rows and all(r.rules or r.state == "excluded" for r in rows)
