@@ -17,7 +17,7 @@ from django.db.models import F, Max, Min
 from migrator.engine import delta as engine_delta
 from migrator.engine.deletes import Gone
 from migrator.engine.delta import Decision, Mine, Prior
-from migrator.storage import Capabilities, StorageError, capabilities_of
+from migrator.storage import Capabilities, StorageError, capabilities_of, path_key
 
 from . import deletions, services
 from .choices import Change, EventLevel, ItemKind, ItemState, JobState, PassKind, PassState, Reason
@@ -33,6 +33,7 @@ DEFAULT_POLICY = engine_delta.SOURCE_WINS
 _PRIOR_COLUMNS = (
     "source_path, kind, dest_path, dest_key, size, mtime_ns, md5, crc32c, state, reason"
 )
+PRIOR_PAGE = 5000
 KEPT_MESSAGE = "Changed at the destination in an earlier pass and kept there (destination wins)"
 
 
@@ -60,6 +61,57 @@ class ScanDelta:
             )
             self.src_caps = capabilities_of(job.source.url)
             self.dst_caps = capabilities_of(job.destination.url)
+        # the last pass's rows are read in id order (its walk order, as this scan's), a
+        # page at a time, merged with the chunks; a row not met so is looked up by path
+        self._after: int | None = None  # the last id read; None: where to start unknown
+        self._ahead: list[tuple] = []  # read, not yet reached by the scan
+
+    def _page(self) -> list[tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, {_PRIOR_COLUMNS} FROM {TABLE} WHERE job_pass_id = %s AND id > %s "  # noqa: S608
+                "ORDER BY id LIMIT %s",
+                [self.prior.pk, self._after, PRIOR_PAGE],
+            )
+            return cursor.fetchall()
+
+    def _start(self, first_path: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {TABLE} WHERE job_id = %s AND job_pass_id = %s "  # noqa: S608
+                "AND source_path = %s LIMIT 1",
+                [self.prior.job_id, self.prior.pk, first_path],
+            )
+            found = cursor.fetchone()
+        if found is not None:
+            self._after = found[0] - 1
+
+    def priors(self, paths: list[str]) -> dict[str, tuple[str, Prior]]:
+        """{source path: (kind, Prior)} for `paths` (a chunk's, in walk order)."""
+        found: dict[str, tuple[str, Prior]] = {}
+        if self._after is None:
+            self._start(paths[0])
+        if self._after is not None:
+            last = path_key(paths[-1])
+            while True:
+                if not self._ahead:
+                    self._ahead = self._page()
+                    if not self._ahead:
+                        break
+                    self._after = self._ahead[-1][0]
+                stop = len(self._ahead)
+                if path_key(self._ahead[-1][1]) > last:  # else the whole page is reached
+                    stop = next(i for i, r in enumerate(self._ahead) if path_key(r[1]) > last)
+                for _pk, src, kind, *rest in self._ahead[:stop]:
+                    found[src] = (kind, Prior(*rest))
+                if stop < len(self._ahead):
+                    self._ahead = self._ahead[stop:]
+                    break
+                self._ahead = []
+        missing = [p for p in paths if p not in found]
+        if missing:  # new files, and rows the last pass wrote elsewhere in its order
+            found.update(_priors(self.prior, missing))
+        return found
 
     def classify(self, rows: Sequence) -> tuple[int, int]:
         """Mark the chunk's pending rows new, changed or unchanged (an unchanged row
@@ -70,7 +122,7 @@ class ScanDelta:
         pending = [r for r in rows if r.state == ItemState.PENDING]
         if not pending:
             return 0, 0
-        priors = _priors(self.prior, [r.source_path for r in pending])
+        priors = self.priors([r.source_path for r in pending])
         classify, src_caps, dst_caps = engine_delta.classify, self.src_caps, self.dst_caps
         new = changed = 0
         file_kind, unchanged = ItemKind.FILE, ItemState.UNCHANGED
@@ -153,6 +205,8 @@ class _DbDeltaSink:
         self.job_pass, self.prior, self.token, self.agent = job_pass, prior, token, agent
         self.counts: Counter[str] = Counter()
 
+    # "NOT (dest_key = '')" as the partial index item_dest_unique_per_pass says it:
+    # SQLite uses that index only for the very same term ("!=" scanned the whole pass)
     def rows_by_key(self, keys: Sequence[str]) -> dict[str, Mine]:
         keys = [k for k in keys if k]
         if not keys:
@@ -161,7 +215,7 @@ class _DbDeltaSink:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT dest_key, id, state, dest_path, size, mtime_ns, md5, crc32c "  # noqa: S608
-                f"FROM {TABLE} WHERE job_pass_id = %s AND dest_key != '' AND kind = 'file' "
+                f"FROM {TABLE} WHERE job_pass_id = %s AND NOT (dest_key = '') AND kind = 'file' "
                 f"AND {where}",
                 [self.job_pass.pk, *params],
             )
@@ -175,7 +229,7 @@ class _DbDeltaSink:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT dest_key, source_path FROM {TABLE} WHERE job_pass_id = %s "  # noqa: S608
-                f"AND dest_key != '' AND state IN ('copied', 'unchanged') AND {where}",
+                f"AND NOT (dest_key = '') AND state IN ('copied', 'unchanged') AND {where}",
                 [self.prior.pk, *params],
             )
             return dict(cursor.fetchall())
