@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from accounts.choices import MembershipSource
+from accounts.models import Customer, Membership
 from jobs import deletions, selectors, services
 from jobs.choices import JobState
 from jobs.models import Deletion, Event, MigrationJob, Pass
@@ -177,10 +180,13 @@ def test_keep_records_what_we_wrote_and_touches_nothing(trees, django_user_model
                                                 .streaming_content).decode())))  # fmt: skip
     assert rows[0][:1] == ["path"] and rows[0][-3:] == ["reason", "message", "trash_path"]
     assert {(r[0], r[5]) for r in rows[1:]} == {(path, "kept") for path in got}
-    other = new_job(src.as_uri(), dst.as_uri())  # an unrelated customer's viewer
-    other.customer = type(job.customer).objects.create(name="Other Co")
-    stranger = viewer(django_user_model, "bob", other.customer)
-    assert stranger.get(url).status_code == 404
+    other = Customer.objects.create(name="Other Co")
+    stranger = django_user_model.objects.create_user("bob")  # no password to hash
+    Membership.objects.create(user=stranger, customer=other, source=MembershipSource.MANUAL)
+    client = Client()
+    client.force_login(stranger)
+    assert client.get(url).status_code == 404
+    assert client.get(url + "?format=csv").status_code == 404
 
 
 @pytest.fixture
@@ -289,3 +295,26 @@ def test_bad_deletion_options_are_refused_in_words(trees, options, words):
                                destination=job.destination)  # fmt: skip
     services.job_options_check(options={"deletes": "trash", "max_delete": 250},
                                destination=job.destination)  # fmt: skip
+
+
+def test_migrator_run_stops_over_the_cap_and_goes_on_when_run_with_a_cap_that_allows(trees, cli):
+    src, dst = trees
+    args = ("--source", str(src), "--destination", str(dst), "--json")
+    assert cli.run(*args, "--deletes", "mirror").code == 0
+    gone = delete_at_source(src)
+    before = walked(dst)
+
+    stopped = cli.run(*args)  # mirror is the job's now; the default cap is 5 %: 1 file
+
+    assert stopped.code == 4, stopped.stderr
+    assert f"waiting for confirmation of {len(gone)} deletions" in stopped.stderr
+    assert stopped.json["waiting"] and stopped.json["deleted_at_source"] == len(gone) + 1
+    assert walked(dst) == before
+    refused = cli.run(*args, "--max-delete", "2")
+    assert refused.code == 2 and f"--max-delete {len(gone)}" in refused.stderr
+
+    done = cli.run(*args, "--max-delete", str(len(gone)))
+
+    assert done.code == 0, done.stderr
+    assert done.json["state"] == "completed" and done.json["deletes_done"] == len(gone)
+    assert walked(dst) == walked(src)

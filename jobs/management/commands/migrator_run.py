@@ -19,7 +19,7 @@ from accounts.services import customer_get_or_create
 from jobs import permissions, selectors, services
 from jobs.choices import Conflicts, JobState, OnExists
 from jobs.connectors import check_endpoint
-from jobs.deletions import AWAITING, cap_of
+from jobs.deletions import AWAITING, awaiting_count, cap_for, cap_of, deletions_confirm
 from jobs.inline import InlineRunner
 from jobs.models import MigrationJob, Pass
 from jobs.options import PERMISSIONS
@@ -41,6 +41,21 @@ class Usage(Exception):
 class _AwaitingConfirmation(Exception):  # noqa: N818 - a way out of the wait, not an error
     def __init__(self, job: MigrationJob) -> None:
         self.job = job
+
+
+def _confirm_deletions(*, job: MigrationJob) -> None:
+    """The job's pass waits for its deletions (more than the cap): run again, the command
+    confirms them when the --max-delete it was given allows that many, as staff would."""
+    job.refresh_from_db()
+    p = Pass.objects.get(pk=job.current_pass_id)
+    n, cap = awaiting_count(p), cap_for(p, job.options)
+    if n > cap:
+        raise Usage(
+            f"job {job.pk}: pass {p.number} is waiting for confirmation of {n} deletions "
+            f"(cap {cap}): confirm or skip them in the admin, or run again with "
+            f"--max-delete {n}"
+        )
+    deletions_confirm(job)
 
 
 def _deletion_options(opts: dict) -> dict:
@@ -176,6 +191,7 @@ class Command(BaseCommand):
             (j for j in same if bool((j.options or {}).get("assess_only")) == opts["assess"]),
             None,
         )
+        waiting = None  # a pass of this job waiting for its deletions to be confirmed
         if job is None:
             options: dict = {"assess_only": True} if opts["assess"] else {}
             if opts["profile"]:
@@ -206,13 +222,18 @@ class Command(BaseCommand):
                 job=job, on_exists=opts["on_exists"], bwlimit=bwlimit,
                 options={**(job.options or {}), **profile},
             )  # fmt: skip
-            if job.state not in (JobState.DRAFT, JobState.PAUSED, *selectors.FINISHED):
+            waiting = Pass.objects.filter(pk=job.current_pass_id, deletes_state=AWAITING).first()
+            if waiting is None and job.state not in (
+                JobState.DRAFT, JobState.PAUSED, *selectors.FINISHED
+            ):
                 raise Usage(f"job {job.pk} for this source and destination is {job.state}")
         if perms is not None:  # options, the source's directory, the identity CSV
             cli_apply(perms, job=job, source=source)
         start = services.job_start_permissions if perms and perms.only else services.job_start
         if job.state == JobState.PAUSED:  # paused (say, the destination was full): go on
             start = services.job_resume
+        if waiting is not None:  # confirmed when the --max-delete given now allows them
+            start = _confirm_deletions
         show = sys.stderr.isatty() and not opts["json"]
         started = time.monotonic()
         start(job=job)
