@@ -13,16 +13,18 @@ from collections import Counter
 import pytest
 import requests
 
-from jobs import selectors, services
+from jobs import services
 from jobs.choices import JobState
-from jobs.models import FileItem, Pass
-from migrator.engine.copy import keep_both_name
+from jobs.models import Event, FileItem, Pass
+from migrator.engine.copy import Outcome, State, keep_both_name
+from migrator.engine.scan import Row
+from migrator.engine.wire import outcome_to_wire, row_to_wire
 from migrator.storage.local import LocalConnector
 from reports.registry import REPORTS, ReportQuery
 from reports.tables import Filters
 
 from .conftest import make_smb_tree, make_tree, smb_source, tree_of
-from .factories import new_job, run_job, smb_job
+from .factories import Steps, agent_post, agent_side, new_job, run_job, smb_job
 
 LOCAL_CALLS = ("open", "stat", "write", "mkdir", "folder_names", "delete")
 
@@ -200,3 +202,45 @@ def test_samba_to_gcs_catch_up_lists_once_and_resolves_conflicts_by_policy(
     kept = FileItem.objects.get(job_pass=last, source_path=destination_wins)
     assert (kept.state, kept.reason, kept.change) == ("excluded", "destination_changed", "")
     assert blobs.blob(f"m/{destination_wins}").download_as_bytes() == edited[destination_wins]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agents_catch_up_classifies_its_chunks_and_says_the_destination_was_not_listed(
+    tmp_path,
+):
+    """The agent posts its scan as ever: the server compares each chunk with the last
+    pass; a destination behind the agent (a local folder at its site) is not re-listed,
+    and the job's events say so."""
+    job, _, token = agent_side("delta", tmp_path)
+    rows = [row_to_wire(Row(0, 0, "file", f"f{i}.txt", f"f{i}.txt", 5, 7)) for i in range(3)]
+    with Steps() as steps:
+        work = agent_post(token, "work/")[1]
+        body = {"lease": work["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows}
+        assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"]
+        assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+        batch = agent_post(token, "work/")[1]
+        ids = FileItem.objects.filter(job_pass_id=work["pass_id"]).values_list("id", flat=True)
+        outcomes = [outcome_to_wire(Outcome(pk, State.COPIED, "", "", 5, "", "", None, 1))
+                    for pk in ids]  # fmt: skip
+        answer = agent_post(token, f"batch/{batch['batch_id']}/record/",
+                            {"lease": batch["lease"], "outcomes": outcomes})  # fmt: skip
+        assert answer[1]["recorded"], answer
+        steps.run("finish_pass")
+        job.refresh_from_db()
+        assert job.state == JobState.COMPLETED
+
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+        work = agent_post(token, "work/")[1]
+        assert work["kind"] == "scan"
+        rows[2] = row_to_wire(Row(0, 0, "file", "f2.txt", "f2.txt", 6, 7))  # changed
+        rows.append(row_to_wire(Row(0, 0, "file", "g.txt", "g.txt", 1, 7)))  # new
+        body = {"lease": work["lease"], "after": "", "cursor": "0/g.txt", "rows": rows}
+        assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"]
+        assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+    second = Pass.objects.get(pk=work["pass_id"])
+    counts = (second.unchanged, second.pending, second.delta_new, second.delta_changed)
+    assert counts == (2, 2, 1, 1)
+    assert second.delta_checked and second.scan_finished and second.batches_total == 1
+    said = Event.objects.filter(job=job, message__contains="not re-listed")
+    assert said.count() == 1
