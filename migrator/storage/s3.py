@@ -70,7 +70,8 @@ from .walk import walk
 MAX_KEY_BYTES = 1024  # S3 object keys are 1-1024 bytes of UTF-8
 PART_SIZE = 8 << 20  # below this one PUT (bytes in memory); from it, a multipart upload
 MAX_PARTS = 10_000  # S3's limit of parts in one upload
-MAX_COPY = 5 << 30  # the largest object one CopyObject can copy (for the md5 stamp)
+MAX_COPY = 5 << 30  # the largest object one CopyObject can copy (md5 stamp, move)
+COPY_PART = 1 << 30  # a range copied on the server by one UploadPartCopy, beyond that
 PAGE = 1000  # keys per listing page (S3's maximum)
 HEAD_THREADS = 8  # heads in flight while a listing page is read
 RETRIES = 4  # attempts for a listing page, a head or a part before Transient is raised
@@ -351,6 +352,7 @@ class S3Connector(Connector):
         directories=False,
         literal_names=True,
         case_insensitive=False,
+        rename=True,  # move(): a copy then a delete of each object, never atomic
         max_name_bytes=MAX_KEY_BYTES,  # a part is no longer than the whole key
         max_path_bytes=MAX_KEY_BYTES,
     )
@@ -665,6 +667,62 @@ class S3Connector(Connector):
     def _delete_key(self, key: str) -> None:
         with contextlib.suppress(Exception):  # best effort: ChecksumMismatch either way
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def move(self, src_path: str, dst_path: str) -> None:
+        """S3 has no rename: each object is copied to its new key (metadata kept), then
+        deleted; a "folder" is every object under its prefix, moved one by one."""
+        src = self._key(src_path, literal=True)  # a listed name, as it is
+        dst = self._key(dst_path)
+        if self.root in (src, dst):
+            raise InvalidPath(src_path if src == self.root else dst_path, "cannot move the root")
+        try:
+            head = self._head(src, src_path)
+        except NotFound:
+            pass
+        else:
+            self._move_object(src, dst, head, src_path)
+            return
+        moved = 0
+        for page in self._pages(f"{src}/", src_path, delimiter=False):
+            for obj in page.get("Contents", ()):
+                key = obj["Key"]
+                self._move_object(key, dst + key[len(src) :], self._head(key, src_path), src_path)
+                moved += 1
+        if not moved:
+            raise NotFound(src_path, "no such object")
+
+    def _move_object(self, src: str, dst: str, head: dict, path: str) -> None:
+        source = {"Bucket": self.bucket, "Key": src}
+        if int(head.get("ContentLength", 0)) <= MAX_COPY:
+            self._call(path, self.client.copy_object, Bucket=self.bucket, Key=dst,
+                       CopySource=source, MetadataDirective="COPY")  # fmt: skip
+        else:
+            self._copy_in_parts(source, dst, head, path)
+        self._call(path, self.client.delete_object, Bucket=self.bucket, Key=src)
+
+    def _copy_in_parts(self, source: dict, dst: str, head: dict, path: str) -> None:
+        """An object over 5 GiB, copied on the server in ranges of COPY_PART (what one
+        CopyObject cannot do), its metadata and type kept; aborted on failure."""
+        headers = {
+            "Metadata": head.get("Metadata") or {},
+            "ContentType": head.get("ContentType") or "application/octet-stream",
+        }
+        upload = self._call(path, self.client.create_multipart_upload, Bucket=self.bucket,
+                            Key=dst, **headers)["UploadId"]  # fmt: skip
+        size, step, parts = int(head["ContentLength"]), COPY_PART, []
+        try:
+            for number, start in enumerate(range(0, size, step), 1):
+                answer = self._call(
+                    path, self.client.upload_part_copy, Bucket=self.bucket, Key=dst,
+                    UploadId=upload, PartNumber=number, CopySource=source,
+                    CopySourceRange=f"bytes={start}-{min(start + step, size) - 1}",
+                )  # fmt: skip
+                parts.append({"ETag": answer["CopyPartResult"]["ETag"], "PartNumber": number})
+            self._call(path, self.client.complete_multipart_upload, Bucket=self.bucket,
+                       Key=dst, UploadId=upload, MultipartUpload={"Parts": parts})  # fmt: skip
+        except BaseException:
+            self._abort(dst, upload)
+            raise
 
     def mkdir(self, path: str, entry: Entry | None = None) -> bool:
         # capabilities.directories is False: callers check it and never get here

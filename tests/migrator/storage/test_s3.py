@@ -345,3 +345,26 @@ def test_objects_written_by_other_tools(s3_server: S3Server, s3_bucket: str):
         assert items["parts.bin"].size == 5 * MIB + 1
         assert items["parts.bin"].hash("md5") is None
         assert conn.stat("parts.bin").hash("md5") is None
+
+
+def test_move_of_an_object_too_large_for_one_copy_goes_in_parts(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+):
+    data = bytes(range(256)) * (44 * 1024)  # 11 MiB: three ranges
+    with connector_for(s3_server.s3_url(s3_bucket, "m"), s3_server.secret) as conn:
+        conn.write("a/big.bin", io.BytesIO(data), Entry("a/big.bin", "file", len(data), 42))
+        monkeypatch.setattr(s3, "MAX_COPY", 0)  # as if over 5 GiB, the most one copy takes
+        monkeypatch.setattr(s3, "COPY_PART", 5 * MIB)
+
+        conn.move("a", "b")
+
+        assert [(e.path, e.kind) for e in conn.scan("")] == [("b", "dir"), ("b/big.bin", "file")]
+        moved = conn.stat("b/big.bin")
+        assert (moved.size, moved.mtime_ns, moved.hash("md5")) == (
+            len(data),
+            42,
+            md5(data).hexdigest(),
+        )
+        etag = s3_server.client().head_object(Bucket=s3_bucket, Key="m/b/big.bin")["ETag"]
+        assert etag.endswith('-3"')  # copied on the server in three parts
+        assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
