@@ -206,6 +206,13 @@ def pass_hold(p: Pass) -> bool:
         return True
     rows = Deletion.objects.filter(job_pass=p, action=DeletionAction.PENDING)
     if not rows.exists():
+        if p.deleted_at_source and not p.deletes_state:  # keep: recorded as kept already
+            Pass.objects.filter(pk=p.pk).update(deletes_state=DONE)
+            _event(
+                p.job_id,
+                f"Pass {p.number}: {p.deleted_at_source} object(s) deleted at the source "
+                "were kept at the destination (deletions policy: keep).",
+            )
         return False
     job = MigrationJob.objects.select_related("destination").get(pk=p.job_id)
     policy = policy_of(job.options)

@@ -23,7 +23,7 @@ from jobs.models import Deletion, Event, MigrationJob, Pass
 from migrator.engine.deletes import Gone
 
 from .conftest import make_tree
-from .factories import Steps, new_job, run_job, viewer
+from .factories import Steps, agent_side, new_job, run_job, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -170,6 +170,10 @@ def test_keep_records_what_we_wrote_and_touches_nothing(trees, django_user_model
     assert "extra.txt" not in got  # never written by us: neither touched nor recorded
     assert {action for action, _ in got.values()} == {"kept"}
     assert p.deleted_at_source == len(got) and p.deletes_done == 0
+    assert Event.objects.filter(
+        job=job, message=f"Pass 2: {len(got)} object(s) deleted at the source were kept at the "
+        "destination (deletions policy: keep).",
+    ).exists()  # fmt: skip
 
     # the customer's Deletions report and CSV list them; another customer gets a 404
     customer = viewer(django_user_model, "ann", job.customer)
@@ -318,3 +322,27 @@ def test_migrator_run_stops_over_the_cap_and_goes_on_when_run_with_a_cap_that_al
     assert done.code == 0, done.stderr
     assert done.json["state"] == "completed" and done.json["deletes_done"] == len(gone)
     assert walked(dst) == walked(src)
+
+
+def test_an_agent_job_records_deletions_and_says_they_were_not_applied(tmp_path):
+    job, _agent, _token = agent_side("Remote Co", tmp_path)
+    dst = tmp_path / "Remote Co-d"
+    (dst / "old").mkdir(parents=True)
+    (dst / "old" / "gone.txt").write_bytes(b"still here")
+    MigrationJob.objects.filter(pk=job.pk).update(options={"deletes": "mirror"})
+    job.refresh_from_db()
+    p = Pass.objects.get(pk=job.current_pass_id)
+    deletions.gone_record(job_pass=p, items=[Gone("old/gone.txt", "file", 10, "old/gone.txt",
+                                                  ours=True)])  # fmt: skip
+    Pass.objects.filter(pk=p.pk).update(scan_finished=True)
+
+    with Steps() as steps:
+        services.pass_finish(pass_id=p.pk)
+        steps.run()
+
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED
+    assert (dst / "old" / "gone.txt").read_bytes() == b"still here"
+    assert set(actions(p).values()) == {("kept", "not_applied_agent")}
+    said = Event.objects.filter(job=job, level="warning").values_list("message", flat=True)
+    assert any("were recorded but not deleted" in m and "agent" in m for m in said), list(said)
