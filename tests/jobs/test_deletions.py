@@ -100,18 +100,20 @@ def test_mirror_leaves_the_destination_equal_to_the_source_locally(trees, tmp_pa
     assert summary["deletions"] == {"deleted": len(gone) + 2}
 
 
-def test_mirror_into_the_gcs_emulator_leaves_the_bucket_equal_to_the_source(tmp_path, gcs_server):
+@pytest.mark.parametrize("policy", ["mirror", "trash"])
+def test_into_the_gcs_emulator_the_bucket_ends_equal_to_the_source(tmp_path, gcs_server, policy):
     bucket = gcs_server.make_bucket()
     src = tmp_path / "src"
-    make_tree(src, files=12, folders=3)
+    made = make_tree(src, files=12, folders=3)
     client = gcs_server.client()
     client.bucket(bucket).blob("beside/other.txt").upload_from_string(b"outside the prefix")
     url = f"gs://{bucket}/in"
-    job = run_job(new_job(src.as_uri(), url, options={"profile": "posix", "deletes": "mirror",
+    job = run_job(new_job(src.as_uri(), url, options={"profile": "posix", "deletes": policy,
                                                       "max_delete": 10}))  # fmt: skip
     assert job.state == JobState.COMPLETED
-    for path in (src / "d0" / "d1" / "d2").rglob("*"):
-        path.unlink()
+    gone = sorted(p.relative_to(src).as_posix() for p in (src / "d0/d1/d2").rglob("*"))
+    for path in gone:
+        (src / path).unlink()
     (src / "d0" / "d1" / "d2").rmdir()
     client.bucket(bucket).blob("in/d0/extra.txt").upload_from_string(b"not ours")
 
@@ -119,9 +121,16 @@ def test_mirror_into_the_gcs_emulator_leaves_the_bucket_equal_to_the_source(tmp_
 
     assert job.state == JobState.COMPLETED, job.error
     files_at_source = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
+    # listed with google-cloud-storage itself, not through our connector
     listed = {b.name for b in client.list_blobs(bucket)}
-    assert listed == {f"in/{path}" for path in files_at_source} | {"beside/other.txt"}
-    assert last_pass(job).deletes_done == 5  # 4 files of d0/d1/d2 and the extra
+    expected = {f"in/{path}" for path in files_at_source} | {"beside/other.txt"}
+    if policy == "trash":
+        trash = {f"in/.migrator-trash/2/{path}" for path in [*gone, "d0/extra.txt"]}
+        expected |= trash
+        blob = client.bucket(bucket).blob(f"in/.migrator-trash/2/{gone[0]}")
+        assert blob.download_as_bytes() == made[gone[0]]
+    assert listed == expected
+    assert last_pass(job).deletes_done == len(gone) + 1  # d0/d1/d2's files and the extra
 
 
 def test_trash_moves_what_is_gone_under_the_pass_number_and_nothing_else(trees):
