@@ -75,7 +75,9 @@ def run_seconds() -> float:
 
 
 def lease_seconds() -> float:
-    return 15.0
+    """How long a runner's lease lasts without a heartbeat (one a second): a killed
+    runner's job is sent again by the reaper once it lapses."""
+    return max(5.0, min(15.0, settings.MIGRATOR_LEASE_SECONDS / 2))
 
 
 # --- people's actions ---------------------------------------------------------------------
@@ -188,9 +190,19 @@ def continuous_run(*, job_id: int, stop: threading.Event | None = None) -> None:
     """Follow the job's source for up to run_seconds(), applying its changes; then hand
     over to a new task. `stop` (tests, the bench) ends it from outside."""
     token = services_token()
+    before = ContinuousState.objects.filter(job_id=job_id).values_list("lease_owner", flat=True)
+    lapsed = (before.first() or "") not in ("", token)  # a runner died: no hand-over
     if not _lease(job_id, token):
         return
     job = MigrationJob.objects.select_related("source", "destination").get(pk=job_id)
+    if lapsed:  # what changed while nobody watched was not reported: reconcile
+        ContinuousState.objects.filter(job_id=job_id).update(reconcile_due=True)
+        services.event_add(
+            job_id=job_id, level=EventLevel.WARNING,
+            message="Continuous mode: the runner following the source stopped without "
+            "handing over; a new one took its place and a reconciliation pass catches what "
+            "changed in between.",
+        )  # fmt: skip
     state = ContinuousState.objects.get(job_id=job_id)
     if job.agent_pool_id is not None:
         ContinuousState.objects.filter(pk=state.pk).update(

@@ -416,3 +416,86 @@ def test_the_continuous_panel_for_staff_and_customer_and_the_admin_actions(
         set_inline(None)
     assert "Continuous mode: off" in customer.get(portal).content.decode()
     assert AuditEntry.objects.filter(detail__contains="continuous mode").count() == 2
+
+
+# --- a runner in a real cluster, killed -----------------------------------------------------
+
+CLUSTER_ENV = {
+    "MIGRATOR_TASK_TIMEOUT": "8",  # a runner hands over to a new task every 4 s
+    "MIGRATOR_LEASE_SECONDS": "10",  # a runner's lease: 5 s
+    "MIGRATOR_TASK_RETRY": "12",
+    "MIGRATOR_WORKERS": "2",
+}
+
+START = """
+from accounts.models import Customer
+from jobs import services
+c, _ = Customer.objects.get_or_create(name="Kill test")
+s = services.endpoint_create(name="src", url={src!r}, customer=c)
+d = services.endpoint_create(name="dst", url={dst!r}, customer=c)
+job = services.job_create(customer=c, name="continuous", source=s, destination=d)
+services.job_start(job=job)
+print(job.pk)
+"""
+
+
+def test_a_killed_runner_comes_back_and_copies_the_next_change(cli, tmp_path: Path):
+    import subprocess
+    import sys
+
+    from .conftest import REPO, base_env, kill_group, start_cluster
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "first.txt").write_text("copied by the first pass")
+    env = base_env(cli.db, **CLUSTER_ENV, **cli.env_extra)
+
+    def shell(code: str) -> str:
+        out = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=REPO,
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout.strip().splitlines()[-1]
+
+    job_id = int(shell(START.format(src=src.as_uri(), dst=dst.as_uri())))
+
+    def runner_pid() -> int | None:
+        rows = cli.query(
+            "SELECT lease_owner FROM jobs_continuousstate WHERE job_id = ? AND enabled "
+            "AND watching_since IS NOT NULL", job_id,
+        )  # fmt: skip
+        return int(rows[0][0].split(":")[1]) if rows and rows[0][0] else None
+
+    log = tmp_path / "cluster.log"
+    cluster = start_cluster(env, log)
+    try:
+        wait_until(lambda: (dst / "first.txt").exists(), 60, "the first pass")
+        wait_until(
+            lambda: cli.query("SELECT state FROM jobs_migrationjob WHERE id=?", job_id)[0][0]
+            == "completed", 30, "the first pass to finish",
+        )  # fmt: skip
+        shell(
+            "from jobs import continuous; from jobs.models import MigrationJob; "
+            f"continuous.continuous_start(job=MigrationJob.objects.get(pk={job_id}))"
+        )
+        pid = wait_until(runner_pid, 30, "the runner in the cluster to watch the source")
+        assert os.getpgid(pid) == cluster.pid  # the cluster's worker runs it
+        (src / "before.txt").write_text("seen by the first runner")
+        wait_until(lambda: (dst / "before.txt").exists(), 15, "a change copied by the runner")
+
+        kill_group(cluster)  # SIGKILL to every process of the cluster, runner included
+        (src / "while down.txt").write_text("written while no runner watched")
+        cluster = start_cluster(env, log)  # another takes its place
+        # the reaper (jobs.tasks.reap_leases, on the cluster's schedule) sends a new runner
+        # once the dead one's lease has lapsed
+        reap = "from jobs import tasks; print(tasks.reap_leases()['continuous'])"
+        wait_until(lambda: shell(reap) == "1", 30, "the reaper to send a runner", every=1)
+        wait_until(lambda: (p := runner_pid()) and p != pid, 30, "a new runner to watch")
+        (src / "after.txt").write_text("seen by the new runner")
+        wait_until(lambda: (dst / "after.txt").exists(), 15, "the new change copied")
+        # what changed while no runner watched: the new runner's reconciliation pass
+        wait_until(lambda: (dst / "while down.txt").exists(), 30, "the reconciliation")
+    finally:
+        kill_group(cluster)
+    assert (dst / "after.txt").read_text() == "seen by the new runner", log.read_text()[-3000:]
+    assert (dst / "while down.txt").read_text() == "written while no runner watched"
+    events = cli.query("SELECT message FROM jobs_event WHERE job_id=?", job_id)
+    assert any("stopped without handing over" in m for (m,) in events)
