@@ -20,7 +20,17 @@ from migrator.engine.delta import Decision, Mine, Prior
 from migrator.storage import Capabilities, StorageError, capabilities_of, path_key
 
 from . import deletions, services
-from .choices import Change, EventLevel, ItemKind, ItemState, JobState, PassKind, PassState, Reason
+from .choices import (
+    Change,
+    EventLevel,
+    ItemKind,
+    ItemState,
+    JobState,
+    OnExists,
+    PassKind,
+    PassState,
+    Reason,
+)
 from .connectors import open_endpoint
 from .dispatch import enqueue
 from .models import FileItem, MigrationJob, Pass
@@ -55,12 +65,17 @@ class ScanDelta:
 
         self.prior = pass_prior(job_pass) if job_pass.kind == PassKind.COPY else None
         self.src_caps = self.dst_caps = Capabilities()
+        self.beside = False
         if self.prior is not None:
             job = MigrationJob.objects.select_related("source", "destination").get(
                 pk=job_pass.job_id
             )
             self.src_caps = capabilities_of(job.source.url)
             self.dst_caps = capabilities_of(job.destination.url)
+            # a file the job wrote beside a destination's own under a keep-both name
+            self.beside = job.on_exists == OnExists.KEEP_BOTH or (
+                conflicts_policy(job.options) == engine_delta.KEEP_BOTH
+            )
         # the last pass's rows are read in id order (its walk order, as this scan's), a
         # page at a time, merged with the chunks; a row not met so is looked up by path
         self._after: int | None = None  # the last id read; None: where to start unknown
@@ -136,7 +151,7 @@ class ScanDelta:
                 else:
                     row.change = Change.NEW
                 continue
-            verdict = classify(row, found[1] if found else None, src_caps, dst_caps)
+            verdict = classify(row, found[1] if found else None, src_caps, dst_caps, self.beside)
             if verdict == engine_delta.UNCHANGED:
                 p = found[1]
                 row.state = unchanged

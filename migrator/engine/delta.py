@@ -47,26 +47,31 @@ class Prior(NamedTuple):
     reason: str = ""
 
 
-def classify(row, prior: Prior | None, src_caps: Capabilities, dst_caps: Capabilities) -> str:
+def classify(
+    row, prior: Prior | None, src_caps: Capabilities, dst_caps: Capabilities, beside: bool = False
+) -> str:
     """NEW, CHANGED, UNCHANGED or KEPT for a planned file row (`row`: anything with
     dest_path, size, mtime_ns, md5, crc32c) against the last pass's row for its source
     path. A row the last pass did not write (failed, excluded, pending) or wrote elsewhere
-    is CHANGED; a row it kept under its keep-both name counts as where it went; a row
-    whose destination won a conflict stays so (KEPT) while the source is unchanged."""
+    is CHANGED; with `beside` (the job keeps both), a row it wrote under its keep-both
+    name counts as where it went; a row whose destination won a conflict stays so (KEPT)
+    while the source is unchanged."""
     if prior is None:
         return NEW
     kept = prior.state == "excluded" and prior.reason == DESTINATION_CHANGED
     if not kept and prior.state not in WRITTEN_STATES:
         return CHANGED
-    same = _same_source(row, prior, src_caps, dst_caps)
+    same = _same_source(row, prior, src_caps, dst_caps, beside)
     return CHANGED if not same else KEPT if kept else UNCHANGED
 
 
-def _same_source(row, prior: Prior, src_caps: Capabilities, dst_caps: Capabilities) -> bool:
+def _same_source(
+    row, prior: Prior, src_caps: Capabilities, dst_caps: Capabilities, beside: bool
+) -> bool:
     if row.size != prior.size:
         return False
-    if prior.dest_path != row.dest_path and prior.dest_path != keep_both_name(
-        row.dest_path, row.mtime_ns
+    if prior.dest_path != row.dest_path and not (
+        beside and prior.dest_path == keep_both_name(row.dest_path, row.mtime_ns)
     ):
         return False
     if row.md5 and prior.md5:

@@ -69,7 +69,9 @@ def test_classify(planned, last, src, expected):
 def test_classify_finds_the_keep_both_name_the_last_pass_wrote():
     planned = row()
     beside = keep_both_name(planned.dest_path, planned.mtime_ns)
-    assert classify(planned, prior()._replace(dest_path=beside), NS, NS) == UNCHANGED
+    assert classify(planned, prior()._replace(dest_path=beside), NS, NS, beside=True) == UNCHANGED
+    # a job that no longer keeps both: the file goes where it is planned again
+    assert classify(planned, prior()._replace(dest_path=beside), NS, NS) == CHANGED
 
 
 def test_row_bitmap_holds_one_bit_per_id():
