@@ -4,6 +4,7 @@ by keyset (id or path), never OFFSET or COUNT(*)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +23,11 @@ SORTS = ("id", "-id", "path")
 
 
 def mtime_text(mtime_ns: int) -> str:
+    """ISO 8601 in UTC to the second; gmtime and strftime, half the cost of a datetime's
+    isoformat, per row of a CSV of millions."""
     if not mtime_ns:
         return ""
-    return datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat(timespec="seconds")
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(mtime_ns // 1_000_000_000))
 
 
 @dataclass(frozen=True)
