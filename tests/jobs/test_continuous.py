@@ -319,6 +319,60 @@ def test_a_job_from_a_samba_share_follows_its_changes(samba_dc, tmp_path: Path):
             set_inline(None)
 
 
+def test_a_dropped_smb_watch_is_reconciled_and_rearmed(samba_dc, tmp_path: Path, monkeypatch):
+    import socket
+
+    from smbprotocol import change_notify
+
+    from migrator.storage import connector_for
+
+    watchers: list = []  # each CHANGE_NOTIFY request the runner's watch makes
+    made = change_notify.FileSystemWatcher.__init__
+
+    def recorded(self, handle) -> None:
+        made(self, handle)
+        watchers.append(self)
+
+    monkeypatch.setattr(change_notify.FileSystemWatcher, "__init__", recorded)
+    folder = samba_dc.make_folder("data")
+    url = samba_dc.smb_url("data", folder)
+    dst = tmp_path / "dst"
+    with connector_for(url, samba_dc.admin_password) as share:
+        _put(share, "a.txt", b"first")
+        job = new_job(url, f"file://{dst}")
+        job.source.set_secret(samba_dc.admin_password)
+        job.source.save()
+        assert run_job(job).state == "completed"
+        set_inline(_run_now)
+        continuous.continuous_start(job=job)
+        runner = Runner(job.pk)
+        try:
+            first = wait_until(lambda: watchers and watchers[-1].open.connection, 10, "a watch")
+            # the network drops the watch's own connection (the server sees it close too)
+            first.transport._sock.shutdown(socket.SHUT_RDWR)
+            state = wait_until(
+                lambda: (s := ContinuousState.objects.get(job=job)).last_error and s, 10,
+                "the runner to record the watch error",
+            )  # fmt: skip
+            # smbprotocol ends the pending notify with an empty answer when its connection
+            # drops, which the share's watch reports as an overflow, then as disconnected
+            assert state.last_error.partition(":")[0] in ("overflow", "disconnected")
+            # the runner watches again, on a connection of its own
+            wait_until(lambda: watchers[-1].open.connection is not first, 10, "a new watch")
+            _put(share, "after the drop.txt", b"seen by the new watch")
+            wait_until(lambda: (dst / "after the drop.txt").exists(), 10, "the next change")
+            # and a reconciliation pass checks what the drop may have hidden
+            found = wait_until(
+                lambda: ContinuousState.objects.get(job=job).last_reconcile_found, 30,
+                "the reconciliation to finish",
+            )  # fmt: skip
+            assert found["pass"] > _sync_pass(job).number and found["failed"] == 0
+        finally:
+            runner.close()
+            set_inline(None)
+    assert job.events.filter(message__contains="the watch of the source failed").exists()
+
+
 def test_the_api_starts_and_stops_continuous_mode_and_refuses_in_words(tmp_path: Path, admin_user):
     from django.test import Client
 
