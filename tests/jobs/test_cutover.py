@@ -25,7 +25,7 @@ def _flow(job) -> Cutover:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_whole_flow_to_ready_report(tmp_path):
+def test_whole_flow_to_the_ready_report_the_customer_signs_off(tmp_path, django_user_model):
     src, dst = tmp_path / "src", tmp_path / "dst"
     expected = make_tree(src, files=15, folders=2)
     job = run_job(new_job(src.as_uri(), dst.as_uri()))
@@ -62,6 +62,20 @@ def test_whole_flow_to_ready_report(tmp_path):
     rows = list(cutover.report_rows(flow))
     assert ("verdict", "ready", report.verdict) in rows
     assert ("3. Verify pass", "unchanged", total) in rows
+
+    # the customer reads the ready report in the portal, downloads it, signs it off
+    customer = viewer(django_user_model, "ready-viewer", job.customer)
+    portal = customer.get(f"/portal/jobs/{job.pk}/").content.decode()
+    assert report.verdict in portal and "Ready-to-switch report and sign-off" in portal
+    page = customer.get(f"/reports/jobs/{job.pk}/cutover/").content.decode()
+    assert report.verdict in page and "Accept this migration" in page
+    csv = b"".join(customer.get(f"/reports/jobs/{job.pk}/cutover/?format=csv").streaming_content)
+    assert csv.decode().splitlines()[:2] == [
+        "section,item,value",
+        f"verdict,ready,{report.verdict}",
+    ]
+    customer.post(f"/reports/jobs/{job.pk}/accept/", {"note": "switching tonight"})
+    assert "Accepted by" in customer.get(f"/reports/jobs/{job.pk}/cutover/").content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
