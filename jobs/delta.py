@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from django.db import connection, transaction
@@ -351,6 +352,17 @@ class _Pending:
         self.pk, self.size = pk, size
 
 
+def _prefixes(job: MigrationJob) -> list[str]:
+    """Where the job's mappings write at the destination: only there is it listed (what
+    else the destination holds is not the job's)."""
+    prefixes = sorted({m.destination_prefix.strip("/") for m in job.mappings.all()} or {""})
+    kept: list[str] = []
+    for p in prefixes:  # sorted: a prefix comes before those under it
+        if not any(p == k or p.startswith(f"{k}/") or not k for k in kept):
+            kept.append(p)
+    return kept
+
+
 def _checked(job_pass: Pass, message: str, level: str = EventLevel.INFO) -> None:
     Pass.objects.filter(pk=job_pass.pk).update(delta_checked=True)
     services.event_add(job_id=job_pass.job_id, level=level, message=message)
@@ -386,7 +398,7 @@ def destination_check(*, job_pass: Pass, token: str) -> bool:
     try:
         with open_endpoint(job.destination) as destination:
             result = engine_delta.destination_check(
-                destination.listing(""),
+                chain.from_iterable(destination.listing(p) for p in _prefixes(job)),
                 sink,
                 ids=(bounds["lo"] or 0, bounds["hi"] or 0),
                 policy=policy,

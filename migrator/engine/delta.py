@@ -29,7 +29,8 @@ DESTINATION_CHANGED = "destination_changed"  # the reason of a row the destinati
 CONFLICT, MISSING = "conflict", "missing"
 SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH = "source_wins", "destination_wins", "keep_both"
 POLICIES = (SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH)
-TRASH_PREFIX = ".migrator-trash/"
+# the migrator's own files at the destination (the trash, the permissions manifest)
+OWN_PREFIXES = (".migrator-trash/", ".migrator/")
 WRITTEN_STATES = frozenset({"copied", "unchanged"})
 CHECK_CHUNK = 1000  # listed objects looked up at once (one query of the sink)
 
@@ -213,7 +214,7 @@ def destination_check(
         if not sink.lease_renew():
             result.stopped = True
             return result
-        entries = [e for e in entries if e.kind == "file" and not e.path.startswith(TRASH_PREFIX)]
+        entries = [e for e in entries if e.kind == "file" and not e.path.startswith(OWN_PREFIXES)]
         result.listed += len(entries)
         keys = [key(e.path) for e in entries]
         mine = sink.rows_by_key(keys)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
-from .errors import ConnectFailed, StorageError, Unsupported
+from .errors import ConnectFailed, NotFound, StorageError, Unsupported
 
 __all__ = [
     "Capabilities",
@@ -156,6 +156,8 @@ class Connector(abc.ABC):
         of `scan()`; an object store overrides it with one listing without delimiter."""
         for item in self.scan(prefix):
             if isinstance(item, ScanError):
+                if item.path == prefix.strip("/") and isinstance(item.error, NotFound):
+                    return  # no such folder: nothing under it
                 raise item.error
             if item.kind == "file":
                 yield item

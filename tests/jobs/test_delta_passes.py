@@ -15,7 +15,7 @@ import requests
 
 from jobs import services
 from jobs.choices import JobState
-from jobs.models import Event, FileItem, Pass
+from jobs.models import Deletion, Event, FileItem, Pass
 from migrator.engine.copy import Outcome, State, keep_both_name
 from migrator.engine.scan import Row
 from migrator.engine.wire import outcome_to_wire, row_to_wire
@@ -76,7 +76,9 @@ def test_second_local_pass_copies_nothing_then_copies_only_what_changed(tmp_path
     assert calls == Counter(mkdir=1), calls
     assert _accounted(second)
 
-    # a new file, a changed one, one deleted and one edited at the destination
+    # a new file, a changed one, one deleted at the source, one deleted and one edited at
+    # the destination
+    (src / "d0" / "file-012.dat").unlink()
     (src / "d0" / "new.txt").write_bytes(b"brand new")
     changed = src / "d0" / "d1" / "d2" / "file-006.dat"
     changed.write_bytes(b"changed at the source")
@@ -91,7 +93,7 @@ def test_second_local_pass_copies_nothing_then_copies_only_what_changed(tmp_path
     third = _last_pass(job)
     assert job.state == JobState.COMPLETED, job.error
     assert (third.delta_new, third.delta_changed, third.conflicts) == (1, 1, 1)
-    assert (third.seen, third.copied, third.unchanged) == (31, 4, 27)
+    assert (third.seen, third.copied, third.unchanged) == (30, 4, 26)
     assert _accounted(third)
     rows = _rows(third)
     assert rows["d0/new.txt"].change == "new"
@@ -99,7 +101,13 @@ def test_second_local_pass_copies_nothing_then_copies_only_what_changed(tmp_path
     assert rows[removed].change == "missing"
     assert rows["d0/file-008.dat"].change == "conflict"
     assert "size" in rows["d0/file-008.dat"].message
-    assert tree_of(dst) == tree_of(src)  # source wins: the edit is overwritten
+    # source wins: the edit is overwritten; what the source no longer has is kept (the
+    # job's deletes policy, keep) and recorded as ours
+    assert tree_of(dst) == {**tree_of(src), "d0/file-012.dat": expected["d0/file-012.dat"]}
+    gone = Deletion.objects.get(job_pass=third)
+    assert (gone.dest_path, gone.source_path, gone.ours, gone.action) == (
+        "d0/file-012.dat", "d0/file-012.dat", True, "kept"
+    )  # fmt: skip
     assert calls["write"] == 4
 
 

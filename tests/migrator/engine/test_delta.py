@@ -190,3 +190,6 @@ def test_local_listing_is_flat_files_only(tmp_path):
     with LocalConnector(str(tmp_path)) as conn:
         listed = {e.path: e.size for e in conn.listing("")}
     assert listed == {"a/b/f.txt": 3, "top.txt": 1}
+    with LocalConnector(str(tmp_path)) as conn:
+        assert list(conn.listing("a")) == [conn.stat("a/b/f.txt")]
+        assert list(conn.listing("no-such-folder")) == []
