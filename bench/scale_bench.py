@@ -15,9 +15,9 @@ the web process (during and after the run) and their query counts over the finis
 the files CSV streamed through the web process (rows/s, the web's RSS while it streams);
 the accounting check's time; EXPLAIN of the files report sorted by path (PostgreSQL).
 
-PostgreSQL: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432), database
-migrator_scale (dropped and made again); Redis: BENCH_REDIS_URL (default
-redis://127.0.0.1:6379/5, flushed).
+PostgreSQL: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432), database --name
+(default migrator_scale, dropped and made again); Redis: BENCH_REDIS_URL (default
+redis://127.0.0.1:6379), database --redis-db (default 5, flushed).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_DB = "migrator_scale"
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 PASS_FIELDS = ("seen", "copied", "unchanged", "excluded", "failed", "pending", "folders_seen",
                "batches")  # fmt: skip
 ENDED = ("completed", "completed_with_errors", "failed", "cancelled")
@@ -102,6 +102,17 @@ def child_setup(files: int) -> None:
     print(json.dumps({"job": job.pk, "cookie": client.cookies["sessionid"].value}))
 
 
+def child_login() -> None:
+    """A session of the benchmark's staff user, for a job benchmarked before."""
+    django_setup()
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="bench"))
+    print(json.dumps({"cookie": client.cookies["sessionid"].value}))
+
+
 def child_start(job_id: int) -> None:
     django_setup()
     from jobs import services
@@ -135,7 +146,8 @@ def cursors_of(job) -> dict:
     pk = first + (pass_.seen + pass_.folders_seen) // 2
     row = FileItem.objects.filter(job_pass_id=job.current_pass_id, id__gte=pk).order_by("id")
     row = row.values_list("id", "source_path").first()
-    return {"id_cursor": row[0], "path_cursor": quote(f"{row[1]}\x1f{row[0]}")}
+    return {"id_cursor": row[0], "path_cursor": quote(f"{row[1]}\x1f{row[0]}"),
+            "path_cursor_raw": f"{row[1]}\x1f{row[0]}"}  # fmt: skip
 
 
 def child_measure(job_id: int) -> None:
@@ -177,8 +189,7 @@ def child_measure(job_id: int) -> None:
         from reports import tables
 
         qs = tables.manifest(job.current_pass, "files", tables.Filters(sort="path"))
-        page_qs = tables.files_by_path(qs, job.current_pass) if hasattr(
-            tables, "files_by_path") else qs.order_by("source_path", "id")  # fmt: skip
+        page_qs = tables.by_path(qs, cursors["path_cursor_raw"])
         explain = page_qs[:101].explain(analyze=True)
     print(json.dumps({"pages": pages, "accounting_s": round(min(timings), 3),
                       "truth": truth, "explain_path": explain, "cursors": cursors}))  # fmt: skip
@@ -312,25 +323,36 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="workers per cluster")
     ap.add_argument("--batch-files", type=int, default=2000)
     ap.add_argument("--out", default="", help="write the JSON result here too")
+    ap.add_argument("--name", default=PG_DB, help="PostgreSQL database (dropped, made again)")
+    ap.add_argument("--redis-db", type=int, default=5, help="Redis database (flushed)")
     ap.add_argument("--child", default="")
     ap.add_argument("--job", type=int, default=0)
+    ap.add_argument("--reports-only", action="store_true",
+                    help="PostgreSQL: measure the pages and CSV of job --job of database --name "
+                         "left by an earlier run (migrated first), run nothing")  # fmt: skip
     args = ap.parse_args()
     if args.child == "setup":
         return child_setup(args.files)
+    if args.child == "login":
+        return child_login()
     if args.child == "start":
         return child_start(args.job)
     if args.child == "measure":
         return child_measure(args.job)
 
     clusters = args.clusters or (2 if args.db == "postgres" else 1)
+    load_start = Path("/proc/loadavg").read_text().split()[:3]  # the machine is shared
+    if args.reports_only:
+        clusters = 0
     folder = Path(tempfile.mkdtemp(prefix="scale-bench-"))
     if args.db == "postgres":
         import psycopg
 
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {PG_DB}")
-        db_url = f"{PG_SERVER}/{PG_DB}"
+            if not args.reports_only:
+                conn.execute(f"DROP DATABASE IF EXISTS {args.name} WITH (FORCE)")
+                conn.execute(f"CREATE DATABASE {args.name}")
+        db_url = f"{PG_SERVER}/{args.name}"
     else:
         db_url = f"sqlite:///{folder / 'db.sqlite3'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
@@ -339,8 +361,8 @@ def main() -> None:
                MIGRATOR_WORKERS=str(args.workers), MIGRATOR_BATCH_FILES=str(args.batch_files),
                DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost")  # fmt: skip
     if args.db == "postgres":
-        env["REDIS_URL"] = REDIS_URL
-        subprocess.run(["redis-cli", "-u", REDIS_URL, "FLUSHDB"], check=False,
+        env["REDIS_URL"] = f"{REDIS_URL}/{args.redis_db}"
+        subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "FLUSHDB"], check=False,
                        stdout=subprocess.DEVNULL)  # fmt: skip
     else:
         env.pop("REDIS_URL", None)
@@ -348,8 +370,13 @@ def main() -> None:
     me = str(Path(__file__).resolve())
     cli_kb: dict[str, int] = {}
     _out, cli_kb["migrate"] = cli_peak([py, "manage.py", "migrate", "-v0"], env)
-    out, cli_kb["setup"] = cli_peak([py, me, "--child", "setup", "--files", str(args.files)], env)
-    setup = json.loads(out.strip().splitlines()[-1])
+    if args.reports_only:
+        out, cli_kb["login"] = cli_peak([py, me, "--child", "login"], env)
+        setup = {"job": args.job, **json.loads(out.strip().splitlines()[-1])}
+    else:
+        out, cli_kb["setup"] = cli_peak([py, me, "--child", "setup", "--files", str(args.files)],
+                                        env)  # fmt: skip
+        setup = json.loads(out.strip().splitlines()[-1])
     job_id, cookie = setup["job"], setup["cookie"]
 
     sampler = Sampler()
@@ -383,8 +410,10 @@ def main() -> None:
                 time.sleep(0.5)
         time.sleep(3)
         t0 = time.time()
-        _out, cli_kb["job_start"] = cli_peak([py, me, "--child", "start", "--job", str(job_id)],
-                                             env)  # fmt: skip
+        if not args.reports_only:
+            _out, cli_kb["job_start"] = cli_peak(
+                [py, me, "--child", "start", "--job", str(job_id)], env
+            )
         live_pages: list[tuple[float, str, float]] = []
         progress: list[tuple[float, int, int]] = []
         next_page = time.monotonic() + 5
@@ -458,6 +487,7 @@ def main() -> None:
         "truth": measured["truth"],
         "explain_path": measured["explain_path"],
         "progress_tail": progress[-5:],
+        "load_average": {"start": load_start, "end": Path("/proc/loadavg").read_text().split()[:3]},
         "log": str(folder / "processes.log"),
     }
     text = json.dumps(result, indent=1)
