@@ -3,6 +3,7 @@ report; a failed verify stops the flow with the reason; the admin page and the A
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -15,7 +16,7 @@ from jobs.choices import CutoverState, CutoverStep, PassKind
 from jobs.models import Cutover, Pass
 
 from .conftest import make_tree
-from .factories import Steps, new_job, run_job, viewer
+from .factories import RULES, Steps, new_folder, new_job, run_job, smb_job, viewer
 
 API = "/api/v1"
 
@@ -134,8 +135,41 @@ def test_start_stops_continuous_mode_and_ticks_it(tmp_path):
     assert not ticked["read_only"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_permissions_on_adds_the_permissions_pass_and_verify_writes_no_manifest(samba_dc, tmp_path):
+    from migrator.acl.apply import manifest_path
+    from migrator.storage import Entry, connector_for
+
+    base = new_folder(samba_dc, "data")
+    with connector_for(samba_dc.smb_url("data", base), samba_dc.admin_password) as share:
+        for i in range(3):
+            share.write(f"f{i}.txt", io.BytesIO(b"x" * i), Entry(f"f{i}.txt", "file", i, 0))
+    dst = tmp_path / "dst"
+    job = run_job(smb_job(samba_dc, base, dst.as_uri(), {"permissions": RULES}))
+    manifest = dst / manifest_path(job.pk)
+    cutover.cutover_start(job=job)
+    cutover.cutover_tick(job=job, item="read_only")
+    written = {}
+    with Steps() as steps:
+        cutover.cutover_advance(job=job)
+        while _flow(job).step != CutoverStep.READY:
+            step = _flow(job).step
+            assert steps.run(limit=1) == 1, step
+            if _flow(job).step != step:  # a pass ended: what its manifest was then
+                written[step] = manifest.stat().st_mtime_ns
+        steps.run()
+    flow = Cutover.objects.get(job=job)
+    assert flow.state == CutoverState.READY, flow.reason
+    assert flow.permissions_pass.kind == PassKind.PERMISSIONS
+    assert [p.number for p in (flow.final_pass, flow.verify_pass, flow.permissions_pass)] == [
+        2, 3, 4,
+    ]  # fmt: skip
+    assert written[CutoverStep.VERIFY] == written[CutoverStep.FINAL_PASS]  # verify wrote none
+    assert written[CutoverStep.PERMISSIONS] > written[CutoverStep.VERIFY]  # its own, anew
+
+
 @pytest.fixture
-def smb_job(db):
+def smb_job_page(db):
     job = new_job("smb://EXAMPLE;alice@files.example.test/data/Finance", "file:///tmp/x")
     job.name = "<b>Payroll</b> cutover"
     job.save(update_fields=["name"])
@@ -143,8 +177,9 @@ def smb_job(db):
     return job
 
 
-def test_admin_page_shows_the_exact_commands_for_an_smb_source(smb_job, admin_client):
-    url = f"/admin/jobs/migrationjob/{smb_job.pk}/cutover/"
+def test_admin_page_shows_the_exact_commands_for_an_smb_source(smb_job_page, admin_client):
+    job = smb_job_page
+    url = f"/admin/jobs/migrationjob/{job.pk}/cutover/"
     page = admin_client.get(url).content.decode()
     assert "Start cutover" in page and "&lt;b&gt;Payroll&lt;/b&gt;" in page
     assert "<b>Payroll</b>" not in page
@@ -160,7 +195,7 @@ def test_admin_page_shows_the_exact_commands_for_an_smb_source(smb_job, admin_cl
 
     admin_client.post(url, {"op": "tick", "item": "read_only"})
     assert "Ticked: admin" in admin_client.get(url).content.decode()
-    change = admin_client.get(f"/admin/jobs/migrationjob/{smb_job.pk}/change/").content.decode()
+    change = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
     assert "Cutover page" in change and 'data-pass="1"' in change
 
 
@@ -169,9 +204,12 @@ def _token_client(user) -> Client:
     return Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
 
 
-def test_api_cutover_for_staff_and_404_for_other_customers(smb_job, admin_user, django_user_model):
+def test_api_cutover_for_staff_and_404_for_other_customers(
+    smb_job_page, admin_user, django_user_model
+):
+    job = smb_job_page
     staff = _token_client(admin_user)
-    base = f"{API}/jobs/{smb_job.pk}/cutover/"
+    base = f"{API}/jobs/{job.pk}/cutover/"
     assert staff.get(base).json()["state"] == "not_started"
 
     started = staff.post(base + "start/")
@@ -192,7 +230,7 @@ def test_api_cutover_for_staff_and_404_for_other_customers(smb_job, admin_user, 
     other = _token_client(django_user_model.objects.get(username="other-viewer"))
     assert other.get(base).status_code == 404
     assert other.post(base + "start/").status_code == 403  # a viewer writes nothing
-    viewer(django_user_model, "own-viewer", smb_job.customer)
+    viewer(django_user_model, "own-viewer", job.customer)
     own = _token_client(django_user_model.objects.get(username="own-viewer"))
     assert own.get(base).json()["step"] == "final_pass"
     assert own.post(base + "advance/").status_code == 403
