@@ -4,6 +4,12 @@ the same data, in one run. Run by hand (`make bench`), never in CI; results go t
 bench/RESULTS.md with the machine and date.
 
     python bench/copy_bench.py [--small 20000] [--folders 200] [--large 4] [--large-mb 256]
+                               [--md5] [--ab OLD_CHECKOUT]
+
+A copy to a local folder hashes crc32c only (issue 16); `--md5` adds a `migrator-md5` run
+(`migrator_run --hashes md5,crc32c`), as a job asking for md5 does. `--ab OLD_CHECKOUT` runs
+only `migrator_run`, from this checkout and from OLD_CHECKOUT (another clone, the code to
+compare with) in turn, into tmpfs (/dev/shm): no disk in the way, so only the code differs.
 """
 
 from __future__ import annotations
@@ -69,15 +75,25 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, s
 
 
 TOOLS = ("cp", "rclone", "migrator")
+MD5 = "migrator-md5"  # a job that asks for md5 as well (--hashes md5,crc32c)
 
 
 def run_set(
-    name: str, src: Path, work: Path, files: int, nbytes: int, round_: int = 0
+    name: str,
+    src: Path,
+    work: Path,
+    files: int,
+    nbytes: int,
+    round_: int = 0,
+    tools: tuple[str, ...] = TOOLS,
+    checkouts: dict[str, Path] | None = None,
 ) -> list[dict]:
     """Each tool once; the order turns with the round, so no tool always goes first (the
-    first writer on fresh memory and a cold disk pays more here)."""
+    first writer on fresh memory and a cold disk pays more here). `checkouts` names the
+    repository each `migrator` tool runs from (the A/B of old and new code)."""
     rows = []
-    order = TOOLS[round_ % 3 :] + TOOLS[: round_ % 3]
+    turn = round_ % len(tools)
+    order = tools[turn:] + tools[:turn]
     for tool in order:
         dst = work / f"{name}-{tool}-{round_}"
         shutil.rmtree(dst, ignore_errors=True)
@@ -89,14 +105,19 @@ def run_set(
             cmd = ["rclone", "copy", str(src), str(dst), "--transfers", "8", "--checkers", "8"]
             env = None
         else:
-            db = work / f"{name}-{round_}.sqlite3"
+            repo = (checkouts or {}).get(tool, REPO)
+            db = work / f"{name}-{tool}-{round_}.sqlite3"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             env = {**os.environ, "MIGRATOR_DEV": "1", "DATABASE_URL": f"sqlite:///{db}"}
-            subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env,
+            if (REPO / ".env").exists():  # another checkout: this one's development settings
+                env.setdefault("MIGRATOR_ENV_FILE", str(REPO / ".env"))
+            subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo, env=env,
                            check=True)  # fmt: skip
-            cmd = [sys.executable, "manage.py", "migrator_run", "--source", src.as_uri(),
-                   "--destination", dst.as_uri(), "--json"]  # fmt: skip
+            cmd = [sys.executable, str(repo / "manage.py"), "migrator_run", "--source",
+                   src.as_uri(), "--destination", dst.as_uri(), "--json"]  # fmt: skip
+            if tool == MD5:
+                cmd += ["--hashes", "md5,crc32c"]
         load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
         seconds, rss, cpu, out = timed(cmd, env)
         row = {
@@ -110,7 +131,7 @@ def run_set(
             "files_s": round(files / seconds),
             "mb_s": round(nbytes / 1e6 / seconds, 1),
         }
-        if tool == "migrator":
+        if tool.startswith("migrator"):
             summary = json.loads(out.strip().splitlines()[-1])
             assert summary["copied"] == files and summary["state"] == "completed", summary
         rows.append(row)
@@ -129,8 +150,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="runs of each tool, order turning")
     ap.add_argument("--settle", type=float, default=SETTLE_SECONDS,
                     help="seconds to wait before the first tool (see SETTLE_SECONDS)")  # fmt: skip
+    ap.add_argument("--md5", action="store_true", help="also migrator_run --hashes md5,crc32c")
+    ap.add_argument("--ab", metavar="OLD_CHECKOUT", default=None,
+                    help="only migrator_run: this checkout, then OLD_CHECKOUT; tmpfs")  # fmt: skip
     args = ap.parse_args()
     data = Path(args.data)
+    if args.ab:
+        return ab(args, data)
     byte_compile()
     build(data, args.small, args.folders, args.large, args.large_mb)
     work = Path(tempfile.mkdtemp(prefix="migrator-bench-", dir=data.parent))
@@ -139,10 +165,11 @@ def main() -> None:
     small_bytes = sum(p.stat().st_size for p in (data / "small").rglob("*") if p.is_file())
     large_bytes = sum(p.stat().st_size for p in (data / "large").iterdir())
     rows = []
+    tools = (*TOOLS, MD5) if args.md5 else TOOLS
     for round_ in range(args.rounds):
-        rows += run_set("small", data / "small", work, args.small, small_bytes, round_)
+        rows += run_set("small", data / "small", work, args.small, small_bytes, round_, tools)
         if args.large:
-            rows += run_set("large", data / "large", work, args.large, large_bytes, round_)
+            rows += run_set("large", data / "large", work, args.large, large_bytes, round_, tools)
     shutil.rmtree(work, ignore_errors=True)
     by = {}  # the median run of each tool and set
     for key in {(r["set"], r["tool"]) for r in rows}:
@@ -159,6 +186,54 @@ def main() -> None:
             f"rclone {r['files_s']} files/s {r['mb_s']} MB/s | cp {c['files_s']} files/s "
             f"{c['mb_s']} MB/s | migrator/rclone {vs_rclone:.2f}x migrator/cp {vs_cp:.2f}x"
         )
+        if args.md5:
+            h = by[(name, MD5)]
+            print(
+                f"{name} with md5: migrator {h['files_s']} files/s {h['mb_s']} MB/s | "
+                f"migrator/rclone {r['seconds'] / h['seconds']:.2f}x "
+                f"migrator/cp {c['seconds'] / h['seconds']:.2f}x"
+            )
+
+
+def ab(args: argparse.Namespace, data: Path) -> None:
+    """migrator_run from this checkout ("new") and from args.ab ("old"), alternating, the
+    same data copied from and into tmpfs; prints every run and the medians."""
+    old = Path(args.ab).resolve()
+    checkouts = {"migrator": REPO, "migrator-old": old, MD5: REPO}
+    for repo in {REPO, old}:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "migrator", "jobs",
+                        "accounts", "reports"], cwd=repo, check=True)  # fmt: skip
+    build(data, args.small, args.folders, args.large, args.large_mb)
+    shm = Path(tempfile.mkdtemp(prefix="migrator-ab-", dir="/dev/shm"))
+    try:
+        shutil.copytree(data / "small", shm / "src" / "small")
+        if args.large:
+            shutil.copytree(data / "large", shm / "src" / "large")
+        tools = ("migrator", "migrator-old", MD5) if args.md5 else ("migrator", "migrator-old")
+        rows = []
+        for round_ in range(args.rounds):
+            for name, files in (("small", args.small), ("large", args.large)):
+                if files:
+                    src = shm / "src" / name
+                    nbytes = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+                    rows += run_set(name, src, shm, files, nbytes, round_, tools, checkouts)
+                    for tool in tools:  # tmpfs: nothing to settle, and memory to give back
+                        shutil.rmtree(shm / f"{name}-{tool}-{round_}", ignore_errors=True)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d %H:%M')} · "
+          f"A/B on tmpfs, {args.rounds} round(s); old = {old}")  # fmt: skip
+    for name in ("small", "large"):
+        runs = {t: sorted(r["seconds"] for r in rows if (r["set"], r["tool"]) == (name, t))
+                for t in tools}  # fmt: skip
+        if not runs["migrator"]:
+            continue
+        med = {t: v[len(v) // 2] for t, v in runs.items()}
+        print(f"{name}: old {runs['migrator-old']} new {runs['migrator']} "
+              f"new/old (medians) {med['migrator'] / med['migrator-old']:.3f}")  # fmt: skip
+        if args.md5:
+            print(f"{name}: new with md5 {runs[MD5]} "
+                  f"new-md5/old (medians) {med[MD5] / med['migrator-old']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
