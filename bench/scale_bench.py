@@ -218,6 +218,15 @@ def rss_kb(pid: int) -> tuple[int, int]:
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def group_pids(pgid: int) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
@@ -238,6 +247,7 @@ class Sampler(threading.Thread):
         self.groups: dict[str, int] = {}  # label -> process group
         self.peak_kb: dict[str, int] = {}  # "label pid" -> peak RSS
         self.series: dict[str, list[int]] = {}  # label -> RSS of the group's largest, over time
+        self.cpu: dict[str, float] = {}  # "label pid" -> CPU seconds, last seen
         self.every = every
         self.stopped = threading.Event()
 
@@ -255,6 +265,7 @@ class Sampler(threading.Thread):
                 rss, hwm = rss_kb(pid)
                 key = f"{label} {pid}"
                 self.peak_kb[key] = max(self.peak_kb.get(key, 0), rss, hwm)
+                self.cpu[key] = max(self.cpu.get(key, 0.0), cpu_seconds(pid))
                 largest = max(largest, rss)
             self.series.setdefault(label, []).append(largest)
 
@@ -475,6 +486,11 @@ def main() -> None:
         "us_per_file": round(seconds / args.files * 1e6, 1),
         "peak_rss_mb": {k: round(v / 1024) for k, v in sorted(sampler.peak_kb.items())},
         "cli_peak_rss_mb": {k: round(v / 1024) for k, v in cli_kb.items()},
+        # CPU seconds by group (a worker reincarnated after a timeout counts as it was seen)
+        "cpu_s": {
+            label: round(sum(v for k, v in sampler.cpu.items() if k.split()[0] == label), 1)
+            for label in sampler.groups
+        },  # fmt: skip
         "pages_in_process": measured["pages"],
         "pages_web_ms": web_pages,
         "pages_while_running_ms": live_pages,
