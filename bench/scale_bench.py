@@ -481,9 +481,10 @@ def main() -> None:
         "state": state,
         "pass": dict(zip(PASS_FIELDS, p, strict=True)),
         "pass_started_finished": [str(s) for s in stamps[0]],
-        "seconds": round(seconds, 1),
-        "files_s": round(args.files / seconds),
-        "us_per_file": round(seconds / args.files * 1e6, 1),
+        # the pipeline's figures: none for --reports-only, which ran nothing
+        "seconds": None if args.reports_only else round(seconds, 1),
+        "files_s": None if args.reports_only else round(args.files / seconds),
+        "us_per_file": None if args.reports_only else round(seconds / args.files * 1e6, 1),
         "peak_rss_mb": {k: round(v / 1024) for k, v in sorted(sampler.peak_kb.items())},
         "cli_peak_rss_mb": {k: round(v / 1024) for k, v in cli_kb.items()},
         # CPU seconds by group (a worker reincarnated after a timeout counts as it was seen)
