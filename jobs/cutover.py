@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from . import permissions, services
 from .choices import (
+    JOB_FINISHED,
     CutoverState,
     CutoverStep,
     ItemState,
@@ -267,12 +268,27 @@ def _enter(cutover: Cutover, step: str, user) -> None:
         cutover.save(update_fields=["state", "reason", "updated_at"])
 
 
+def _settle_stalled(cutover: Cutover) -> None:
+    """A step still waiting for its pass while the job has ended (cancelled, failed, or
+    finished another pass): the pass will not come, so the step stops, to be retried."""
+    job = cutover.job
+    if cutover.state != CutoverState.RUNNING or job.state not in JOB_FINISHED:
+        return
+    cutover.state = CutoverState.STOPPED
+    cutover.reason = (
+        f"{CutoverStep(cutover.step).label}: the job is {job.get_state_display().lower()} "
+        "and the step's pass did not finish."
+    )
+    cutover.save(update_fields=["state", "reason", "updated_at"])
+
+
 def cutover_advance(*, job: MigrationJob, user=None) -> Cutover:
     """The engineer moves the flow on: from the checklist (every item ticked) to the final
     pass; past a step that stopped with errors (accepting them); never while a pass runs."""
     with transaction.atomic():
         cutover = _locked(job)
         cutover.job = MigrationJob.objects.select_related("source").get(pk=job.pk)
+        _settle_stalled(cutover)
         if cutover.state == CutoverState.RUNNING:
             raise CutoverError("A pass of this step is running: the flow advances when it ends.")
         if cutover.step == CutoverStep.READY:
@@ -297,6 +313,7 @@ def cutover_retry(*, job: MigrationJob, user=None) -> Cutover:
     with transaction.atomic():
         cutover = _locked(job)
         cutover.job = MigrationJob.objects.select_related("source").get(pk=job.pk)
+        _settle_stalled(cutover)
         if cutover.state != CutoverState.STOPPED or cutover.step not in STEP_PASS_FIELD:
             raise CutoverError("Only a step that stopped can be retried.")
         _enter(cutover, cutover.step, user)

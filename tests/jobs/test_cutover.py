@@ -11,7 +11,7 @@ from django.test import Client
 
 from accounts.api.services import api_token_create
 from accounts.models import Customer
-from jobs import cutover
+from jobs import cutover, services
 from jobs.choices import CutoverState, CutoverStep, PassKind
 from jobs.models import Cutover, Pass
 
@@ -225,6 +225,13 @@ def test_api_cutover_for_staff_and_404_for_other_customers(
     with Steps():  # the final pass is queued, not run
         moved = staff.post(base + "advance/")
     assert (moved.json()["step"], moved.json()["state"]) == ("final_pass", "running")
+    assert staff.post(base + "retry/").status_code == 409  # nothing stopped: it waits
+    with Steps():  # the job is cancelled under the step: its pass never ends; retry it
+        services.job_cancel(job=job)
+        again = staff.post(base + "retry/")
+    assert again.status_code == 200
+    assert (again.json()["step"], again.json()["state"]) == ("final_pass", "running")
+    assert job.events.filter(message="Queued by admin.").count() == 2  # the pass asked again
 
     viewer(django_user_model, "other-viewer", Customer.objects.create(name="Other Corp"))
     other = _token_client(django_user_model.objects.get(username="other-viewer"))
