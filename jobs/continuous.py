@@ -248,6 +248,8 @@ class Runner:
         self.destination: Connector | None = None
         self.watch = None
         self.seen = self.applied = 0  # since the last heartbeat
+        self.closing = threading.Event()
+        self.keeper: threading.Thread | None = None
         self.job_pass: Pass | None = None
 
     # the loop
@@ -255,6 +257,8 @@ class Runner:
     def run(self) -> bool:
         """True when this task's time is up and another should go on."""
         ends = time.monotonic() + run_seconds()
+        self.keeper = threading.Thread(target=self._keep_lease, daemon=True, name="lease")
+        self.keeper.start()
         self.job_pass = _sync_pass(self.job, self.state)
         self.source = open_endpoint(self.job.source)
         self.destination = open_endpoint(self.job.destination)
@@ -321,7 +325,23 @@ class Runner:
             self.watch.close()
         self._watch_open()
 
+    def _keep_lease(self) -> None:
+        """The lease, renewed from a thread of its own: copying a large change holds the
+        loop (and its heartbeat) for longer than the lease lasts."""
+        try:
+            while not self.closing.wait(HEARTBEAT_SECONDS):
+                expires = timezone.now() + timedelta(seconds=lease_seconds())
+                mine = ContinuousState.objects.filter(pk=self.state.pk, lease_owner=self.token)
+                mine.filter(enabled=True).update(lease_expires=expires)
+        except Exception:  # noqa: BLE001 - the loop's heartbeat keeps it too
+            log.exception("continuous mode: renewing the runner's lease failed")
+        finally:
+            connection.close()
+
     def close(self) -> None:
+        self.closing.set()
+        if self.keeper is not None:
+            self.keeper.join(timeout=10)
         if self.watch is not None:
             self.watch.close()
         for conn in (self.source, self.destination):
