@@ -6,6 +6,11 @@ Ceph): s3://bucket/prefix, with options after '?':
   region=eu-west-1             the signing region (default us-east-1 with an endpoint)
   path_style=0|1               bucket in the path, not the host name (default: 1 with an
                                endpoint, as MinIO and Ceph expect; 0 on AWS)
+  mtime=metadata|upload        a file's mtime: the one kept in x-amz-meta-mtime (default;
+                               a HEAD per object at the scan), or when the object was
+                               uploaded (the listing's LastModified: no HEADs, for a
+                               bucket no tool kept mtimes in; as rclone's
+                               --use-server-modtime)
 
 The credentials are the endpoint's secret, "ACCESS_KEY_ID:SECRET_ACCESS_KEY" (or a JSON
 object with access_key_id, secret_access_key and optionally session_token); without one,
@@ -79,7 +84,7 @@ BACKOFF = 0.2  # seconds, doubled per attempt
 MTIME_KEY = "mtime"  # rclone's: seconds since the epoch, with a fraction ("1600000000.123")
 MD5_KEY = "md5chksum"  # rclone's: the base64 md5 of a multipart object
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-OPTIONS = ("endpoint", "region", "path_style")
+OPTIONS = ("endpoint", "region", "path_style", "mtime")
 
 TRANSIENT_CODES = frozenset(
     {
@@ -189,6 +194,12 @@ def _md5_of(etag: str | None, metadata: dict[str, str] | None) -> str | None:
         if len(raw) == 16:
             return raw.hex()
     return None
+
+
+def _listed(obj: dict) -> dict:
+    """A listed object's fields, as a head would give them (no user metadata)."""
+    return {"ContentLength": obj["Size"], "LastModified": obj.get("LastModified"),
+            "ETag": obj.get("ETag")}  # fmt: skip
 
 
 def _b64(digest: bytes) -> str:
@@ -357,8 +368,17 @@ class S3Connector(Connector):
         max_path_bytes=MAX_KEY_BYTES,
     )
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "", endpoint: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        endpoint: str = "",
+        *,
+        upload_mtime: bool = False,
+    ) -> None:
         self.client = client
+        self.upload_mtime = upload_mtime  # mtime=upload: LastModified, no heads at the scan
         self.bucket = bucket
         self.endpoint = endpoint or "AWS S3"
         prefix = check_relative(prefix.strip("/"))
@@ -400,7 +420,7 @@ class S3Connector(Connector):
 
     def _entry(self, path: str, head: dict) -> Entry:
         metadata = head.get("Metadata") or {}
-        mtime = parse_mtime_ns(metadata.get(MTIME_KEY))
+        mtime = None if self.upload_mtime else parse_mtime_ns(metadata.get(MTIME_KEY))
         if mtime is None:
             mtime = _datetime_ns(head.get("LastModified"))
         md5 = _md5_of(head.get("ETag"), metadata)
@@ -436,6 +456,8 @@ class S3Connector(Connector):
             except StorageError as exc:
                 return exc
 
+        if self.upload_mtime:  # what the listing says is all that is used
+            return [(obj, _listed(obj)) for obj in objects]
         if len(objects) <= 1:
             return [(obj, head(obj)) for obj in objects]
         if self._heads is None:
@@ -477,8 +499,7 @@ class S3Connector(Connector):
             if isinstance(head, NotFound):
                 # deleted between the listing and its head: seen as listed (upload time
                 # for mtime), so its copy finds it gone and says so (reason vanished)
-                head = {"ContentLength": obj["Size"], "LastModified": obj.get("LastModified"),
-                        "ETag": obj.get("ETag")}  # fmt: skip
+                head = _listed(obj)
             if isinstance(head, StorageError):
                 yield ScanError(path, head, "file")
                 continue
@@ -828,6 +849,8 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
             raise ValueError("credentials go in the endpoint's secret, never in the URL")
     if options.get("path_style", "") not in ("", "0", "1", "true", "false"):
         raise ValueError("path_style must be 0 or 1")
+    if options.get("mtime", "") not in ("", "metadata", "upload"):
+        raise ValueError("mtime must be metadata or upload")
     return bucket, prefix, options
 
 
@@ -880,11 +903,15 @@ os.register_at_fork(after_in_child=_after_fork)
 
 
 def from_url(url: str, secret: str | None = None) -> S3Connector:
-    """s3://bucket/prefix[?endpoint=…&region=…&path_style=…]."""
+    """s3://bucket/prefix[?endpoint=…&region=…&path_style=…&mtime=…]."""
     bucket, prefix, options = parse_url(url)
     try:
         return S3Connector(
-            make_client(options, secret), bucket, prefix, options.get("endpoint", "")
+            make_client(options, secret),
+            bucket,
+            prefix,
+            options.get("endpoint", ""),
+            upload_mtime=options.get("mtime") == "upload",
         )
     except InvalidPath as exc:
         raise ValueError(f"invalid prefix in {url!r}: {exc.message}") from exc

@@ -170,6 +170,7 @@ def test_missing_bucket_endpoint_and_credentials_fail_check_in_words(
         "s3://key:secret@bucket/prefix",  # credentials never in the URL
         "s3://bucket/prefix?endpoint=ftp://host",
         "s3://bucket/prefix?colour=blue",
+        "s3://bucket/prefix?mtime=yesterday",
     ],
 )
 def test_malformed_urls_are_refused(url: str):
@@ -368,3 +369,27 @@ def test_move_of_an_object_too_large_for_one_copy_goes_in_parts(
         etag = s3_server.client().head_object(Bucket=s3_bucket, Key="m/b/big.bin")["ETag"]
         assert etag.endswith('-3"')  # copied on the server in three parts
         assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_upload_mtime_option_scans_without_heads(s3_server: S3Server, s3_bucket: str, hooks: Hooks):
+    client = s3_server.client()
+    for index in range(3):
+        client.put_object(Bucket=s3_bucket, Key=f"d/f{index}.txt", Body=b"x" * index,
+                          Metadata={"mtime": "1600000000.5"})  # fmt: skip
+    uploaded = {o["Key"]: o["LastModified"] for o in client.list_objects_v2(
+        Bucket=s3_bucket)["Contents"]}  # fmt: skip
+    heads: list[str] = []
+    hooks.on("before-send.s3.HeadObject", lambda request, **_: heads.append(request.url))
+
+    with connector_for(s3_server.s3_url(s3_bucket) + "&mtime=upload", s3_server.secret) as conn:
+        files = [e for e in conn.scan("") if e.kind == "file"]
+    assert heads == []  # the listing alone
+    assert [(e.path, e.size) for e in files] == [("d/f0.txt", 0), ("d/f1.txt", 1), ("d/f2.txt", 2)]
+    for entry in files:
+        assert entry.mtime_ns == int(uploaded[entry.path].timestamp()) * 10**9
+        assert entry.hash("md5") == md5(b"x" * entry.size).hexdigest()
+
+    with connector_for(s3_server.s3_url(s3_bucket), s3_server.secret) as conn:
+        files = [e for e in conn.scan("") if e.kind == "file"]
+    assert len(heads) == 3  # by default: a head each, for the mtime kept in metadata
+    assert {e.mtime_ns for e in files} == {1_600_000_000_500_000_000}
