@@ -76,6 +76,10 @@ def test_three_clusters_share_a_job_one_killed_mid_batch(cli, tmp_path: Path):
         )
         return rows[0] if rows else ()
 
+    def scanned() -> bool:
+        rows = cli.query("SELECT scan_finished FROM jobs_pass WHERE job_id = ?", job_id)
+        return bool(rows and rows[0][0])
+
     def cluster_holding_a_lease() -> int | None:
         """1 + the index of a cluster one of whose workers holds a batch's lease now."""
         owners = cli.query(
@@ -94,7 +98,9 @@ def test_three_clusters_share_a_job_one_killed_mid_batch(cli, tmp_path: Path):
 
     clusters = [start_cluster(env, log) for _ in range(CLUSTERS)]
     try:
-        wait_until(lambda: (c := counters()) and c[1] >= 300, 45, "the first copies")
+        # the kill lands in the copy: a scan killed too waits for the reaper's schedule
+        # (a minute) before another cluster resumes it, which this test does not time
+        wait_until(lambda: (c := counters()) and c[1] >= 300 and scanned(), 45, "the first copies")
         index = wait_until(cluster_holding_a_lease, 30, "a cluster holding a lease") - 1
         kill_group(clusters[index])  # SIGKILL to its whole process group, mid-batch
         seen, copied, unchanged, _excluded, _failed, pending = counters()
@@ -106,7 +112,7 @@ def test_three_clusters_share_a_job_one_killed_mid_batch(cli, tmp_path: Path):
                 and s[0][0] in ENDED
                 and s[0][0]
             ),
-            90,
+            120,
             "the job to finish after the kill",
         )
     finally:
