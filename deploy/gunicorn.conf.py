@@ -19,11 +19,11 @@ def _int(name: str, default: int) -> int:
     return int(raw) if raw.strip() else default
 
 
-def cpu_count() -> int:
+def cpu_count(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """CPUs this container may use: its cgroup's quota if set, else the CPUs it may run on.
     os.cpu_count() alone tells the node's, and a pod on a 32-core node would start 65."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             return max(1, -(-int(quota) // int(period)))  # round up: 1.5 CPUs -> 2
     except (OSError, ValueError):

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,32 @@ def test_gunicorn_serves_healthz_admin_and_static_files(transactional_db, tmp_pa
     output = log.read_text()
     assert '"GET /accounts/login/ HTTP/1.1" 200' in output  # the access log on stdout
     assert secret_key not in output
+
+
+# --- deploy/gunicorn.conf.py ---------------------------------------------------------------
+
+
+def _gunicorn_conf(monkeypatch, **env: str) -> dict:
+    for name in ("GUNICORN_WORKERS", "GUNICORN_MAX_WORKERS", "GUNICORN_THREADS", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(REPO / "deploy" / "gunicorn.conf.py"))
+
+
+def test_gunicorn_workers_follow_the_containers_cpus(monkeypatch, tmp_path):
+    conf = _gunicorn_conf(monkeypatch)
+    cpus = conf["cpu_count"]()
+    assert conf["workers"] == min(2 * cpus + 1, 8)
+    assert (conf["worker_class"], conf["threads"], conf["bind"]) == ("gthread", 4, "0.0.0.0:8000")
+    assert conf["accesslog"] == "-" and conf["control_socket_disable"] is True
+    assert _gunicorn_conf(monkeypatch, GUNICORN_WORKERS="5")["workers"] == 5
+    assert _gunicorn_conf(monkeypatch, GUNICORN_MAX_WORKERS="2")["workers"] == 2
+    assert _gunicorn_conf(monkeypatch, PORT="9000")["bind"] == "0.0.0.0:9000"
+    # a pod limited to 1.5 CPUs by its cgroup counts 2, whatever the node has
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert conf["cpu_count"](cpu_max) == 2
+    cpu_max.write_text("max 100000\n")
+    assert conf["cpu_count"](cpu_max) == len(os.sched_getaffinity(0))
+    assert conf["cpu_count"](tmp_path / "none") == len(os.sched_getaffinity(0))
