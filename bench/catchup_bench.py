@@ -82,9 +82,12 @@ def scale_child(files: int) -> None:
     job = _job(url, Path(tempfile.mkdtemp()).as_uri())
 
     first = _new_pass(job)
+    start = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     sink.pass_scan(pass_id=first.pk)
     first_seconds = time.monotonic() - t0
+    end = resource.getrusage(resource.RUSAGE_SELF)
+    first_cpu = end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime
     # what a finished copy leaves: every pending row copied, the pass done
     with connection.cursor() as cursor:
         cursor.execute(
@@ -124,6 +127,7 @@ def scale_child(files: int) -> None:
         "files": second.seen, "entries": entries,
         "first_scan_s": round(first_seconds, 2),
         "first_scan_entries_s": round(entries / first_seconds),
+        "first_scan_cpu_s": round(first_cpu, 2),
         "catchup_s": round(seconds, 2), "catchup_entries_s": round(entries / seconds),
         "destination_check_s": round(listing["seconds"], 2),
         "unchanged": second.unchanged, "pending": second.pending,

@@ -250,6 +250,9 @@ class _DbDeltaSink:
             )
             return dict(cursor.fetchall())
 
+    def unchanged_count(self) -> int:
+        return Pass.objects.values_list("unchanged", flat=True).get(pk=self.job_pass.pk)
+
     def unchanged_rows(self) -> Iterator[tuple[int, int]]:
         # keyset pages, each read whole: decisions are written between pages
         after = 0

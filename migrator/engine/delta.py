@@ -131,8 +131,12 @@ class DeltaSink(Protocol):
         """{destination key: source path} of the last pass's written rows among `keys`."""
         ...
 
-    def unchanged_rows(self) -> Iterator[tuple[int, str]]:
-        """(id, destination path) of this pass's unchanged files, in id order."""
+    def unchanged_count(self) -> int:
+        """How many of this pass's files are unchanged now (the pass's counter)."""
+        ...
+
+    def unchanged_rows(self) -> Iterator[tuple[int, int]]:
+        """(id, size) of this pass's unchanged files, in id order."""
         ...
 
     def decide(self, decisions: Sequence[Decision]) -> None:
@@ -210,6 +214,7 @@ def destination_check(
         raise ValueError(f"unknown conflicts policy {policy!r}")
     result = CheckResult()
     seen = RowBitmap(*ids)
+    still_unchanged = 0  # matched, unchanged and what we wrote
     for entries in _chunked(listing, chunk):
         if not sink.lease_renew():
             result.stopped = True
@@ -232,6 +237,8 @@ def destination_check(
             what = object_differs(entry, row, src_caps, dst_caps)
             if what:
                 decisions.append(_resolve(row, what, policy, key))
+            else:
+                still_unchanged += 1
         if strays:
             sources = sink.prior_sources([k for k, _ in strays])
             sink.gone(
@@ -241,8 +248,10 @@ def destination_check(
         if decisions:
             sink.decide(decisions)
             result.conflicts += len(decisions)
+    if sink.unchanged_count() == still_unchanged:
+        return result  # every unchanged file was listed: none is missing, no walk
     missing: list[Decision] = []
-    for pk, _dest in sink.unchanged_rows():
+    for pk, _size in sink.unchanged_rows():
         if pk in seen:
             continue
         missing.append(Decision(pk, "pending", MISSING, "missing at the destination"))

@@ -94,6 +94,7 @@ class FakeSink:
     decided: list[Decision] = field(default_factory=list)
     gone_items: list[Gone] = field(default_factory=list)
     lookups: int = 0
+    walks: int = 0
 
     def rows_by_key(self, keys: Sequence[str]) -> dict[str, Mine]:
         self.lookups += 1
@@ -102,7 +103,12 @@ class FakeSink:
     def prior_sources(self, keys: Sequence[str]) -> dict[str, str]:
         return {k: self.prior[k] for k in keys if k in self.prior}
 
+    def unchanged_count(self) -> int:
+        decided = {d.pk for d in self.decided}
+        return sum(m.state == "unchanged" and m.pk not in decided for m in self.rows.values())
+
     def unchanged_rows(self) -> Iterator[tuple[int, int]]:
+        self.walks += 1
         decided = {d.pk for d in self.decided}
         for mine in sorted(self.rows.values()):
             if mine.state == "unchanged" and mine.pk not in decided:
@@ -175,6 +181,20 @@ def test_destination_check_decides_conflicts_missing_and_gone(policy, state, des
         6, 4, 1, 1, 2
     )  # fmt: skip
     assert sink.lookups == 4  # one lookup per chunk of 2 listed objects (7 listed)
+
+
+def test_destination_check_walks_the_rows_only_when_some_were_not_listed():
+    sink = _sink()
+    listing = [e for e in _listing() if e.path != "edited.txt"]
+    listing.append(Entry("gone-from-dest.txt", "file", 3, 7, (("md5", "m"),)))
+    result = destination_check(listing, sink, ids=(10, 14), policy="source_wins",
+                               key=str.lower, src_caps=NS, dst_caps=HASHED)  # fmt: skip
+    assert (result.missing, sink.walks) == (1, 1)  # edited.txt, not listed now
+    sink = _sink()
+    listing.append(Entry("edited.txt", "file", 3, 7, (("md5", "m"),)))
+    result = destination_check(listing, sink, ids=(10, 14), policy="source_wins",
+                               key=str.lower, src_caps=NS, dst_caps=HASHED)  # fmt: skip
+    assert (result.missing, result.conflicts, sink.walks) == (0, 0, 0)
 
 
 def test_destination_check_refuses_an_unknown_policy():
