@@ -15,10 +15,14 @@ jobs.services (which imports it)."""
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
+from django.utils import timezone
 
 from accounts.choices import AuditAction
 from accounts.services import audit_record
@@ -202,7 +206,10 @@ def pass_hold(p: Pass) -> bool:
     confirmation); applies the policy's first step when they have not started."""
     if p.deletes_state in (DONE, SKIPPED):
         return False
-    if p.deletes_state in (AWAITING, CONFIRMED):
+    if p.deletes_state == AWAITING:
+        return True
+    if p.deletes_state == CONFIRMED:  # being applied; sent again in case its worker died
+        enqueue("jobs.tasks.apply_deletions", p.pk)  # (a running one holds the lease)
         return True
     rows = Deletion.objects.filter(job_pass=p, action=DeletionAction.PENDING)
     if not rows.exists():
@@ -354,22 +361,25 @@ def deletions_apply(*, pass_id: int) -> None:
     folders deepest first), record each outcome, and finish the pass."""
     from .connectors import open_endpoint
 
-    p = Pass.objects.filter(pk=pass_id).first()
-    if p is None or p.state != PassState.RUNNING or p.deletes_state != CONFIRMED:
-        return
+    token = f"deletions:{secrets.token_hex(8)}"
+    if not _apply_lease(pass_id, token):
+        return  # not confirmed, or another worker applies them now
+    p = Pass.objects.get(pk=pass_id)
     job = MigrationJob.objects.select_related("destination").get(pk=p.job_id)
     policy = policy_of(job.options)
     pending = Deletion.objects.filter(job_pass=p, action=DeletionAction.PENDING)
     try:
         with open_endpoint(job.destination) as dst:
             files = pending.filter(kind=ItemKind.FILE).order_by("id")
-            while rows := list(files[:CHUNK]):
-                gone = [_gone(r) for r in rows]
-                _record(p, rows, engine.apply(dst, gone, policy, p.number))
-            # a folder's path sorts after its parent's: by path, descending, deepest first
+            # then the folders: a path sorts after its parent's, so by path, descending,
+            # deepest first
             folders = pending.filter(kind=ItemKind.DIR).order_by("-dest_path")
-            while rows := list(folders[:CHUNK]):
-                _record(p, rows, engine.apply(dst, [_gone(r) for r in rows], policy, p.number))
+            for rows_of in (files, folders):
+                while rows := list(rows_of[:CHUNK]):
+                    if not _apply_lease(pass_id, token):
+                        return  # lost (this worker was too slow): the holder goes on
+                    gone = [_gone(r) for r in rows]
+                    _record(p, rows, engine.apply(dst, gone, policy, p.number))
     except (StorageError, ValueError) as exc:
         n = pending.update(action=DeletionAction.FAILED, reason="connect_failed",
                            message=str(exc)[:2000])  # fmt: skip
@@ -384,8 +394,25 @@ def deletions_apply(*, pass_id: int) -> None:
         EventLevel.WARNING if p.deletes_failed else EventLevel.INFO,
     )
     with transaction.atomic():
-        Pass.objects.filter(pk=p.pk, deletes_state=CONFIRMED).update(deletes_state=DONE)
+        Pass.objects.filter(pk=p.pk, deletes_state=CONFIRMED).update(
+            deletes_state=DONE, scan_lease_owner="", scan_lease_expires=None
+        )
         enqueue("jobs.tasks.finish_pass", p.pk)
+
+
+def _apply_lease(pass_id: int, token: str) -> bool:
+    """Take (or keep) the right to apply the pass's confirmed deletions, with an expiry:
+    one worker at a time, and another after a worker died. The scan's lease fields hold
+    it (the scan is done by then: nothing else uses them)."""
+    now = timezone.now()
+    free = Q(scan_lease_expires__isnull=True) | Q(scan_lease_expires__lt=now)
+    return bool(
+        Pass.objects.filter(pk=pass_id, state=PassState.RUNNING, scan_finished=True,
+                            deletes_state=CONFIRMED)
+        .filter(free | Q(scan_lease_owner=token))
+        .update(scan_lease_owner=token,
+                scan_lease_expires=now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS))
+    )  # fmt: skip
 
 
 def _gone(row: Deletion) -> Gone:

@@ -17,7 +17,8 @@ from .conftest import token_client
 pytestmark = pytest.mark.django_db(transaction=True)
 MISSING = 987654
 STAFF_ONLY = ("api/v1/customers/", "api/v1/endpoints/", "api/v1/tokens/")
-ACTIONS = ("start/", "pause/", "resume/", "cancel/", "retry-failed/", "assess/")
+ACTIONS = ("start/", "pause/", "resume/", "cancel/", "retry-failed/", "assess/",
+           "deletions/confirm/", "deletions/skip/")  # fmt: skip
 
 
 def api_routes() -> list[tuple[str, object]]:
