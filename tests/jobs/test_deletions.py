@@ -9,11 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.choices import MembershipSource
 from accounts.models import Customer, Membership
@@ -355,3 +357,26 @@ def test_an_agent_job_records_deletions_and_says_they_were_not_applied(tmp_path)
     assert set(actions(p).values()) == {("kept", "not_applied_agent")}
     said = Event.objects.filter(job=job, level="warning").values_list("message", flat=True)
     assert any("were recorded but not deleted" in m and "agent" in m for m in said), list(said)
+
+
+def test_confirmed_deletions_are_applied_by_one_worker_at_a_time(trees):
+    src, dst = trees
+    (dst / "gone.txt").write_bytes(b"gone at the source")
+    job = new_job(src.as_uri(), dst.as_uri(), options={"deletes": "mirror"})
+    p = Pass.objects.create(job=job, number=1, scan_finished=True)
+    deletions.gone_record(job_pass=p, items=[Gone("gone.txt", "file", 18, "gone.txt", True)])
+    later = timezone.now() + timedelta(minutes=5)
+    Pass.objects.filter(pk=p.pk).update(
+        deletes_state="confirmed", scan_lease_owner="deletions:other", scan_lease_expires=later
+    )
+
+    with Steps() as steps:
+        deletions.deletions_apply(pass_id=p.pk)  # another worker holds them: nothing done
+        assert (dst / "gone.txt").exists() and not steps.queue
+        Pass.objects.filter(pk=p.pk).update(scan_lease_expires=timezone.now())  # it died
+        deletions.deletions_apply(pass_id=p.pk)
+        assert [func for func, _ in steps.queue] == ["jobs.tasks.finish_pass"]
+
+    assert not (dst / "gone.txt").exists()
+    p.refresh_from_db()
+    assert (p.deletes_state, p.deletes_done, p.scan_lease_owner) == ("done", 1, "")
