@@ -16,12 +16,16 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from jobs import services
 from jobs.choices import JobState
 from jobs.models import FileItem
 from migrator.engine.copy import CopyOptions, CopyTask, State, copy_batch, copy_one
+from migrator.engine.scan import Row
+from migrator.engine.streams import parse_hashes
+from migrator.engine.wire import row_to_wire, task_from_wire
 from migrator.storage import ChangedDuringCopy, Entry, Written, connector_for
 from migrator.storage.local import LocalConnector
-from tests.jobs.factories import new_job, run_job, viewer
+from tests.jobs.factories import agent_post, agent_side, new_job, run_job, viewer
 
 
 def crc32c(data: bytes) -> str:
@@ -204,3 +208,30 @@ def test_null_destination_refuses_a_size_other_than_the_source_listed():
     with pytest.raises(ChangedDuringCopy, match="19 bytes arrived, the source listed 4"):
         null.write("a.txt", io.BytesIO(b"grew since the scan"), Entry("a.txt", "file", 4))
     assert null.files == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_is_told_the_hashes_its_job_asks_for(tmp_path):
+    job, _, token = agent_side("hashes", tmp_path)
+    (tmp_path / "hashes").mkdir()
+    (tmp_path / "hashes" / "a.txt").write_bytes(b"hello")
+    services.job_settings_update(job=job, options={"hashes": ["md5", "crc32c"]})
+    status, work = agent_post(token, "work/")
+    rows = [row_to_wire(Row(0, 0, "file", "a.txt", "a.txt", 5))]
+    body = {"lease": work["lease"], "after": "", "cursor": "0/a.txt", "rows": rows}
+    assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"] is True
+    assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+
+    status, work = agent_post(token, "work/")
+
+    assert (status, work["kind"], work["options"]["hashes"]) == (200, "batch", ["md5", "crc32c"])
+    # what the agent's worker makes of it (migrator/agent/worker.py): md5 as well
+    (task,) = [task_from_wire(values) for values in work["tasks"]]
+    src, dst = LocalConnector(str(tmp_path / "hashes")), LocalConnector(str(tmp_path / "out"))
+    options = CopyOptions(hashes=parse_hashes(work["options"]["hashes"]))
+    outcome = copy_one(task, src, dst, options)
+    assert (outcome.state, outcome.md5, outcome.crc32c) == (
+        State.COPIED,
+        md5(b"hello"),
+        crc32c(b"hello"),
+    )
