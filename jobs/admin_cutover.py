@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import cutover, selectors, services
-from .choices import CutoverStep
+from .choices import JOB_FINISHED, CutoverState, CutoverStep
 from .models import Cutover, MigrationJob
 
 OPS = {
@@ -35,6 +35,8 @@ def cutover_context(job: MigrationJob) -> dict:
     report = cutover.ready_report(flow) if flow.step == CutoverStep.READY else None
     return {
         "cutover": flow,
+        # its pass will not come (the job was cancelled or failed): retrying settles it
+        "stalled": flow.state == CutoverState.RUNNING and job.state in JOB_FINISHED,
         "steps": CutoverStep.choices,
         "checklist": cutover.checklist(flow),
         "report": report,

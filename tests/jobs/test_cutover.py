@@ -198,6 +198,15 @@ def test_admin_page_shows_the_exact_commands_for_an_smb_source(smb_job_page, adm
     change = admin_client.get(f"/admin/jobs/migrationjob/{job.pk}/change/").content.decode()
     assert "Cutover page" in change and 'data-pass="1"' in change
 
+    with Steps():  # the final pass is queued; the job is cancelled under it
+        admin_client.post(url, {"op": "advance"})
+        services.job_cancel(job=job)
+    page = admin_client.get(url).content.decode()
+    assert "The job is cancelled: this step's pass did not finish." in page
+    with Steps():
+        admin_client.post(url, {"op": "retry"})
+    assert Cutover.objects.get(job=job).state == CutoverState.RUNNING
+
 
 def _token_client(user) -> Client:
     plain = api_token_create(user=user, name="t", created_by=user)[1]
