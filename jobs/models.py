@@ -651,3 +651,105 @@ def duration_words(seconds: float) -> str:
         return f"{minutes} min {s} s" if s else f"{minutes} min"
     hours, m = divmod(minutes, 60)
     return f"{hours} h {m} min" if m else f"{hours} h"
+
+
+# --- notifications (jobs/notifications.py): webhooks, their delivery log, who wants what -------
+
+
+class Webhook(models.Model):
+    """An HTTPS endpoint of a customer's that receives the events of its jobs (or of one
+    job) as signed JSON. The signing secret is encrypted at rest and never shown again."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="webhooks")
+    job = models.ForeignKey(
+        MigrationJob, on_delete=models.CASCADE, null=True, blank=True, related_name="webhooks",
+        help_text="Empty: every job of the customer.",
+    )  # fmt: skip
+    name = models.CharField(max_length=200, blank=True)
+    url = models.CharField(
+        "URL", max_length=2000, help_text="https://… (plain http only to loopback in development)"
+    )
+    secret_encrypted = models.TextField(blank=True, editable=False)
+    events = models.JSONField(default=list, blank=True, help_text="Empty: every event.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["customer", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"webhook {self.pk} of {self.customer}"
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_encrypted)
+
+    def clean(self) -> None:
+        from .notifications import webhook_url_problem
+
+        problem = webhook_url_problem(self.url)
+        if problem:
+            raise ValidationError({"url": problem})
+        if self.job_id and self.customer_id and self.job.customer_id != self.customer_id:
+            raise ValidationError({"job": "The job belongs to another customer."})
+
+    def set_secret(self, plain: str) -> None:
+        self.secret_encrypted = crypto.encrypt(plain)
+
+    def get_secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted)
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to deliver one event to a webhook: what was sent and what came back."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField(default=dict)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    state = models.CharField(max_length=10, default="pending")  # pending|delivered|retry|failed
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["state", "next_retry_at"], name="delivery_state_retry")]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.event} → webhook {self.webhook_id}, attempt {self.attempt}"
+
+
+class NotificationPreference(models.Model):
+    """Which events a person is emailed about: for one job, one customer's jobs, or (staff,
+    customer empty) every job. No row: no email."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+        help_text="Empty: every customer (staff only).",
+    )  # fmt: skip
+    job = models.ForeignKey(
+        MigrationJob, on_delete=models.CASCADE, null=True, blank=True, related_name="+",
+        help_text="Empty: every job of the customer.",
+    )  # fmt: skip
+    events = models.JSONField(default=list, blank=True)
+    email = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user", "customer", "job"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "customer", "job"], name="notification_preference_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"notifications of {self.user} for {self.job or self.customer or 'every job'}"

@@ -50,3 +50,25 @@ def reap_leases() -> dict[str, int]:
 
 def continuous_run(job_id: int) -> None:
     continuous.continuous_run(job_id=job_id)
+
+
+def notify_event(job_id: int, event: str, detail: dict) -> None:
+    from . import notifications
+
+    notifications.notification_send(job_id=job_id, event=event, detail=detail)
+
+
+def deliver_webhook(delivery_id: int) -> None:
+    from . import notifications
+
+    notifications.webhook_deliver(delivery_id=delivery_id)
+
+
+def notifications_due() -> dict[str, int]:
+    # every minute (migration 0016): webhook retries whose time has come, agents silent
+    from . import notifications
+
+    return {
+        "webhook_retries": notifications.webhook_retries_due(),
+        "agents_offline": notifications.agents_offline_check(),
+    }
