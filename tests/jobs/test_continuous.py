@@ -540,8 +540,10 @@ def test_a_killed_runner_comes_back_and_copies_the_next_change(cli, tmp_path: Pa
         cluster = start_cluster(env, log)  # another takes its place
         # the reaper (jobs.tasks.reap_leases, on the cluster's schedule) sends a new runner
         # once the dead one's lease has lapsed
-        reap = "from jobs import tasks; print(tasks.reap_leases()['continuous'])"
-        wait_until(lambda: shell(reap) == "1", 30, "the reaper to send a runner", every=1)
+        reap = ("import time\nfrom jobs import tasks\nends = time.monotonic() + 30\n"
+                "while not (sent := tasks.reap_leases()['continuous']) and time.monotonic() "
+                "< ends:\n    time.sleep(0.3)\nprint(sent)")  # fmt: skip
+        assert shell(reap) == "1", "the reaper sent no runner"
         wait_until(lambda: (p := runner_pid()) and p != pid, 30, "a new runner to watch")
         (src / "after.txt").write_text("seen by the new runner")
         wait_until(lambda: (dst / "after.txt").exists(), 15, "the new change copied")
