@@ -463,7 +463,14 @@ def main() -> None:
             times = [http_get(base + page["url"], cookie)[1] for _ in range(3)]
             web_pages[label] = round(statistics.median(times) * 1000, 1)
         web_before_csv = max(sampler.series.get("web", [0]))
+        sampler.sample()
+        web_cpu = sum(v for k, v in sampler.cpu.items() if k.startswith("web "))
         csv = stream_csv(f"{base}/reports/jobs/{job_id}/files/?format=csv", cookie, sampler)
+        sampler.sample()
+        web_cpu = sum(v for k, v in sampler.cpu.items() if k.startswith("web ")) - web_cpu
+        # rows per second of the web process's CPU: what the machine's load does not change
+        csv["web_cpu_s"] = round(web_cpu, 2)
+        csv["rows_per_cpu_s"] = round(csv["rows"] / web_cpu) if web_cpu else None
         web_series = sampler.series.get("web", [])
     finally:
         sampler.stopped.set()
