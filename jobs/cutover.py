@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import permissions, services
+from . import notifications, permissions, services
 from .choices import (
     JOB_FINISHED,
     CutoverState,
@@ -249,6 +249,7 @@ def _enter(cutover: Cutover, step: str, user) -> None:
         cutover.ready_at = timezone.now()
         cutover.save()
         services.event_add(job_id=job.pk, message=f"Cutover: {report.verdict}")
+        notifications.notify(job, "needs_attention", message=f"Cutover: {report.verdict}")
         return
     cutover.after_number = (
         job.passes.order_by("-number").values_list("number", flat=True).first() or 0
@@ -378,6 +379,7 @@ def cutover_pass_finished(*, pass_id: int) -> None:
             job_id=p.job_id, level="warning",
             message=f"Cutover stopped at {step.label}: {problem}. Retry the step, or accept it.",
         )  # fmt: skip
+        notifications.notify(p.job_id, "needs_attention", message=f"Cutover stopped: {problem}.")
         return
     cutover.save()
     _enter(cutover, _next_step(cutover.job, step), user=None)

@@ -33,6 +33,7 @@ from migrator.storage import StorageError
 from .choices import DeletionAction, EventLevel, ItemKind, PassState
 from .dispatch import enqueue
 from .models import Deletion, Event, FileItem, MigrationJob, Pass
+from .notifications import notify
 
 POLICY_KEY, CAP_KEY = "deletes", "max_delete"
 DEFAULT_POLICY, DEFAULT_CAP = engine.KEEP, "5%"
@@ -261,6 +262,8 @@ def pass_hold(p: Pass) -> bool:
             f"(more than the safety cap of {cap}).",
             EventLevel.WARNING,
         )
+        notify(job, "needs_attention", message=f"Pass {p.number} would {_verb(policy)} {files} "
+               f"files, more than the safety cap of {cap}: waiting for confirmation.")  # fmt: skip
         return True
     Pass.objects.filter(pk=p.pk).update(deletes_state=CONFIRMED)
     enqueue("jobs.tasks.apply_deletions", p.pk)

@@ -26,7 +26,7 @@ from migrator.acl.directory import DirectoryError, LdapDirectory, to_scim
 from migrator.acl.mapping import parse_mapping_csv
 from migrator.storage import kind_of
 
-from . import deletions, permissions, plain
+from . import deletions, notifications, permissions, plain
 from .choices import (
     JOB_ACTIVE,
     JOB_FINISHED,
@@ -282,6 +282,7 @@ def customer_dispatch(*, customer_id: int) -> list[int]:
             if kind == PassKind.VERIFY:
                 what = "verifying every file against the destination (nothing is written)"
             event_add(job_id=job.pk, message=f"Pass {number} started: {what}.")
+            notifications.notify(job, "job_started", message=f"Pass {number} started: {what}.")
             enqueue("jobs.tasks.scan_pass", job_pass.pk)
             started.append(job.pk)
     return started
@@ -451,6 +452,7 @@ def job_fail(*, job_id: int, message: str, public: str = "") -> None:
                          public=public or f"{plain.CANNOT_START}.")  # fmt: skip
         job = MigrationJob.objects.get(pk=job_id)
         enqueue("jobs.tasks.customer_dispatch", job.customer_id)
+        notifications.notify(job_id, "job_failed")
 
 
 def job_cannot_start(*, job_id: int, where: str, error: Exception) -> None:
@@ -473,6 +475,7 @@ def job_halt(*, job_id: int, detail: str, public: str) -> bool:
         )
         if changed:
             event_add_detail(job_id=job_id, level=EventLevel.ERROR, detail=detail, public=public)
+            notifications.notify(job_id, "needs_attention", message=public)
     return bool(changed)
 
 
@@ -701,6 +704,7 @@ def pass_finish(*, pass_id: int) -> None:
                 pk=p.job_id
             )
             enqueue("jobs.tasks.customer_dispatch", customer_id)
+            notifications.notify(p.job_id, f"job_{final}")  # (job_assessed: nobody asks)
             from .cutover import cutover_pass_finished  # cutover imports this module
 
             cutover_pass_finished(pass_id=pass_id)

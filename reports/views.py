@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from accounts.selectors import sees_all_customers
 from jobs import selectors as job_selectors
 from jobs.choices import JOB_ACTIVE, STATE_COLOURS, JobState
+from jobs.notifications import notify
 from jobs.selectors import job_get_for, jobs_visible_to
 from migrator.web.csv import csv_filename, csv_response
 
@@ -61,6 +62,7 @@ def job_accept(request, pk: int):
         raise Http404("Only the customer accepts a migration.")
     try:
         services.job_sign_off(job=job, user=request.user, note=request.POST.get("note", "")[:2000])
+        notify(job, "signed_off", message=f"Accepted by {request.user.get_username()}.")
         messages.success(request, "Thank you: the migration is accepted.")
     except services.SignOffError as exc:
         messages.error(request, str(exc))
