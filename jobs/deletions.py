@@ -30,7 +30,7 @@ from migrator.engine import deletes as engine
 from migrator.engine.deletes import Gone
 from migrator.storage import StorageError
 
-from .choices import DeletionAction, EventLevel, ItemKind, PassState
+from .choices import DeletionAction, EventLevel, ItemKind, ItemState, PassState
 from .dispatch import enqueue
 from .models import Deletion, Event, FileItem, MigrationJob, Pass
 from .notifications import notify
@@ -44,6 +44,9 @@ AWAITING, CONFIRMED, SKIPPED, DONE = "awaiting_confirmation", "confirmed", "skip
 CHUNK = 500
 OPEN = (DeletionAction.PENDING, DeletionAction.AWAITING_CONFIRMATION)
 NOT_APPLIED_AGENT = "not_applied_agent"
+EXCLUDED = "excluded"
+EXCLUDED_WORDS = "excluded by the job's filters at the source: kept at the destination"
+_EXCLUDED = {"action": DeletionAction.KEPT, "reason": EXCLUDED, "message": EXCLUDED_WORDS}
 SKIPPED_REASON = "skipped"
 
 
@@ -117,6 +120,7 @@ def gone_record(*, job_pass: Pass, items: Sequence[Gone]) -> None:
     if not wanted:
         return
     action = DeletionAction.KEPT if policy == engine.KEEP else DeletionAction.PENDING
+    excluded = _excluded_at_source(job_pass, wanted)
     with transaction.atomic():
         # one writer per pass at a time: the existing paths read below stay true
         Pass.objects.select_for_update().filter(pk=job_pass.pk).values_list("pk").first()
@@ -131,16 +135,44 @@ def gone_record(*, job_pass: Pass, items: Sequence[Gone]) -> None:
             Deletion.objects.bulk_create(
                 Deletion(
                     job_id=job_pass.job_id, job_pass_id=job_pass.pk, dest_path=g.dest_path,
-                    source_path=g.source_path, kind=ItemKind.DIR if g.kind == "dir" else
-                    ItemKind.FILE, size=g.size, ours=g.ours, action=action,
+                    source_path=g.source_path, size=g.size, ours=g.ours,
+                    kind=ItemKind.DIR if g.kind == "dir" else ItemKind.FILE,
+                    **(_EXCLUDED if g.dest_path in excluded else {"action": action}),
                 )
                 for g in new
             )  # fmt: skip
-            ours += sum(1 for g in new if g.ours)
+            # an excluded source is not deleted: it is no longer copied
+            ours += sum(1 for g in new if g.ours and g.dest_path not in excluded)
         if ours:
             Pass.objects.filter(pk=job_pass.pk).update(
                 deleted_at_source=F("deleted_at_source") + ours
             )
+
+
+def _excluded_at_source(job_pass: Pass, items: Sequence[Gone]) -> set[str]:
+    """The destination paths of `items` whose source (or a folder above it) is still at
+    the source but excluded by the job's filters in this pass: never deleted for that
+    (rclone keeps excluded files too). The source path is the last manifest's where we
+    wrote the object, else the destination path."""
+    guesses = {g.dest_path: (g.source_path or g.dest_path).split("/") for g in items}
+    candidates = sorted(
+        {"/".join(parts[:i]) for parts in guesses.values() for i in range(1, len(parts) + 1)}
+    )
+    excluded: set[str] = set()
+    for start in range(0, len(candidates), CHUNK):  # by the (job, source_path) index
+        excluded.update(
+            FileItem.objects.filter(
+                job_id=job_pass.job_id, source_path__in=candidates[start : start + CHUNK],
+                job_pass_id=job_pass.pk, state=ItemState.EXCLUDED,
+            ).values_list("source_path", flat=True)
+        )  # fmt: skip
+    if not excluded:
+        return set()
+    return {
+        dest
+        for dest, parts in guesses.items()
+        if any("/".join(parts[:i]) in excluded for i in range(1, len(parts) + 1))
+    }
 
 
 def _folders_gone(job: MigrationJob, job_pass: Pass, files: Sequence[Gone]) -> list[Gone]:
@@ -429,7 +461,7 @@ REPORT_COLUMNS = ("path", "kind", "size", "written_by_us", "source_path", "actio
 # reasons whose message is ours, in plain words; others come from the storage and can
 # name a host or a share: customers read the reason code only
 PLAIN_REASONS = {"", engine.ALREADY_GONE, engine.IN_TRASH, engine.UNSAFE_PATH,
-                 NOT_APPLIED_AGENT, SKIPPED_REASON}  # fmt: skip
+                 NOT_APPLIED_AGENT, SKIPPED_REASON, EXCLUDED}  # fmt: skip
 PAGE_SIZE = 100
 
 

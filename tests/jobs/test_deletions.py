@@ -380,3 +380,23 @@ def test_confirmed_deletions_are_applied_by_one_worker_at_a_time(trees):
     assert not (dst / "gone.txt").exists()
     p.refresh_from_db()
     assert (p.deletes_state, p.deletes_done, p.scan_lease_owner) == ("done", 1, "")
+
+
+def test_files_excluded_at_the_source_since_the_last_pass_are_never_deleted(trees):
+    src, dst = trees
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options={"deletes": "mirror"}))
+    before = walked(dst)
+    MigrationJob.objects.filter(pk=job.pk).update(
+        options={"deletes": "mirror", "filters": {"exclude": ["*.txt", "d3"]}}
+    )
+
+    job = run_job(job)
+
+    p = last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    assert walked(dst) == before  # excluded now: no longer copied, and not deleted
+    got = actions(p)
+    assert got["d0/plain.txt"] == ("kept", "excluded")
+    assert got["d0/d1/d2/d3/file-007.dat"] == ("kept", "excluded")  # under an excluded folder
+    assert set(got.values()) == {("kept", "excluded")}
+    assert (p.deleted_at_source, p.deletes_state) == (0, "")
