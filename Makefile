@@ -7,7 +7,7 @@ export MIGRATOR_DEV ?= 1
 
 RUN_DEBS := python3-venv libldap2-dev libsasl2-dev gcc
 TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind ldap-utils \
-	acl attr slapd chromium postgresql redis-server rclone
+	acl attr slapd chromium postgresql redis-server rclone openssh-server
 
 # the job-execution tests, run a second time on PostgreSQL + Redis
 PG_TESTS := tests/jobs/test_services.py tests/jobs/test_worker_kill.py tests/jobs/test_cli.py \

@@ -20,6 +20,7 @@ KIND_WORDS = {
     "smb": "Windows file share (SMB)",
     "gs": "Google Cloud Storage",
     "s3": "Amazon S3 or S3-compatible storage",
+    "sftp": "Server over SSH (SFTP)",
     "synthetic": "Generated test data",
     "null": "Discarded after verifying (benchmarks)",
 }

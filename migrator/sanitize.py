@@ -283,6 +283,7 @@ DESTINATION_PROFILES = {
     "file": "posix",
     "synthetic": "posix",
     "null": "posix",
+    "sftp": "posix",  # a Unix server's file system: 255-byte names (the connector's)
     "s3": "posix",  # a key is any UTF-8 (the connector's 1,024 bytes apply): kept as it is
 }
 

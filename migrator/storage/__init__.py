@@ -3,6 +3,7 @@
 connector_for("file:///srv/data")            -> LocalConnector
 connector_for("gs://bucket/prefix")          -> GCSConnector
 connector_for("s3://bucket/prefix?endpoint=https://minio:9000", secret="KEY:SECRET")
+connector_for("sftp://alice@host:22/srv/data?hostkey=SHA256:…", secret="pw or key")
 connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
 """
 
@@ -32,6 +33,7 @@ SCHEMES = {
     "gs": "migrator.storage.gcs:from_url",
     "null": "migrator.storage.null:from_url",
     "s3": "migrator.storage.s3:from_url",
+    "sftp": "migrator.storage.sftp:from_url",
     "smb": "migrator.storage.smb:from_url",
     "synthetic": "migrator.storage.synthetic:from_url",
 }
