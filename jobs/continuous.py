@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 LEASE_BATCH = 600  # a batch of changes, copied in this process while it runs
 HEARTBEAT_SECONDS = 1.0  # lease, enabled flag and shown state, this often
 RECONCILE_MINUTES = 60
+PEERS_SECONDS = 10.0  # how often a runner looks for other jobs' runners whose lease lapsed
 AGENT_REFUSAL = (
     "Continuous mode is not available for a job whose source is reached through an "
     "on-premises agent: run catch-up passes instead."
@@ -249,6 +250,7 @@ class Runner:
         self.watch = None
         self.seen = self.applied = 0  # since the last heartbeat
         self.closing = threading.Event()
+        self.peers_checked = time.monotonic()
         self.keeper: threading.Thread | None = None
         self.job_pass: Pass | None = None
 
@@ -372,6 +374,11 @@ class Runner:
         state = ContinuousState.objects.get(pk=self.state.pk)
         if not state.enabled or state.lease_owner != self.token:
             return False
+        if time.monotonic() - self.peers_checked >= PEERS_SECONDS:
+            # another job's runner that died is sent again by any live runner, before
+            # the reaper's schedule (once a minute) comes round
+            self.peers_checked = time.monotonic()
+            continuous_due()
         minutes = {
             k: {m: n for m, n in (state.minutes or {}).get(k, {}).items()
                 if int(m) > int(minute) - 60}

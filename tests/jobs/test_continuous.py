@@ -247,6 +247,46 @@ def test_a_job_from_a_gcs_source_follows_its_changes(tmp_path: Path, gcs_server,
     assert (dst / "new/c.txt").read_bytes() == b"new in the bucket"
 
 
+def test_a_live_runner_sends_a_runner_for_another_job_whose_runner_died(
+    tmp_path: Path, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    jobs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        jobs.append(new_job(f"file://{tmp_path / name}", f"file://{tmp_path / name}-dst"))
+        assert run_job(jobs[-1]).state == "completed"
+    sent: list = []
+
+    def dispatch(func: str, args: tuple) -> None:
+        if func.endswith("continuous_run"):
+            sent.append(args[0])
+        else:
+            _run_now(func, args)
+
+    monkeypatch.setattr(continuous, "PEERS_SECONDS", 0.5)
+    set_inline(dispatch)
+    try:
+        for job in jobs:
+            continuous.continuous_start(job=job)
+        # job b's runner was killed: its lease names a process that is gone, and lapsed
+        ContinuousState.objects.filter(job=jobs[1]).update(
+            lease_owner="host:999999:dead", lease_expires=timezone.now() - timedelta(seconds=1)
+        )
+        sent.clear()
+        runner = Runner(jobs[0].pk)
+        try:
+            wait_until(lambda: jobs[1].pk in sent, 5, "job a's runner to send one for job b")
+        finally:
+            runner.close()
+    finally:
+        set_inline(None)
+    assert jobs[0].pk not in sent  # its own lease is held: nothing sent for it
+
+
 # --- a Samba share as the source ------------------------------------------------------------
 
 
