@@ -240,6 +240,7 @@ class SftpConnector(Connector):
         self.pinned = hostkey  # what the URL pins; else the first key seen
         self.host_key_fingerprint = ""  # what the server presented
         self.retries = 0  # listings and stats retried here after a dropped connection
+        self.reconnects = 0  # connections found dropped and opened again
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._root: str | None = None
@@ -335,6 +336,7 @@ class SftpConnector(Connector):
                 if self._transport.is_active():
                     return self._sftp
                 self._drop()
+                self.reconnects += 1
             return self._connect()
 
     def _drop(self) -> None:
