@@ -16,6 +16,7 @@ from migrator.web.csv import csv_filename, csv_response
 
 from . import (
     admin_agents,  # noqa: F401 - registers the agent pools and agents
+    admin_notifications,  # noqa: F401 - registers webhooks, deliveries, preferences
     cutover,
     selectors,
     services,

@@ -145,31 +145,24 @@ def email_text(payload: dict) -> tuple[str, str]:
 
 
 def email_recipients(job: MigrationJob, event: str) -> list[str]:
-    """Addresses of active users who opted in to `event` for `job` (the most precise
-    preference of each wins: the job's, then its customer's, then every job's) and who
-    may see the job: a customer's viewer is never told about another customer's job."""
+    """Addresses of active users who opted in to `event` for `job` (in a preference of the
+    job, of its customer, or, for staff, of every job) and who may see the job: a
+    customer's viewer is never told about another customer's job."""
     from .selectors import jobs_visible_to
 
-    prefs = NotificationPreference.objects.filter(user__is_active=True).filter(
+    prefs = NotificationPreference.objects.filter(user__is_active=True, email=True).filter(
         Q(job=job) | Q(job__isnull=True, customer=job.customer_id)
         | Q(job__isnull=True, customer__isnull=True)
     ).select_related("user")  # fmt: skip
-    best: dict[int, NotificationPreference] = {}
+    users = {}
     for pref in prefs:
-        rank = 2 if pref.job_id else 1 if pref.customer_id else 0
-        held = best.get(pref.user_id)
-        if held is None or rank > (2 if held.job_id else 1 if held.customer_id else 0):
-            best[pref.user_id] = pref
-    found = []
-    for pref in best.values():
-        user = pref.user
-        if not (pref.email and event in (pref.events or []) and user.email):
+        if event not in (pref.events or []) or not pref.user.email:
             continue
-        if pref.customer_id is None and pref.job_id is None and not user.is_staff:
+        if pref.customer_id is None and pref.job_id is None and not pref.user.is_staff:
             continue  # "every job" is staff's choice only
-        if jobs_visible_to(user).filter(pk=job.pk).exists():
-            found.append(user.email)
-    return sorted(set(found))
+        users[pref.user_id] = pref.user
+    found = {u.email for u in users.values() if jobs_visible_to(u).filter(pk=job.pk).exists()}
+    return sorted(found)
 
 
 def webhooks_for(job: MigrationJob, event: str) -> list[Webhook]:

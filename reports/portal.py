@@ -3,9 +3,11 @@ selector, render. Every job comes through jobs.selectors: another customer's is 
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
 
 from accounts.selectors import customers_visible_to
 from jobs import plain
@@ -77,3 +79,58 @@ def portal_job(request: HttpRequest, pk: int) -> HttpResponse:
         "public_error": job_selectors.job_public_error(job),
     }
     return render(request, "portal/job_detail.html", context)
+
+
+def _ids(values: list[str]) -> set[int]:
+    try:
+        return {int(v) for v in values}
+    except ValueError:
+        raise Http404("No such job.")
+
+
+@login_required
+def portal_notifications(request: HttpRequest) -> HttpResponse:
+    """Which emails the viewer receives: per customer (every job of it, new ones too) and
+    per job, one checkbox per event. Only the viewer's own customers and jobs are listed
+    or accepted: another customer's id is refused (404, as an id that does not exist)."""
+    from jobs.models import NotificationPreference
+    from jobs.notifications import EVENTS, NotificationEvent
+
+    user = request.user
+    customers = customers_visible_to(user).order_by("name")
+    jobs = job_selectors.jobs_visible_to(user).select_related("customer")
+    if request.method == "POST":
+        job_ids = _ids(request.POST.getlist("job"))
+        customer_ids = _ids(request.POST.getlist("customer"))
+        mine_jobs = {j.pk: j for j in jobs.filter(pk__in=job_ids)}
+        mine_customers = {c.pk: c for c in customers.filter(pk__in=customer_ids)}
+        if set(mine_jobs) != job_ids or set(mine_customers) != customer_ids:
+            raise Http404("No such job.")
+        with transaction.atomic():
+            for key, customer, job in [
+                *((f"c{pk}", c, None) for pk, c in mine_customers.items()),
+                *((f"j{pk}", j.customer, j) for pk, j in mine_jobs.items()),
+            ]:
+                events = [e for e in request.POST.getlist(f"events_{key}") if e in EVENTS]
+                NotificationPreference.objects.update_or_create(
+                    user=user, customer=customer, job=job,
+                    defaults={"events": events, "email": bool(events)},
+                )  # fmt: skip
+        messages.success(request, "Your notification choices are saved.")
+        return redirect("portal:notifications")
+    chosen = {
+        (p.customer_id, p.job_id): set(p.events or [])
+        for p in NotificationPreference.objects.filter(user=user, email=True)
+    }
+    customer_rows = [(c, f"c{c.pk}", chosen.get((c.pk, None), set())) for c in customers]
+    job_rows = [
+        (j, f"j{j.pk}", chosen.get((j.customer_id, j.pk), set()))
+        for j in jobs.order_by("customer__name", "-created_at")
+    ]
+    context = {
+        "events": NotificationEvent.choices,
+        "customer_rows": customer_rows,
+        "job_rows": job_rows,
+        "has_email": bool(user.email),
+    }
+    return render(request, "portal/notifications.html", context)
