@@ -246,7 +246,7 @@ def pass_hold(p: Pass) -> bool:
         return True
     rows = Deletion.objects.filter(job_pass=p, action=DeletionAction.PENDING)
     if not rows.exists():
-        if p.deleted_at_source and not p.deletes_state:  # keep: recorded as kept already
+        if p.deleted_at_source and not p.deletes_state and _keeps(p):  # kept when recorded
             Pass.objects.filter(pk=p.pk).update(deletes_state=DONE)
             _event(
                 p.job_id,
@@ -300,6 +300,11 @@ def pass_hold(p: Pass) -> bool:
     Pass.objects.filter(pk=p.pk).update(deletes_state=CONFIRMED)
     enqueue("jobs.tasks.apply_deletions", p.pk)
     return True
+
+
+def _keeps(p: Pass) -> bool:
+    options = MigrationJob.objects.values_list("options", flat=True).get(pk=p.job_id)
+    return policy_of(options) == engine.KEEP
 
 
 def awaiting_count(p: Pass | None) -> int:
