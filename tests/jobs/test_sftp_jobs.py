@@ -1,0 +1,73 @@
+"""migrator_run with a folder on a real OpenSSH sshd as the source, as a user runs it: the
+host key pinned in the sftp:// URL, the password or key file in MIGRATOR_SFTP_* variables."""
+
+from __future__ import annotations
+
+import os
+
+from tests.servers.sftp import SftpServer
+
+from .conftest import make_tree, tree_of
+
+MTIME_NS = 1_600_000_000_000_000_000  # whole seconds: what SFTP keeps
+
+
+def test_cli_sftp_to_local_copies_everything_then_nothing(cli, tmp_path, sftp_server: SftpServer):
+    share = sftp_server.new_folder("share")
+    expected = make_tree(share, files=12)
+    os.utime(share / "d0" / "plain.txt", ns=(MTIME_NS, MTIME_NS))
+    sftp_server.give(share)
+    source = sftp_server.url(share, hostkey=sftp_server.fingerprint)
+    dst = tmp_path / "dst"
+    env = {"MIGRATOR_SFTP_KEY_FILE": str(sftp_server.key_path)}
+
+    first = cli.run("--source", source, "--destination", dst.as_uri(), "--json", **env)
+
+    assert first.code == 0, first.stderr
+    summary = first.json
+    assert summary["state"] == "completed"
+    assert summary["seen"] == summary["copied"] == len(expected)
+    assert summary["bytes_copied"] == sum(len(b) for b in expected.values())
+    assert tree_of(dst) == expected  # hostile names too ('#hash?.bin', 'naïve 日本.txt')
+    assert os.stat(dst / "d0/plain.txt").st_mtime_ns == MTIME_NS
+
+    again = cli.run("--source", source, "--destination", dst.as_uri(), "--json", **env)
+    assert again.code == 0, again.stderr
+    assert (again.json["copied"], again.json["unchanged"]) == (0, len(expected))
+
+
+def test_cli_wrong_password_is_one_clear_line_before_any_work(cli, tmp_path, sftp_server):
+    share = sftp_server.new_folder("share")
+    (share / "a.txt").write_bytes(b"a")
+    sftp_server.give(share)
+    env = {"MIGRATOR_SFTP_PASSWORD": "not-the-password"}
+
+    result = cli.run(
+        "--source", sftp_server.url(share), "--destination", str(tmp_path / "d"), **env
+    )
+
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "cannot start: source sftp://" in result.stderr
+    assert "the password is wrong" in result.stderr
+    assert "not-the-password" not in result.stderr + result.stdout
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_cli_wrong_host_key_names_both_fingerprints(cli, tmp_path, sftp_server):
+    share = sftp_server.new_folder("share")
+    (share / "a.txt").write_bytes(b"a")
+    sftp_server.give(share)
+    pinned = "SHA256:" + "B" * 43
+
+    result = cli.run(
+        "--source",
+        sftp_server.url(share, hostkey=pinned),
+        "--destination",
+        str(tmp_path / "d"),
+        MIGRATOR_SFTP_PASSWORD=sftp_server.password,
+    )
+
+    assert result.code == 2
+    assert "host key mismatch" in result.stderr
+    assert pinned in result.stderr and sftp_server.fingerprint in result.stderr
