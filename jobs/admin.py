@@ -113,11 +113,16 @@ class EndpointAdmin(admin.ModelAdmin):
     def test_connection(self, request, queryset) -> HttpResponseRedirect | None:
         for endpoint in queryset:
             try:
-                check_endpoint(endpoint)
+                host_key = check_endpoint(endpoint)
             except (StorageError, ValueError) as exc:
                 self.message_user(request, f"{endpoint.name}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{endpoint.name}: connection OK", messages.SUCCESS)
+                shown = f"{endpoint.name}: connection OK"
+                if host_key:  # an SFTP server: its key, to pin in the URL (hostkey=)
+                    pinned = "hostkey=" in endpoint.url  # check() refused any other key
+                    how = "pinned" if pinned else f"not pinned: add ?hostkey={host_key} to the URL"
+                    shown += f" (SSH host key {host_key}, {how})"
+                self.message_user(request, shown, messages.SUCCESS)
         if request.POST.get("_from_change") and len(queryset) == 1:  # its change page's button
             return redirect(reverse("admin:jobs_endpoint_change", args=[queryset[0].pk]))
         return None

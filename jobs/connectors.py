@@ -11,9 +11,10 @@ def open_endpoint(endpoint: Endpoint) -> Connector:
     return connector_for(endpoint.url, endpoint.get_secret() or None)
 
 
-def check_endpoint(endpoint: Endpoint, *, destination: bool = False) -> None:
+def check_endpoint(endpoint: Endpoint, *, destination: bool = False) -> str:
     """Raise StorageError (ConnectFailed in words) unless the endpoint can be used; a
-    destination folder that does not exist yet is created first."""
+    destination folder that does not exist yet is created first. Returns the SSH host key
+    fingerprint an SFTP server presented (for staff to pin), else ""."""
     with open_endpoint(endpoint) as conn:
         if destination and conn.capabilities.directories:
             try:
@@ -21,3 +22,4 @@ def check_endpoint(endpoint: Endpoint, *, destination: bool = False) -> None:
             except StorageError:
                 pass  # check() below says what is wrong, in words
         conn.check()
+        return getattr(conn, "host_key_fingerprint", "")

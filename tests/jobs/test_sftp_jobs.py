@@ -3,8 +3,14 @@ host key pinned in the sftp:// URL, the password or key file in MIGRATOR_SFTP_* 
 
 from __future__ import annotations
 
+import html
 import os
+import re
 
+import pytest
+from django.urls import reverse
+
+from jobs import services
 from tests.servers.sftp import SftpServer
 
 from .conftest import make_tree, tree_of
@@ -71,3 +77,38 @@ def test_cli_wrong_host_key_names_both_fingerprints(cli, tmp_path, sftp_server):
     assert result.code == 2
     assert "host key mismatch" in result.stderr
     assert pinned in result.stderr and sftp_server.fingerprint in result.stderr
+
+
+@pytest.mark.django_db
+def test_admin_test_connection_shows_the_host_key_to_pin(client, django_user_model, sftp_server):
+    """Staff see the server's fingerprint with "connection OK", and whether the endpoint
+    pins it; a wrong pin is an error naming both keys; the secret is never on the page."""
+    user = django_user_model.objects.create_superuser("eng", "eng@example.test", "pw-Long-1")
+    client.force_login(user)
+    share = sftp_server.new_folder("admin")
+    key = sftp_server.fingerprint
+    cases = {
+        "Unpinned": sftp_server.url(share),
+        "Pinned": sftp_server.url(share, hostkey=key),
+        "Impostor": sftp_server.url(share, hostkey="SHA256:" + "C" * 43),
+    }
+    ids = [
+        services.endpoint_create(name=name, url=url, secret=sftp_server.password).pk
+        for name, url in cases.items()
+    ]
+
+    page = client.post(
+        reverse("admin:jobs_endpoint_changelist"),
+        {"action": "test_connection", "_selected_action": ids},
+        follow=True,
+    ).content.decode()
+
+    shown = {html.unescape(text): level for level, text in
+             re.findall(r'<li class="(\w+)">(.*?)</li>', page)}  # fmt: skip
+    assert shown[f"Unpinned: connection OK (SSH host key {key}, not pinned: add "
+                 f"?hostkey={key} to the URL)"] == "success"  # fmt: skip
+    assert shown[f"Pinned: connection OK (SSH host key {key}, pinned)"] == "success"
+    (impostor,) = [m for m in shown if m.startswith("Impostor: ")]
+    assert shown[impostor] == "error"
+    assert "host key mismatch" in impostor and key in impostor and "C" * 43 in impostor
+    assert sftp_server.password not in page
