@@ -221,7 +221,9 @@ def over_the_cap(trees) -> tuple[MigrationJob, list[str], set[str]]:
     return job, gone, before
 
 
-def test_over_the_cap_nothing_is_deleted_until_staff_confirm_in_the_admin(trees, staff):
+def test_over_the_cap_nothing_is_deleted_until_staff_confirm_in_the_admin(
+    trees, staff, django_user_model
+):
     src, dst = trees
     job, gone, before = over_the_cap(trees)
 
@@ -238,6 +240,13 @@ def test_over_the_cap_nothing_is_deleted_until_staff_confirm_in_the_admin(trees,
     )
     live = staff.get(reverse("admin:jobs_migrationjob_live", args=[job.pk])).content.decode()
     assert f"Waiting for confirmation of {len(gone)} deletions" in live
+    customer = django_user_model.objects.create_user("ann")  # no password to hash
+    Membership.objects.create(user=customer, customer=job.customer,
+                              source=MembershipSource.MANUAL)  # fmt: skip
+    portal = Client()
+    portal.force_login(customer)
+    card = portal.get(reverse("reports:job_live", args=[job.pk])).content.decode()
+    assert f"Waiting for confirmation of {len(gone)} deletions" in card
 
     changelist = reverse("admin:jobs_migrationjob_changelist")
     with Steps() as steps:
