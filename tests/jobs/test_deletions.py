@@ -409,3 +409,37 @@ def test_files_excluded_at_the_source_since_the_last_pass_are_never_deleted(tree
     assert got["d0/d1/d2/d3/file-007.dat"] == ("kept", "excluded")  # under an excluded folder
     assert set(got.values()) == {("kept", "excluded")}
     assert (p.deleted_at_source, p.deletes_state) == (0, "")
+
+
+def test_trash_on_an_smb_share_renames_on_the_share(tmp_path, samba_dc):
+    src = tmp_path / "src"
+    for rel in ("keep/a.txt", "old/inner/b.txt", "old/c.txt", "top.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    folder = samba_dc.make_folder("data")
+    disk = samba_dc.disk_path("data", folder)
+    customer = Customer.objects.create(name="Share Co")
+    source = services.endpoint_create(name="s", url=src.as_uri(), customer=customer)
+    destination = services.endpoint_create(
+        name="d", url=samba_dc.smb_url("data", folder), customer=customer,
+        secret=samba_dc.admin_password,
+    )  # fmt: skip
+    job = run_job(services.job_create(customer=customer, name="to the share", source=source,
+                                      destination=destination,
+                                      options={"deletes": "trash", "max_delete": 5}))  # fmt: skip
+    assert job.state == JobState.COMPLETED, job.error
+    for rel in ("old/inner/b.txt", "old/c.txt"):
+        (src / rel).unlink()
+    (src / "old" / "inner").rmdir()
+    (src / "old").rmdir()
+
+    job = run_job(job)
+
+    assert job.state == JobState.COMPLETED, job.error
+    # walked on the DC's own disk, not through SMB
+    assert walked(disk) == walked(src) | {
+        ".migrator-trash", ".migrator-trash/2", ".migrator-trash/2/old",
+        ".migrator-trash/2/old/inner", ".migrator-trash/2/old/inner/b.txt",
+        ".migrator-trash/2/old/c.txt",
+    }  # fmt: skip
+    assert (disk / ".migrator-trash/2/old/c.txt").read_bytes() == b"old/c.txt"
