@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 import requests
 
+from accounts.models import Customer
 from jobs import services
 from jobs.choices import JobState
 from jobs.models import Deletion, Event, FileItem, Pass
@@ -252,3 +253,57 @@ def test_an_agents_catch_up_classifies_its_chunks_and_says_the_destination_was_n
     assert second.delta_checked and second.scan_finished and second.batches_total == 1
     said = Event.objects.filter(job=job, message__contains="not re-listed")
     assert said.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agents_catch_up_to_gcs_is_checked_by_the_server(tmp_path, gcs_server):
+    """A bucket the server can reach: when the agent posts its catch-up scan done, the
+    server lists the bucket and resolves an object changed there (source wins: copied
+    again, through the agent)."""
+    bucket = gcs_server.make_bucket()
+    blobs = gcs_server.client().bucket(bucket)
+    customer = Customer.objects.create(name="agent gcs")
+    pool = services.agent_pool_create(customer=customer, name="site")
+    _, token = services.agent_enroll(code=services.enrollment_code_create(pool=pool), name="h")
+    src = services.endpoint_create(name="s", url=(tmp_path / "s").as_uri(), customer=customer)
+    dst = services.endpoint_create(name="d", url=f"gs://{bucket}/m", customer=customer)
+    job = services.job_create(customer=customer, name="agent to gcs", source=src,
+                              destination=dst, agent_pool=pool)  # fmt: skip
+    data = {f"f{i}.txt": f"file {i}".encode() for i in range(3)}
+    # as the agent's planner makes them: the destination key is how the bucket is matched
+    rows = [row_to_wire(Row(0, 0, "file", p, p, len(b), 7, dest_key=p)) for p, b in data.items()]
+    with Steps() as steps:
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+        work = agent_post(token, "work/")[1]
+        body = {"lease": work["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows}
+        assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"]
+        assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+        batch = agent_post(token, "work/")[1]
+        outcomes = []
+        for item in FileItem.objects.filter(job_pass_id=work["pass_id"]):
+            blobs.blob(f"m/{item.dest_path}").upload_from_string(data[item.source_path])
+            md5 = hashlib.md5(data[item.source_path]).hexdigest()
+            outcomes.append(outcome_to_wire(
+                Outcome(item.pk, State.COPIED, "", "", item.size, md5, "", None, 1)
+            ))  # fmt: skip
+        answer = agent_post(token, f"batch/{batch['batch_id']}/record/",
+                            {"lease": batch["lease"], "outcomes": outcomes})  # fmt: skip
+        assert answer[1]["recorded"], answer
+        steps.run("finish_pass")
+
+        blobs.blob("m/f1.txt").upload_from_string(b"FILE 1")  # same size, other bytes
+        services.job_start(job=job)
+        steps.run("customer_dispatch")
+        work = agent_post(token, "work/")[1]
+        body = {"lease": work["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows}
+        assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"]
+        assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+    second = Pass.objects.get(pk=work["pass_id"])
+    assert (second.unchanged, second.pending, second.conflicts) == (2, 1, 1)
+    assert second.delta_checked and second.scan_finished and second.batches_total == 1
+    row = FileItem.objects.get(job_pass=second, source_path="f1.txt")
+    assert (row.state, row.change) == ("pending", "conflict")
+    assert "md5" in row.message and "source wins" in row.message
+    assert not Event.objects.filter(job=job, message__contains="not re-listed").exists()
+    assert agent_post(token, "work/")[1]["kind"] == "batch"  # f1.txt, copied again
