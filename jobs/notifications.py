@@ -311,10 +311,12 @@ def webhook_deliver(*, delivery_id: int) -> None:
 
 
 def webhook_retries_due(*, now: datetime | None = None) -> int:
-    """Periodic: queue the deliveries whose retry time has come; how many."""
+    """Periodic: queue the deliveries whose retry time has come, and first attempts whose
+    task was lost (a killed worker, a Redis broker restarted); how many."""
     now = now or timezone.now()
+    lost = Q(next_retry_at__isnull=True, created_at__lte=now - timedelta(minutes=10))
     due = list(
-        WebhookDelivery.objects.filter(state=PENDING, next_retry_at__lte=now)
+        WebhookDelivery.objects.filter(Q(next_retry_at__lte=now) | lost, state=PENDING)
         .order_by("pk")
         .values_list("pk", flat=True)[:1000]
     )

@@ -224,6 +224,26 @@ def test_a_failed_delivery_is_retried_and_each_attempt_logged_and_the_secret_nev
     hook.refresh_from_db()
     assert hook.name == "renamed" and hook.get_secret() == SECRET
 
+    # a first attempt whose task was lost (a killed worker) is sent by the periodic task
+    lost = WebhookDelivery.objects.create(webhook=hook, event="job_completed", payload={})
+    with Steps() as steps:
+        assert notifications.webhook_retries_due() == 0
+        later = timezone.now() + timedelta(minutes=11)
+        assert notifications.webhook_retries_due(now=later) == 1
+        assert steps.queue == [("jobs.tasks.deliver_webhook", (lost.pk,))]
+
+
+def test_notify_never_fails_what_it_reports(tmp_path, monkeypatch):
+    job = local_job(tmp_path)
+
+    def broker_down(*args):
+        raise RuntimeError("broker down")
+
+    monkeypatch.setattr(notifications, "enqueue", broker_down)
+    services.job_fail(job_id=job.pk, message="Could not start: share gone", public="Cannot")
+    job.refresh_from_db()
+    assert job.state == "failed"
+
 
 def test_webhook_urls_must_be_https_except_loopback_in_development(tmp_path, staff, settings):
     job = local_job(tmp_path)
