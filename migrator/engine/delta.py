@@ -97,13 +97,18 @@ class Mine(NamedTuple):
 
 def object_differs(entry: Entry, mine: Mine, src_caps: Capabilities, dst_caps: Capabilities) -> str:
     """ "" when the listed object is what we wrote, else what differs, in words."""
+    precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
+    return _differs(entry, mine, precision)
+
+
+def _differs(entry: Entry, mine: Mine, precision: int) -> str:
     if entry.size != mine.size:
         return f"size {mine.size} → {entry.size}"
-    for algo, ours in (("md5", mine.md5), ("crc32c", mine.crc32c)):
-        theirs = entry.hash(algo)
-        if ours and theirs:
-            return "" if ours == theirs else f"{algo} {ours} → {theirs}"
-    precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
+    if entry.hashes:
+        for algo, ours in (("md5", mine.md5), ("crc32c", mine.crc32c)):
+            theirs = entry.hash(algo)
+            if ours and theirs:
+                return "" if ours == theirs else f"{algo} {ours} → {theirs}"
     if abs(entry.mtime_ns - mine.mtime_ns) < precision:
         return ""
     return f"modified time {mine.mtime_ns} → {entry.mtime_ns} ns"
@@ -214,6 +219,7 @@ def destination_check(
         raise ValueError(f"unknown conflicts policy {policy!r}")
     result = CheckResult()
     seen = RowBitmap(*ids)
+    precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
     still_unchanged = 0  # matched, unchanged and what we wrote
     for entries in _chunked(listing, chunk):
         if not sink.lease_renew():
@@ -234,7 +240,7 @@ def destination_check(
             result.matched += 1
             if row.state != UNCHANGED:  # copied in this pass, or not ours to judge now
                 continue
-            what = object_differs(entry, row, src_caps, dst_caps)
+            what = _differs(entry, row, precision)
             if what:
                 decisions.append(_resolve(row, what, policy, key))
             else:
