@@ -58,6 +58,22 @@ def watch_share(*, host: str, port: int, share: str, root: str, account: str,
         conn.disconnect(close=False)
         raise ConnectFailed(root, f"cannot watch {share}/{root} on {host}:{port}: {exc}") from exc
 
+    what = (
+        CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
+        | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
+        | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE
+        | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
+    )
+    # the first request is sent before we return: the server reports (and buffers) only
+    # what happens once a request was made, so a change made right after watch() returned
+    # was lost when the thread sent it later
+    first = FileSystemWatcher(handle)
+    try:
+        first.start(what, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
+    except (SMBException, OSError, ValueError) as exc:
+        conn.disconnect(close=False)
+        raise ConnectFailed(root, f"cannot watch {share}/{root} on {host}:{port}: {exc}") from exc
+
     closing = threading.Event()
 
     def stop() -> None:
@@ -68,19 +84,16 @@ def watch_share(*, host: str, port: int, share: str, root: str, account: str,
             conn.disconnect(close=False)
 
     watch = QueueWatch(stop)
-    what = (
-        CompletionFilter.FILE_NOTIFY_CHANGE_FILE_NAME
-        | CompletionFilter.FILE_NOTIFY_CHANGE_DIR_NAME
-        | CompletionFilter.FILE_NOTIFY_CHANGE_SIZE
-        | CompletionFilter.FILE_NOTIFY_CHANGE_LAST_WRITE
-    )
 
     def loop() -> None:
+        watcher = first
         while not closing.is_set():
-            watcher = FileSystemWatcher(handle)
             try:
-                watcher.start(what, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
+                if watcher is None:
+                    watcher = FileSystemWatcher(handle)
+                    watcher.start(what, flags=ChangeNotifyFlags.SMB2_WATCH_TREE)
                 actions = watcher.wait()
+                watcher = None
             except Exception as exc:  # noqa: BLE001 - any failure ends this watch, in words
                 if not closing.is_set():
                     watch.put(WatchError("disconnected", f"the share's watch failed: {exc}"))
