@@ -91,6 +91,9 @@ ADMIN_OBJECTS: dict[str, Callable[[Side], int | None]] = {
     "jobs.endpoint": lambda s: s.job.source_id,
     "jobs.agentpool": lambda s: None,  # (the world has none: the pages are asked, empty)
     "jobs.agent": lambda s: None,
+    "jobs.webhook": lambda s: None,  # (none in the world either)
+    "jobs.webhookdelivery": lambda s: None,
+    "jobs.notificationpreference": lambda s: None,
     "jobs.migrationjob": lambda s: s.job.pk,
     "jobs.pass": lambda s: Pass.objects.filter(job=s.job).first().pk,
     "axes.accessattempt": lambda s: None,
