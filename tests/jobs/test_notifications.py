@@ -322,3 +322,29 @@ def test_a_silent_agent_needs_attention_once(tmp_path, django_user_model, mailou
     (mail,) = mailoutbox
     assert mail.to == ["dee@example.test"] and "Needs attention" in mail.subject
     assert "has not been heard from for more than 15 minutes" in mail.body
+
+
+def test_deletions_over_the_cap_need_attention_at_the_webhook(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(10):
+        (src / f"report-{i}.txt").write_bytes(b"r" * (10 + i))
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options={"deletes": "mirror"}))
+    for i in range(5):
+        (src / f"report-{i}.txt").unlink()
+    with Receiver([204]) as receiver:
+        hook = Webhook(customer=job.customer, job=job, url=receiver.url,
+                       events=["needs_attention"])  # fmt: skip
+        hook.set_secret(SECRET)
+        hook.save()
+        job = run_job(job)
+    assert job.state not in ("completed", "completed_with_errors")  # waits for staff
+    ((headers, raw),) = receiver.received
+    body = json.loads(raw)
+    assert body["event"] == "needs_attention"
+    assert "would delete 5 files, more than the safety cap" in body["detail"]["message"]
+    assert (
+        headers["X-Migrator-Signature"]
+        == "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    )
+    assert WebhookDelivery.objects.get().status_code == 204
