@@ -173,8 +173,15 @@ class _Reader(io.RawIOBase):
     """A remote file's bytes up to the size it had when opened, read ahead by windows of
     pipelined requests (paramiko's readv); errors typed."""
 
-    def __init__(self, handle: paramiko.SFTPFile, path: str, opened_as: tuple[int, int]):
+    def __init__(
+        self,
+        handle: paramiko.SFTPFile,
+        path: str,
+        opened_as: tuple[int, int],
+        transport: paramiko.Transport,
+    ) -> None:
         self._handle = handle
+        self._transport = transport  # this stream's connection, whatever the connector's now
         self._path = path
         self.opened_as = opened_as  # (size, mtime s) when opened: changed_while_read
         self._size = opened_as[0]
@@ -213,6 +220,8 @@ class _Reader(io.RawIOBase):
             data, self._rest = self._rest[:size], self._rest[size:]
             return data
         except Exception as exc:
+            if not self._transport.is_active():  # paramiko says so in several ways
+                raise Transient(self._path, f"SFTP connection dropped: {exc}") from exc
             raise _wrap(exc, self._path) from exc
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
@@ -475,7 +484,8 @@ class SftpConnector(Connector):
             except BaseException:
                 handle.close()
                 raise
-            return _Reader(handle, path, (size, int(attrs.st_mtime or 0)))
+            opened_as = (size, int(attrs.st_mtime or 0))
+            return _Reader(handle, path, opened_as, sftp.get_channel().get_transport())
 
         return self._call(path, opening, retry=False)  # type: ignore[return-value]
 
@@ -561,18 +571,21 @@ class SftpConnector(Connector):
                 sftp.utime(tmp, (seconds, seconds))
             self._rename_over(sftp, tmp, full)
         except BaseException as exc:
-            if self._alive():
+            alive = self._alive()
+            if alive:
                 try:
                     sftp.remove(tmp)
-                except Exception:  # noqa: S110 - never made, or the connection is gone
+                except Exception:  # noqa: S110 - never made
                     pass
             else:
                 with self._lock:
                     self._drop()
-            if isinstance(exc, Exception) and _is_ours(exc):
-                self._made.discard(folder)  # a folder removed under us: make it again
-                raise _wrap(exc, path) from exc
-            raise  # the caller's stream failed: its error, unchanged
+            if isinstance(exc, StorageError) or not _is_ours(exc):
+                raise  # typed already, or the caller's stream failed: unchanged
+            self._made.discard(folder)  # a folder removed under us: make it again
+            if not alive:
+                raise Transient(path, f"SFTP connection dropped: {exc}") from exc
+            raise _wrap(exc, path) from exc
         return Written(size=size)
 
     def mkdir(self, path: str, entry: Entry | None = None) -> bool:

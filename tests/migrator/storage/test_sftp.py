@@ -229,3 +229,38 @@ def test_written_files_keep_their_second_and_leave_no_temp_file(sftp_server):
     assert os.stat(folder / "x" / "y.txt").st_mtime_ns == MTIME_NS
     assert os.listdir(folder / "x") == ["y.txt"]
     assert os.stat(folder / "x" / "y.txt").st_uid == sftp_server.uid  # written as the user
+
+
+class DropsMidway(io.RawIOBase):
+    """A source stream that cuts the destination's connection after its first read."""
+
+    def __init__(self, data: bytes, connector: SftpConnector) -> None:
+        self._data, self._pos, self._connector = data, 0, connector
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._pos and self._connector._transport is not None:
+            drop(self._connector)
+        count = min(len(buffer), 1 << 20, len(self._data) - self._pos)
+        buffer[:count] = self._data[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+
+def test_connection_dropped_mid_write_is_transient_and_nothing_shows(sftp_server):
+    folder = sftp_server.new_folder("w")
+    data = os.urandom(4 << 20)
+    entry = Entry("a/big.bin", "file", len(data), MTIME_NS)
+    with from_url(sftp_server.url(folder), sftp_server.password) as connector:
+        with pytest.raises(Transient):
+            connector.write("a/big.bin", DropsMidway(data, connector), entry)
+        # reconnected: nothing under the name, no temp file in the listing
+        assert [e.path for e in connector.scan()] == ["a"]
+        with pytest.raises(NotFound):
+            connector.stat("a/big.bin")
+        connector.write("a/big.bin", io.BytesIO(data), entry)  # the retry, as the engine does
+        assert connector.stat("a/big.bin").size == len(data)
+    assert (folder / "a" / "big.bin").read_bytes() == data
+    assert os.listdir(folder / "a") == ["big.bin"]  # the retry replaced the temp file
