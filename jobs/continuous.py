@@ -72,7 +72,12 @@ def run_seconds() -> float:
     """How long one task follows the source before it hands over to the next: under the
     queue's task timeout (the task is killed there)."""
     timeout = float(settings.MIGRATOR_TASK_TIMEOUT)
-    return max(timeout * 0.5, timeout - 30)
+    return timeout * 0.5 if timeout < 180 else timeout - 30 - HANDOVER_WAIT
+
+
+def handover_seconds() -> float:
+    """How long a runner whose time is up waits for its successor's watch."""
+    return min(HANDOVER_WAIT, float(settings.MIGRATOR_TASK_TIMEOUT) * 0.3)
 
 
 def lease_seconds() -> float:
@@ -157,6 +162,10 @@ def continuous_due() -> int:
 # --- the runner -----------------------------------------------------------------------------
 
 
+def _lease_expiry():
+    return timezone.now() + timedelta(seconds=lease_seconds())
+
+
 def _lease(job_id: int, token: str) -> bool:
     now = timezone.now()
     return bool(
@@ -193,8 +202,12 @@ def continuous_run(*, job_id: int, stop: threading.Event | None = None) -> None:
     token = services_token()
     before = ContinuousState.objects.filter(job_id=job_id).values_list("lease_owner", flat=True)
     lapsed = (before.first() or "") not in ("", token)  # a runner died: no hand-over
+    early = None
     if not _lease(job_id, token):
-        return
+        early = _standby(job_id, token)  # the runner ending asked for a successor
+        if early is None:
+            return
+        lapsed = False
     job = MigrationJob.objects.select_related("source", "destination").get(pk=job_id)
     if lapsed:  # what changed while nobody watched was not reported: reconcile
         ContinuousState.objects.filter(job_id=job_id).update(reconcile_due=True)
@@ -215,13 +228,68 @@ def continuous_run(*, job_id: int, stop: threading.Event | None = None) -> None:
             lease_owner="", lease_expires=None
         )
         return
-    runner = Runner(job, state, token, stop or threading.Event())
+    runner = Runner(job, state, token, stop or threading.Event(), early=early)
     try:
         again = runner.run()
     finally:
         runner.close()
     if again:
         enqueue("jobs.tasks.continuous_run", job_id)
+
+
+# --- hand-over without a gap ----------------------------------------------------------------
+# A runner's time is up before the queue's task timeout. It asks for a successor and keeps
+# applying; the successor opens its own watch first (changes buffer in it), says so, and
+# takes the lease once the old runner, seeing that, has let go. What both saw is applied
+# twice at most (found unchanged the second time); nothing falls between the two watches.
+
+HANDOVER_WAIT = 60.0  # seconds a successor waits for the lease, the old runner for it
+
+
+def _handover_key(job_id: int, what: str) -> str:
+    return f"migrator:continuous:{job_id}:{what}"
+
+
+def _open_watch(job: MigrationJob, source: Connector):
+    opts = job.options or {}
+    options = {}
+    if job.source.kind == "gs" and opts.get("watch_seconds"):
+        # an object store is listed this often (GCSConnector.watch)
+        options["interval"] = float(opts["watch_seconds"])
+    return source.watch("", **options)
+
+
+def _standby(job_id: int, token: str):
+    """A successor asked for by the runner ending: watch first, say so, then wait for the
+    lease. Returns (source, watch) once the lease is ours, else None."""
+    from django.core.cache import cache
+
+    if not cache.get(_handover_key(job_id, "wanted")):
+        return None
+    job = MigrationJob.objects.select_related("source", "destination").get(pk=job_id)
+    source = open_endpoint(job.source)
+    try:
+        watch = _open_watch(job, source)
+    except StorageError:
+        source.close()
+        return None  # the old runner waits for nobody: its lease lapses, the reaper sends one
+    cache.set(_handover_key(job_id, "armed"), token, HANDOVER_WAIT * 2)
+    ends = time.monotonic() + HANDOVER_WAIT + 5
+    mine = ContinuousState.objects.filter(job_id=job_id, enabled=True, lease_owner="")
+    while time.monotonic() < ends:
+        # only a lease let go: one that lapsed (the old runner died) is the reaper's, whose
+        # runner reconciles what nobody watched
+        if mine.update(lease_owner=token, lease_expires=_lease_expiry()):
+            cache.delete_many([_handover_key(job_id, "wanted"), _handover_key(job_id, "armed")])
+            return source, watch
+        if not ContinuousState.objects.filter(job_id=job_id, enabled=True).exists():
+            break
+        if ContinuousState.objects.filter(job_id=job_id, lease_expires__lt=timezone.now()).exists():
+            break  # lapsed: the old runner died
+        time.sleep(0.05)
+    watch.close()
+    source.close()
+    return None
 
 
 def services_token() -> str:
@@ -233,8 +301,11 @@ def services_token() -> str:
 class Runner:
     """One task's worth of following a source (see the module's docstring)."""
 
-    def __init__(self, job: MigrationJob, state: ContinuousState, token: str, stop) -> None:
+    def __init__(
+        self, job: MigrationJob, state: ContinuousState, token: str, stop, early=None
+    ) -> None:
         self.job, self.state, self.token, self.stop = job, state, token, stop
+        self.early = early  # (source, watch) opened before the lease, at a hand-over
         self.opts = job.options or {}
         self.deletes = self.opts.get("deletes", "keep")
         self.reconcile_every = timedelta(
@@ -251,6 +322,7 @@ class Runner:
         self.seen = self.applied = 0  # since the last heartbeat
         self.closing = threading.Event()
         self.peers_checked = time.monotonic()
+        self.successor_asked = False
         self.keeper: threading.Thread | None = None
         self.job_pass: Pass | None = None
 
@@ -262,9 +334,12 @@ class Runner:
         self.keeper = threading.Thread(target=self._keep_lease, daemon=True, name="lease")
         self.keeper.start()
         self.job_pass = _sync_pass(self.job, self.state)
-        self.source = open_endpoint(self.job.source)
         self.destination = open_endpoint(self.job.destination)
-        self._watch_open()
+        if self.early is not None:
+            self.source, self.watch = self.early
+        else:
+            self.source = open_endpoint(self.job.source)
+            self._watch_open()
         now = timezone.now()
         ContinuousState.objects.filter(pk=self.state.pk).update(
             watching_since=F("watching_since") if self.state.watching_since else now
@@ -281,10 +356,10 @@ class Runner:
                 beat = time.monotonic()
                 if not self._heartbeat():
                     return False
-                if beat >= ends:
+                if beat >= ends and self._handed_over(beat - ends):
                     self._apply(self.coalescer.drain())
                     self._heartbeat()
-                    return True
+                    return False
             if self._pass_running():
                 continue  # a reconciliation is copying: changes wait for it to finish
             due = self.coalescer.due()
@@ -293,6 +368,20 @@ class Runner:
         self._apply(self.coalescer.drain())
         self._heartbeat()
         return False
+
+    def _handed_over(self, overdue: float) -> bool:
+        """Time is up: ask for a successor (once) and go on until its watch is armed, or
+        HANDOVER_WAIT has passed (then its lease lapses and the reaper sends one)."""
+        from django.core.cache import cache
+
+        if not self.successor_asked:
+            self.successor_asked = True
+            cache.set(_handover_key(self.job.pk, "wanted"), self.token, HANDOVER_WAIT * 2)
+            cache.delete(_handover_key(self.job.pk, "armed"))
+            enqueue("jobs.tasks.continuous_run", self.job.pk)
+            return False
+        armed = cache.get(_handover_key(self.job.pk, "armed"))
+        return bool(armed) or overdue > handover_seconds()
 
     def _take(self, item) -> None:
         if isinstance(item, WatchError):
@@ -303,11 +392,7 @@ class Runner:
 
     def _watch_open(self) -> None:
         try:
-            options = {}
-            if self.job.source.kind == "gs" and self.opts.get("watch_seconds"):
-                # an object store is listed this often (GCSConnector.watch)
-                options["interval"] = float(self.opts["watch_seconds"])
-            self.watch = self.source.watch("", **options)
+            self.watch = _open_watch(self.job, self.source)
         except StorageError as exc:
             self.watch = None
             self._watch_error(f"the watch could not start: {exc}")

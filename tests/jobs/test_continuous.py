@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,54 @@ def test_a_live_runner_sends_a_runner_for_another_job_whose_runner_died(
     finally:
         set_inline(None)
     assert jobs[0].pk not in sent  # its own lease is held: nothing sent for it
+
+
+def test_runners_hand_over_without_a_gap(tmp_path: Path, monkeypatch):
+    """A runner whose time is up asks for a successor and goes on until the successor's
+    watch is armed: files written without pause across hand-overs all arrive, with no
+    reconciliation needed."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    job = new_job(f"file://{src}", f"file://{dst}")
+    assert run_job(job).state == "completed"
+    stop = threading.Event()
+    runners: list[threading.Thread] = []
+
+    def run() -> None:
+        try:
+            continuous.continuous_run(job_id=job.pk, stop=stop)
+        finally:
+            connection.close()
+
+    def dispatch(func: str, args: tuple) -> None:
+        if func.endswith("continuous_run"):  # a worker takes the task: a thread here
+            runners.append(threading.Thread(target=run, daemon=True))
+            runners[-1].start()
+        else:
+            _run_now(func, args)
+
+    monkeypatch.setattr(continuous, "run_seconds", lambda: 1.0)
+    set_inline(dispatch)
+    try:
+        continuous.continuous_start(job=job)  # its first pass is done: a runner is sent
+        wait_until(lambda: ContinuousState.objects.get(job=job).watching_since, 10, "watching")
+        written = []
+        ends = time.monotonic() + 4.5  # over several hand-overs
+        while time.monotonic() < ends:
+            name = f"f{len(written):03d}.txt"
+            (src / name).write_text(name)
+            written.append(name)
+            time.sleep(0.02)
+        wait_until(lambda: all((dst / n).exists() for n in written), 10, "every file")
+    finally:
+        stop.set()
+        for thread in runners:
+            thread.join(timeout=20)
+        set_inline(None)
+    assert len(runners) >= 3  # the first and at least two successors
+    state = ContinuousState.objects.get(job=job)
+    assert not state.reconcile_due and not state.last_reconcile_found  # nothing was missed
+    assert not job.events.filter(message__contains="without handing over").exists()
 
 
 # --- a Samba share as the source ------------------------------------------------------------
