@@ -218,6 +218,9 @@ def continuous_run(*, job_id: int, stop: threading.Event | None = None) -> None:
             "changed in between.",
         )  # fmt: skip
     state = ContinuousState.objects.get(job_id=job_id)
+    if early is not None and (job.agent_pool_id is not None or not _first_pass_done(job)):
+        early[1].close()  # (cannot happen after a hand-over; never leave a watch open)
+        early[0].close()
     if job.agent_pool_id is not None:
         ContinuousState.objects.filter(pk=state.pk).update(
             enabled=False, last_error=AGENT_REFUSAL, last_error_at=timezone.now(), lease_owner=""
