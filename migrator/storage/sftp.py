@@ -506,13 +506,13 @@ class SftpConnector(Connector):
     # -- writing -------------------------------------------------------------------------
 
     def _ensure_folder(self, sftp: paramiko.SFTPClient, full: str) -> bool:
-        """Make `full` and its missing parents under the root; True when it was made."""
+        """Make `full` and its missing parents (the root's too, as a destination's first
+        check asks); True when it was made."""
         if full in self._made:
             return False
-        root = self._root_path()
         missing: list[str] = []
         current = full
-        while current != root and len(current) > len(root):
+        while current not in ("/", ""):
             try:
                 attrs = sftp.stat(current)
             except OSError as exc:

@@ -42,6 +42,31 @@ def test_cli_sftp_to_local_copies_everything_then_nothing(cli, tmp_path, sftp_se
     assert (again.json["copied"], again.json["unchanged"]) == (0, len(expected))
 
 
+def test_cli_local_to_sftp_then_nothing_again(cli, tmp_path, sftp_server: SftpServer):
+    """As a destination: the files land whole, owned by the SSH user, with their second;
+    a second run finds them unchanged although SFTP keeps no nanoseconds."""
+    src = tmp_path / "src"
+    expected = make_tree(src, files=10)
+    os.utime(src / "d0" / "plain.txt", ns=(MTIME_NS + 123_456_789, MTIME_NS + 123_456_789))
+    target = sftp_server.new_folder("target")
+    dest = sftp_server.url(target / "migrated", hostkey=sftp_server.fingerprint)
+    env = {"MIGRATOR_SFTP_PASSWORD": sftp_server.password}
+    args = ("--source", src.as_uri(), "--destination", dest, "--json")
+
+    first = cli.run(*args, **env)
+
+    assert first.code == 0, first.stderr
+    assert first.json["copied"] == len(expected)
+    assert tree_of(target / "migrated") == expected
+    landed = target / "migrated" / "d0" / "plain.txt"
+    assert os.stat(landed).st_mtime_ns == MTIME_NS  # whole seconds
+    assert os.stat(landed).st_uid == sftp_server.uid
+
+    again = cli.run(*args, **env)
+    assert again.code == 0, again.stderr
+    assert (again.json["copied"], again.json["unchanged"]) == (0, len(expected))
+
+
 def test_cli_wrong_password_is_one_clear_line_before_any_work(cli, tmp_path, sftp_server):
     share = sftp_server.new_folder("share")
     (share / "a.txt").write_bytes(b"a")
