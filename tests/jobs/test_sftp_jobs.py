@@ -13,7 +13,7 @@ from django.urls import reverse
 from jobs import services
 from tests.servers.sftp import SftpServer
 
-from .conftest import make_tree, tree_of
+from .conftest import accounting, make_tree, setup, tree_of
 
 MTIME_NS = 1_600_000_000_000_000_000  # whole seconds: what SFTP keeps
 
@@ -137,3 +137,22 @@ def test_admin_test_connection_shows_the_host_key_to_pin(client, django_user_mod
     assert shown[impostor] == "error"
     assert "host key mismatch" in impostor and key in impostor and "C" * 43 in impostor
     assert sftp_server.password not in page
+
+
+def test_sftp_source_through_the_agent_with_the_key_in_the_endpoint(
+    stack, tmp_path, sftp_server: SftpServer
+):
+    """The agent gets the sftp:// URL and the endpoint's (encrypted) key from the server
+    and copies from the sshd at its site: every file, nothing failed."""
+    share = sftp_server.new_folder("agent")
+    expected = make_tree(share, files=15, folders=3)
+    sftp_server.give(share)
+    source = sftp_server.url(share, hostkey=sftp_server.fingerprint)
+    job_id, (code,) = setup(stack, source, tmp_path / "copy", secret=sftp_server.private_key)
+    assert stack.enroll("agent1", code).returncode == 0
+    stack.start_agent("agent1")
+
+    assert stack.finished(job_id) == "completed", (tmp_path / "agent1.err").read_text()[-2000:]
+    seen, copied, unchanged, failed, pending = accounting(stack, job_id)
+    assert (seen, copied, failed, pending) == (len(expected), len(expected), 0, 0)
+    assert tree_of(tmp_path / "copy") == expected
