@@ -348,3 +348,19 @@ def test_deletions_over_the_cap_need_attention_at_the_webhook(tmp_path):
         == "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
     )
     assert WebhookDelivery.objects.get().status_code == 204
+
+
+def test_the_customers_sign_off_is_emailed_to_staff_who_asked(
+    tmp_path, django_user_model, staff, mailoutbox
+):
+    eng, _ = staff
+    NotificationPreference.objects.create(user=eng, events=["signed_off"])
+    job = run_job(local_job(tmp_path))
+    ana = viewer(django_user_model, "ana", job.customer)
+    with Steps() as steps:
+        assert ana.post(f"/reports/jobs/{job.pk}/accept/", {"note": "all there"}).status_code == 302
+        steps.run()
+    (mail,) = mailoutbox
+    assert mail.to == ["eng@example.test"]
+    assert mail.subject == "[Migrator] Payroll share: Sign-off given"
+    assert "Accepted by ana." in mail.body
