@@ -138,6 +138,8 @@ def email_text(payload: dict) -> tuple[str, str]:
     if payload.get("error"):
         lines.append(payload["error"])
     lines += ["", f"At {payload['at']}."]
+    if settings.MIGRATOR_PUBLIC_URL:
+        lines.append(f"{settings.MIGRATOR_PUBLIC_URL}/portal/jobs/{job['id']}/")
     return subject, "\n".join(lines)
 
 
@@ -334,7 +336,7 @@ def agents_offline_check(*, now: datetime | None = None) -> int:
     its pool has a running job: said once per silence in each such job's events, and
     notified as needing attention. How many jobs were told."""
     now = now or timezone.now()
-    minutes = getattr(settings, "MIGRATOR_AGENT_OFFLINE_MINUTES", 15)
+    minutes = settings.MIGRATOR_AGENT_OFFLINE_MINUTES
     silent = Agent.objects.filter(
         revoked_at__isnull=True, last_seen__lt=now - timedelta(minutes=minutes)
     ).select_related("pool")

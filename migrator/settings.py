@@ -284,6 +284,10 @@ EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD") or ""
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL") or "Migrator <migrator@localhost>"
+# Notifications (jobs/notifications.py): the site's address that emails link to (empty: no
+# link), and how long an agent may be silent before its running jobs need attention.
+MIGRATOR_PUBLIC_URL = (env("MIGRATOR_PUBLIC_URL") or "").rstrip("/")
+MIGRATOR_AGENT_OFFLINE_MINUTES = env_int("MIGRATOR_AGENT_OFFLINE_MINUTES", 15)
 
 # HTTPS in production (`manage.py check --deploy` passes with no warnings); off in
 # development, where `make run` serves plain http on 127.0.0.1.

@@ -95,8 +95,9 @@ def webhook_added_in_admin(client: Client, job, url: str, events: list[str]) -> 
 
 
 def test_completion_email_reaches_opted_in_people_and_never_another_customers_viewer(
-    tmp_path, django_user_model, staff, mailoutbox
+    tmp_path, django_user_model, staff, mailoutbox, settings
 ):
+    settings.MIGRATOR_PUBLIC_URL = "https://migrator.example.test"
     job = local_job(tmp_path)
     mine = viewer(django_user_model, "ana", job.customer)
     other_customer = Customer.objects.create(name="Bravo Logistics")
@@ -135,6 +136,7 @@ def test_completion_email_reaches_opted_in_people_and_never_another_customers_vi
     mail = completed[0]
     assert mail.subject == "[Migrator] Payroll share: Job completed"
     assert "3 files seen, 3 copied" in mail.body
+    assert f"https://migrator.example.test/portal/jobs/{job.pk}/" in mail.body
     assert not [m for m in mailoutbox if {"bob@example.test", "cid@example.test"} & set(m.to)]
 
 
