@@ -64,7 +64,9 @@ def endpoints_visible_to(user) -> QuerySet[Endpoint]:
 def job_get_for(*, user, pk: int) -> MigrationJob:
     """One job `user` may see, or Http404 (never 403: ids must not be probeable)."""
     return get_object_or_404(
-        jobs_visible_to(user).select_related("customer", "source", "destination"), pk=pk
+        # the continuous-mode panel reads job.continuous on every job page: joined here
+        jobs_visible_to(user).select_related("customer", "source", "destination", "continuous"),
+        pk=pk,
     )
 
 
