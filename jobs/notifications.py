@@ -260,12 +260,17 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
 
 def webhook_deliver(*, delivery_id: int) -> None:
     """Send one attempt; record its answer; on failure queue the next attempt with
-    backoff (jobs.tasks.webhook_retries sends it when due), or give up after the last."""
+    backoff (jobs.tasks.notifications_due sends it when due), or give up after the last.
+    Never raises: whatever went wrong is the attempt's error."""
     if not WebhookDelivery.objects.filter(pk=delivery_id, state=PENDING).update(state=SENDING):
         return  # sent already, or being sent
     delivery = WebhookDelivery.objects.select_related("webhook").get(pk=delivery_id)
     hook = delivery.webhook
-    secret = hook.get_secret() if hook.has_secret else ""
+    status, excerpt, error, secret = None, "", "", ""
+    try:
+        secret = hook.get_secret() if hook.has_secret else ""
+    except Exception as exc:  # a key removed from MIGRATOR_FERNET_KEYS: said, not raised
+        error = str(exc)
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     headers = {
         "Content-Type": "application/json",
@@ -276,14 +281,13 @@ def webhook_deliver(*, delivery_id: int) -> None:
     }
     if secret:
         headers[SIGNATURE_HEADER] = signature(secret, body)
-    status, excerpt, error = None, "", ""
     problem = webhook_url_problem(hook.url)
     if problem or not hook.active:
         error = problem or "The webhook is not active."
-    else:
+    elif not error:
         try:
             status, excerpt = _post(hook.url, body, headers)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # refused, timed out, TLS, a malformed answer
             error = f"{type(exc).__name__}: {exc}"
     ok = status is not None and 200 <= status < 300
     delivery.status_code = status

@@ -366,3 +366,30 @@ def test_the_customers_sign_off_is_emailed_to_staff_who_asked(
     assert mail.to == ["eng@example.test"]
     assert mail.subject == "[Migrator] Payroll share: Sign-off given"
     assert "Accepted by ana." in mail.body
+
+
+def test_after_the_last_retry_the_delivery_gives_up_with_a_logged_failure(tmp_path, caplog):
+    job = local_job(tmp_path)
+    with Receiver([503]) as receiver:
+        hook = Webhook(customer=job.customer, url=receiver.url)
+        hook.set_secret(SECRET)
+        hook.save()
+        last = WebhookDelivery.objects.create(
+            webhook=hook, event="job_failed", payload={"job": {"id": job.pk}}, attempt=4
+        )
+        notifications.webhook_deliver(delivery_id=last.pk)
+        notifications.webhook_deliver(delivery_id=last.pk)  # sent once only
+    assert len(receiver.received) == 1
+    last.refresh_from_db()
+    assert (last.state, last.status_code) == ("failed", 503)
+    assert WebhookDelivery.objects.count() == 1  # no fifth attempt
+    assert f"webhook {hook.pk} gave up on job_failed of job {job.pk} after 4 attempt(s)" in (
+        caplog.text
+    )
+
+    # the receiver is stopped: nothing answers, the error is logged and retried later
+    refused = WebhookDelivery.objects.create(webhook=hook, event="job_failed", payload={})
+    notifications.webhook_deliver(delivery_id=refused.pk)
+    refused.refresh_from_db()
+    assert refused.state == "retry" and refused.status_code is None
+    assert "Connection refused" in refused.error or "URLError" in refused.error
