@@ -393,3 +393,35 @@ def test_after_the_last_retry_the_delivery_gives_up_with_a_logged_failure(tmp_pa
     refused.refresh_from_db()
     assert refused.state == "retry" and refused.status_code is None
     assert "Connection refused" in refused.error or "URLError" in refused.error
+
+
+def test_completed_with_errors_carries_the_top_error_groups(
+    tmp_path, django_user_model, mailoutbox
+):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "docs").mkdir(parents=True)
+    (src / "ok.txt").write_text("fine")
+    (src / "docs" / "notes.txt").write_text("in the way")
+    (dst / "docs" / "notes.txt").mkdir(parents=True)  # a folder where the file should go
+    job = new_job(src.as_uri(), dst.as_uri())
+    viewer(django_user_model, "ana", job.customer)
+    ana = django_user_model.objects.get(username="ana")
+    NotificationPreference.objects.create(
+        user=ana, customer=job.customer, job=job, events=["job_completed_with_errors"]
+    )
+    with Receiver([200]) as receiver:
+        hook = Webhook(
+            customer=job.customer, url=receiver.url, events=["job_completed_with_errors"]
+        )
+        hook.set_secret(SECRET)
+        hook.save()
+        job = run_job(job)
+    assert job.state == "completed_with_errors"
+    ((_, raw),) = receiver.received
+    body = json.loads(raw)
+    assert body["pass"]["failed"] == 1 and body["pass"]["copied"] == 1
+    (group,) = body["error_groups"]
+    assert group["count"] == 1 and group["cause"] and group["reason"]
+    (mail,) = mailoutbox
+    assert mail.subject == "[Migrator] job: Job completed with errors"
+    assert f"- {group['reason']} (1): {group['cause']}" in mail.body
