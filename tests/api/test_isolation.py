@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 MISSING = 987654
 STAFF_ONLY = ("api/v1/customers/", "api/v1/endpoints/", "api/v1/tokens/")
 ACTIONS = ("start/", "pause/", "resume/", "cancel/", "retry-failed/", "assess/",
-           "deletions/confirm/", "deletions/skip/")  # fmt: skip
+           "deletions/confirm/", "deletions/skip/", "continuous/start/", "continuous/stop/",
+           "cutover/start/", "cutover/advance/", "cutover/tick/", "cutover/retry/")  # fmt: skip
 
 
 def api_routes() -> list[tuple[str, object]]:

@@ -118,7 +118,8 @@ ROUTES: dict[str, Access] = {
     "api/v1/jobs/<int:pk>/": Access.API,
     **{f"api/v1/jobs/<int:pk>/{action}/": Access.API_ACTION
        for action in ("start", "pause", "resume", "cancel", "retry-failed", "assess",
-                      "cutover/start", "cutover/advance", "cutover/tick", "cutover/retry")},
+                      "cutover/start", "cutover/advance", "cutover/tick", "cutover/retry",
+                      "continuous/start", "continuous/stop")},
     **{f"api/v1/jobs/<int:pk>/{listing}/": Access.API
        for listing in ("progress", "passes", "files", "errors", "renames", "events",
                        "permissions", "cutover")},
