@@ -29,7 +29,6 @@ from reports.registry import REPORTS, ReportQuery
 from reports.selectors import report_pass
 
 from .. import selectors, services
-from ..deletions import DeletionStateError, deletions_confirm, deletions_skip
 from ..choices import EventLevel, ItemState, JobState, Reason
 from ..deletions import DeletionStateError, deletions_confirm, deletions_skip
 from ..models import AclRecord, FileItem, MigrationJob, Pass
