@@ -5,12 +5,14 @@ are the engine's (migrator.engine.delta); this module reads and writes rows for 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -84,14 +86,26 @@ class ScanDelta:
         self._after: int | None = None  # the last id read; None: where to start unknown
         self._ahead: list[tuple] = []  # read, not yet reached by the scan
 
-    def _page(self) -> list[tuple]:
+    def _page(self) -> list:
+        page = (
+            f"SELECT id, {_PRIOR_COLUMNS} FROM {TABLE} WHERE job_pass_id = %s AND id > %s "  # noqa: S608
+            "ORDER BY id LIMIT %s"
+        )
+        params = [self.prior.pk, self._after, PRIOR_PAGE]
         with connection.cursor() as cursor:
+            if connection.vendor != "sqlite":
+                cursor.execute(page, params)
+                return cursor.fetchall()
+            # one JSON text for the page: fetching row by row takes the GIL back for each
+            # row and waits for it while the scan's planning thread holds it (measured 6x)
+            columns = ", ".join(("id", *_PRIOR_COLUMNS.split(", ")))
             cursor.execute(
-                f"SELECT id, {_PRIOR_COLUMNS} FROM {TABLE} WHERE job_pass_id = %s AND id > %s "  # noqa: S608
-                "ORDER BY id LIMIT %s",
-                [self.prior.pk, self._after, PRIOR_PAGE],
+                f"SELECT json_group_array(json_array({columns})) FROM ({page})",  # noqa: S608
+                params,
             )
-            return cursor.fetchall()
+            rows = json.loads(cursor.fetchone()[0] or "[]")
+        rows.sort(key=itemgetter(0))  # an aggregate's order is not promised
+        return rows
 
     def _start(self, first_path: str) -> None:
         with connection.cursor() as cursor:
@@ -120,8 +134,9 @@ class ScanDelta:
                 stop = len(self._ahead)
                 if path_key(self._ahead[-1][1]) > last:  # else the whole page is reached
                     stop = next(i for i, r in enumerate(self._ahead) if path_key(r[1]) > last)
-                for _pk, src, kind, *rest in self._ahead[:stop]:
-                    found[src] = (kind, Prior(*rest))
+                make = tuple.__new__  # a Prior from its fields, without Prior()'s call
+                for r in self._ahead[:stop]:
+                    found[r[1]] = (r[2], make(Prior, r[3:]))
                 if stop < len(self._ahead):
                     self._ahead = self._ahead[stop:]
                     break
