@@ -202,7 +202,11 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
             pk=pk
         )
         job = p.job
-        refused = permissions.agent_refusal(job) if p.kind != PassKind.ASSESS else None
+        refused = None
+        if p.kind != PassKind.ASSESS:
+            refused = permissions.agent_refusal(job) or services.agent_destination_refusal(
+                job.destination
+            )
         if refused:  # said to staff in the job's error and events; the job fails
             services.job_cannot_start(job_id=job.pk, where="options", error=ValueError(refused))
             return JsonResponse({"kind": "none", "poll_seconds": 1})
@@ -224,6 +228,10 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
         .order_by("id").values_list(*TASK_FIELDS)
     )  # fmt: skip
     tasks = [list(t) for t in tasks]
+    if refused := services.agent_destination_refusal(job.destination):  # changed since its scan
+        services.batch_release(batch_id=batch.pk, token=lease)
+        services.job_cannot_start(job_id=job.pk, where="options", error=ValueError(refused))
+        return JsonResponse({"kind": "none", "poll_seconds": 1})
     destination, given = _endpoint(job.destination), {}
     if job.destination.kind == "gs":  # no key leaves the server: a session per object
         try:

@@ -189,14 +189,37 @@ def job_options_check(
     filters_for(probe)
     options_check(options)
     deletions.options_check(options)  # deletes, max_delete
-    from migrator.engine.streams import parse_hashes  # hashlib/crc32c only when checked
-
-    parse_hashes(options.get("hashes"))
     from .delta import conflicts_policy  # delta imports this module
 
     conflicts_policy(options)
+    from migrator.engine.streams import parse_hashes  # hashlib/crc32c only when checked
+
+    parse_hashes(options.get("hashes"))
     if source is not None and (refused := permissions.agent_refusal(probe)):
         raise ValueError(refused)
+    assess = options.get("assess_only")
+    if (
+        agent_pool is not None
+        and not assess
+        and (refused := agent_destination_refusal(destination))
+    ):
+        raise ValueError(refused)
+
+
+# cloud destinations written with a key: an agent would need the key, which never leaves
+# the server (a GCS bucket is written by the agent through upload sessions the server makes)
+KEYED_CLOUDS = ("s3", "azure")
+
+
+def agent_destination_refusal(destination: Endpoint) -> str | None:
+    """Why an agent cannot write to this destination, in words; None when it can."""
+    if destination.kind in KEYED_CLOUDS:
+        return (
+            f"an on-premises agent cannot write to {destination.kind}:// yet: it would need the "
+            "bucket's key, and cloud keys never leave the server. Copy to a GCS bucket or an "
+            "SMB share, or run this job without an agent pool."
+        )
+    return None
 
 
 def job_create_from_assessment(*, job: MigrationJob, user=None) -> MigrationJob:

@@ -221,3 +221,27 @@ def test_a_batch_handed_back_waits_and_a_resume_hands_it_out_at_once(tmp_path):
     status, again = agent_post(token, "work/")
     assert (again["kind"], again["batch_id"]) == ("batch", work["batch_id"])
     assert Batch.objects.get(pk=work["batch_id"]).attempts == 2
+
+
+def test_a_keyed_cloud_destination_is_refused_for_an_agent_and_its_key_never_sent(tmp_path):
+    """An S3 bucket is written with its key: an agent would need it, and cloud keys never
+    leave the server. Refused in words when the job is made; a job changed to one afterwards
+    fails when its agent asks for work, and the answer holds no key."""
+    job, _, token = agent_side("iota", tmp_path)
+    key = "AKIAEXAMPLE:very-secret-key-of-the-bucket"
+    bucket = services.endpoint_create(name="bucket", url="s3://bucket/in", customer=job.customer,
+                                      secret=key)  # fmt: skip
+    with pytest.raises(ValueError, match=r"agent cannot write to s3:// yet.*without an agent pool"):
+        services.job_options_check(options={}, destination=bucket, source=job.source,
+                                   agent_pool=job.agent_pool)  # fmt: skip
+    # an assessment writes nothing: its agent may scan the source
+    services.job_options_check(options={"assess_only": True}, destination=bucket,
+                               source=job.source, agent_pool=job.agent_pool)  # fmt: skip
+    MigrationJob.objects.filter(pk=job.pk).update(destination=bucket)
+    status, work = agent_post(token, "work/")
+    assert (status, work["kind"]) == (200, "none")
+    assert "very-secret" not in str(work)
+    job.refresh_from_db()
+    assert job.state == "failed"
+    assert "Could not start: an on-premises agent cannot write to s3:// yet" in job.error
+    assert "very-secret" not in job.error
