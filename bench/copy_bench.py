@@ -54,12 +54,12 @@ def build(root: Path, small: int, folders: int, large: int, large_mb: int) -> No
     marker.touch()
 
 
-def byte_compile() -> None:
+def byte_compile(repo: Path = REPO) -> None:
     """Byte-compile the project, as installing an application does: this machine sets
     PYTHONDONTWRITEBYTECODE=1, so otherwise every migrator_run compiles the project's
     modules again (measured: 0.15 s of each start)."""
     dirs = ["migrator", "jobs", "accounts", "reports"]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], cwd=repo, check=True)
 
 
 def timed(cmd: list[str], env: dict | None = None) -> tuple[float, int, float, str]:
@@ -201,8 +201,7 @@ def ab(args: argparse.Namespace, data: Path) -> None:
     old = Path(args.ab).resolve()
     checkouts = {"migrator": REPO, "migrator-old": old, MD5: REPO}
     for repo in {REPO, old}:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "migrator", "jobs",
-                        "accounts", "reports"], cwd=repo, check=True)  # fmt: skip
+        byte_compile(repo)
     build(data, args.small, args.folders, args.large, args.large_mb)
     shm = Path(tempfile.mkdtemp(prefix="migrator-ab-", dir="/dev/shm"))
     try:

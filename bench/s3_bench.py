@@ -21,23 +21,18 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import os
-import platform
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import REPO, add_args, alternate, clean_env, measure, migrator_cmd, print_table
 
-from smb_bench import run_tool  # noqa: E402 - the same measurement of one process
+sys.path.insert(0, str(REPO))
 
 from tests.servers import s3  # noqa: E402 - after the path is set
 from tests.servers.util import stop_group  # noqa: E402
@@ -92,88 +87,43 @@ def run_once(tool: str, set_name: str, server, log: Path, work: Path, env_base: 
             "--transfers", "8", "--checkers", "8",
         ]  # fmt: skip
     else:
-        db = work / f"{set_name}.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        env.update(MIGRATOR_DEV="1", DATABASE_URL=f"sqlite:///{db}")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True
-        )
         source = f"s3://{BUCKET}/{set_name}?endpoint={server.url}"
-        cmd = [sys.executable, "manage.py", "migrator_run", "--source", source,
-               "--destination", dst.as_uri(), "--json"]  # fmt: skip
+        cmd = migrator_cmd(work, set_name, env, source, dst)
     offset = log.stat().st_size
-    seconds, rss_kib, cpu, out = run_tool(cmd, env)
-    time.sleep(0.2)  # moto writes its log line after the response
-    requests = count_requests(log, offset)
-    files = sum(1 for p in dst.rglob("*") if p.is_file())
-    nbytes = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
-    row = {
-        "set": set_name,
-        "tool": tool,
-        "seconds": round(seconds, 2),
-        "files": files,
-        "files_s": round(files / seconds),
-        "mb_s": round(nbytes / 1e6 / seconds, 1),
-        "rss_mb": rss_kib // 1024,
-        "cpu_s": round(cpu, 1),
-        "requests": requests,
-        "load": round(os.getloadavg()[0], 1),  # the machine is shared: say how busy it was
-    }
-    if tool == "migrator":
-        summary = json.loads(out.strip().splitlines()[-1])
-        assert summary["state"] == "completed" and summary["copied"] == files, summary
-    shutil.rmtree(dst, ignore_errors=True)
-    print(json.dumps(row), flush=True)
-    return row
+
+    def requests() -> dict:
+        time.sleep(0.2)  # moto writes its log line after the response
+        return {"requests": count_requests(log, offset)}
+
+    return measure(tool, set_name, cmd, env, dst, after=requests)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--small", type=int, default=2000)
-    ap.add_argument("--folders", type=int, default=20)
-    ap.add_argument("--large-mb", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--sets", default="small,large")
-    ap.add_argument("--work", default=None, help="where the copies land (default: a temp dir)")
+    add_args(ap, small=2000, folders=20)
     args = ap.parse_args()
     sets = [s for s in args.sets.split(",") if s]
-    env_base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("MIGRATOR_", "AWS_"))}  # fmt: skip
+    env_base = clean_env("AWS_")
     work = Path(tempfile.mkdtemp(prefix="migrator-s3-bench-", dir=args.work))
     log = work / "moto.log"
     proc, url = s3.start_moto(log)
-    rows = []
     try:
         access_key, secret_key = s3._enable_auth(url)
         server = s3.S3Server(url, access_key, secret_key)
         started = time.monotonic()
         build(server.client(), args.small, args.folders, args.large_mb, sets)
         print(f"data ready in {time.monotonic() - started:.1f}s", flush=True)
-        for set_name in sets:
-            for _ in range(args.repeat):
-                for tool in ("rclone", "migrator"):
-                    rows.append(run_once(tool, set_name, server, log, work, env_base))
+        rows = alternate(
+            sets, args.repeat, lambda tool, name: run_once(tool, name, server, log, work, env_base)
+        )
     finally:
         stop_group(proc)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{platform.node()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d %H:%M')}")
-    print("\n| set | run | migrator s | files/s | MB/s | RSS MB | CPU s | requests "
-          "| rclone s | files/s | MB/s | RSS MB | CPU s | requests | ratio | load |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for set_name in sets:
-        by_tool = {t: [x for x in rows if x["set"] == set_name and x["tool"] == t]
-                   for t in ("migrator", "rclone")}  # fmt: skip
-        for i in range(args.repeat):
-            m, r = by_tool["migrator"][i], by_tool["rclone"][i]
-            cells = [set_name, i + 1]
-            for x in (m, r):
-                asked = " ".join(f"{k} {v}" for k, v in sorted(x["requests"].items()))
-                cells += [x["seconds"], x["files_s"], x["mb_s"], x["rss_mb"], x["cpu_s"], asked]
-            cells.append(f"{r['seconds'] / m['seconds']:.2f}x")
-            cells.append(f"{r['load']}/{m['load']}")
-            print("| " + " | ".join(str(c) for c in cells) + " |")
-    print("\nratio: rclone's seconds / migrator's (above 1: migrator faster)")
+
+    def asked(row: dict) -> str:
+        return " ".join(f"{k} {v}" for k, v in sorted(row["requests"].items()))
+
+    print_table(rows, sets, args.repeat, columns=(("requests", asked),))
 
 
 if __name__ == "__main__":
