@@ -5,13 +5,16 @@ and resolves objects changed at the destination by the job's conflicts policy.""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import os
 import time
 from collections import Counter
 
 import pytest
 import requests
+from django.urls import reverse
 
 from accounts.models import Customer
 from jobs import services
@@ -132,7 +135,7 @@ def _md5(data: bytes) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_samba_to_gcs_catch_up_lists_once_and_resolves_conflicts_by_policy(
-    samba_dc, gcs_server, monkeypatch
+    samba_dc, gcs_server, monkeypatch, admin_client
 ):
     name, disk = smb_source(samba_dc)
     made = make_smb_tree(disk, files=30, long_path=False)
@@ -187,6 +190,18 @@ def test_samba_to_gcs_catch_up_lists_once_and_resolves_conflicts_by_policy(
     assert blobs.blob(f"m/{source_wins}").download_as_bytes() == made[source_wins]
     assert [r[:2] for r in report] == [(source_wins, source_wins)]
     assert "md5" in report[0][4] and "source wins" in report[0][5]
+    # the report's page and CSV, and the files report's change, as staff see them
+    assert source_wins.endswith("=formula.csv")
+    url = reverse("reports:job_report", args=[job.pk, "conflicts"])
+    page = admin_client.get(url, {"pass": p.number}).content.decode()
+    assert source_wins in page and "source wins" in page
+    rows = list(csv.reader(io.StringIO(
+        admin_client.get(url, {"pass": p.number, "format": "csv"}).getvalue().decode()
+    )))  # fmt: skip
+    assert rows[0][:2] == ["source_path", "dest_path"] and rows[1][0] == source_wins
+    files_page = admin_client.get(reverse("reports:job_report", args=[job.pk, "files"]),
+                                  {"pass": p.number}).content.decode()  # fmt: skip
+    assert "Changed at the destination (conflict)" in files_page
     # destination wins: the edit stays, the file is excluded with its reason
     p, row, report = results["destination_wins"]
     assert (p.copied, p.excluded, row.state, row.reason) == (
