@@ -28,7 +28,7 @@ from migrator.storage import (
 )
 
 from .compare import newer, same_file
-from .streams import KNOWN_HASHES, HashingReader, RateLimiter, keep_freed_buffers
+from .streams import KNOWN_HASHES, HashingReader, RateLimiter, SharedRate, keep_freed_buffers
 
 
 class Policy(enum.StrEnum):
@@ -89,6 +89,7 @@ class CopyOptions:
     # content hashes asked for on top of those the destination verifies (see hashes_for)
     hashes: frozenset[str] = frozenset()
     should_stop: Callable[[], bool] = field(default=lambda: False)
+    shared_rate: SharedRate | None = None  # a limit shared with the job's other workers
 
 
 class Halted(Exception):
@@ -333,7 +334,7 @@ def copy_batch(
     if not tasks:
         return []
     keep_freed_buffers()
-    limiter = RateLimiter(options.bwlimit)
+    limiter = RateLimiter(options.bwlimit, options.shared_rate)
     first: list[Connector] = []
     try:  # the first thread's connectors, opened here: they say how many threads pay off
         first.append(source())
