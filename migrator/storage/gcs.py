@@ -11,16 +11,13 @@ import base64
 import calendar
 import dataclasses
 import hashlib
-import heapq
 import io
 import json
-import mimetypes
 import os
-import posixpath
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import google_crc32c
 import requests
@@ -41,6 +38,15 @@ from .errors import (
     Unsupported,
 )
 from .gcs_limits import MAX_NAME_BYTES, NAME_LIMITS, RESERVED_PREFIX
+from .objects import (
+    ChecksumMismatch,
+    SourceError,
+    check_object_path,
+    content_type,
+    folder_level,
+    in_path_order,  # noqa: F401 - tests/migrator/storage/test_gcs.py reads it from here
+    read_source,
+)
 from .walk import walk
 
 SMALL_FILE_MAX = 8 << 20  # below this: one request, bytes in memory, md5 checked by the server
@@ -51,12 +57,6 @@ MTIME_KEY = "mtime"  # rclone: RFC 3339 with nanoseconds
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
-class ChecksumMismatch(StorageError):
-    """The bytes stored are not the bytes meant: the upload was refused or removed."""
-
-    reason = "checksum_mismatch"
-
-
 # -- names -----------------------------------------------------------------------------
 
 
@@ -65,18 +65,9 @@ def check_relative(path: str, *, literal: bool = False) -> str:
     or characters GCS refuses (CR, LF, NUL). `literal`: the name of an object as listed
     at a source, where such parts are just characters of the name (nothing is written
     under it; the planner gives it a safe name at the destination)."""
-    if path in ("", "."):
-        return ""
-    if any(ch in path for ch in "\r\n\x00") and not literal:
-        raise InvalidPath(path, "CR, LF or NUL in name")
-    if literal:
-        return path
-    if path.startswith("/"):
-        raise InvalidPath(path, "absolute path")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidPath(path, "path would escape the destination root")
-    return path
+    return check_object_path(
+        path, literal=literal, refused="\r\n\x00", refused_why="CR, LF or NUL in name"
+    )
 
 
 def _b64_to_hex(value: str | None) -> str | None:
@@ -182,30 +173,6 @@ def _wrap(exc: BaseException, path: str) -> StorageError:
 # -- streams ---------------------------------------------------------------------------
 
 
-class _SourceError(Exception):
-    """Carries an exception raised by the caller's stream past the upload machinery."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _read_source(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes from the caller's stream, fewer only at its end."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        try:
-            data = stream.read(min(wanted, CHUNK))
-        except Exception as exc:
-            raise _SourceError(exc) from exc
-        if not data:
-            break
-        parts.append(data)
-        wanted -= len(data)
-    return b"".join(parts)
-
-
 def _hashes_of_bytes(data: bytes) -> dict[str, str]:
     return {
         "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
@@ -236,7 +203,7 @@ class _HashingReader(io.RawIOBase):
             size = 1 << 62
         data, self._head = self._head[:size], self._head[size:]
         if len(data) < size:
-            more = _read_source(self._stream, size - len(data))
+            more = read_source(self._stream, size - len(data))
             self.md5.update(more)
             self.crc32c.update(more)
             data += more
@@ -303,38 +270,6 @@ class _ObjectReader(io.RawIOBase):
         return count
 
 
-# -- listing order ---------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _bound(raw: str) -> str:
-    """The smallest name-in-folder that can follow `raw` in a GCS listing (sorted by raw
-    name, where folder 'x/' sorts after 'x-y' but must be yielded before it)."""
-    for index, char in enumerate(raw):
-        if char < "/":
-            return raw[:index]
-    return raw[:-1] if raw.endswith("/") else raw
-
-
-def in_path_order(listing: Iterable[tuple[str, T]]) -> Iterator[tuple[str, bool, T]]:
-    """Reorder one folder's listing, sorted by raw name ('b.txt', 'sub/'), into the scan
-    order: by name without the trailing '/', a file before a folder of the same name.
-    Yields (name, is_folder, item) holding only the few items whose place is not yet
-    known, never the whole folder."""
-    pending: list[tuple[str, bool, int, T]] = []
-    for seq, (raw, item) in enumerate(listing):
-        is_folder = raw.endswith("/")
-        heapq.heappush(pending, (raw[:-1] if is_folder else raw, is_folder, seq, item))
-        bound = _bound(raw)
-        while pending and pending[0][0] < bound:
-            name, folder, _, value = heapq.heappop(pending)
-            yield name, folder, value
-    while pending:
-        name, folder, _, value = heapq.heappop(pending)
-        yield name, folder, value
-
-
 # -- the connector ---------------------------------------------------------------------
 
 
@@ -388,10 +323,8 @@ class GCSConnector(Connector):
         """One folder's children in scan order, listed lazily page by page."""
         base = self.root + (f"{rel}/" if rel else "")
         skip = len(base)
-        failure: StorageError | None = None
 
-        def listing() -> Iterator[tuple[str, storage.Blob | None]]:
-            nonlocal failure
+        def pages() -> Iterator[list[tuple[str, storage.Blob | None]]]:
             try:
                 blobs = self.client.list_blobs(
                     self.bucket, prefix=base, delimiter="/", timeout=TIMEOUT, retry=None
@@ -401,26 +334,11 @@ class GCSConnector(Connector):
                         (blob.name[skip:], blob) for blob in page
                     ]
                     raws.extend((sub[skip:], None) for sub in page.prefixes)
-                    raws.sort(key=lambda pair: pair[0])
-                    yield from raws
+                    yield raws
             except Exception as exc:
-                failure = _wrap(exc, rel)
+                raise _wrap(exc, rel) from exc
 
-        for name, is_folder, blob in in_path_order(listing()):
-            if name == "" and not is_folder:
-                continue  # the folder's own placeholder object "rel/"
-            if name == "" and not rel:  # objects named "/…": no folder path can hold them
-                yield from self._rooted(base)
-                continue
-            # "" (from "a//b"), "." and ".." are names like any other here: the planner
-            # renames them for the destination (never a path that climbs out of it)
-            path = f"{rel}/{name}" if rel else name
-            if is_folder:
-                yield Entry(path, "dir")
-            else:
-                yield self._entry(path, blob)
-        if failure is not None:
-            yield ScanError(rel, failure)
+        yield from folder_level(rel, pages(), self._entry, lambda: self._rooted(base))
 
     def _rooted(self, base: str) -> Iterator[Entry | ScanError]:
         """Every object whose name has "/" right after the root: each its own failed entry
@@ -506,18 +424,15 @@ class GCSConnector(Connector):
         if name == self.root:
             raise InvalidPath(path, "cannot write the root")
         blob = self.bucket.blob(name)
-        blob.content_type = (
-            mimetypes.types_map.get(posixpath.splitext(name)[1].lower())
-            or "application/octet-stream"
-        )
+        blob.content_type = content_type(name)
         if entry.mtime_ns:
             blob.metadata = mtime_metadata(entry.mtime_ns)
         try:
-            head = _read_source(stream, SMALL_FILE_MAX)
+            head = read_source(stream, SMALL_FILE_MAX)
             if len(head) < SMALL_FILE_MAX:
                 return self._write_small(path, blob, head, entry)
             return self._write_resumable(path, blob, _HashingReader(stream, head), entry)
-        except _SourceError as exc:
+        except SourceError as exc:
             raise exc.error from None  # the source's own error, not the destination's
 
     def _write_small(self, path: str, blob: storage.Blob, data: bytes, entry: Entry) -> Written:
@@ -547,7 +462,7 @@ class GCSConnector(Connector):
             blob.crc32c = _hex_to_b64(expected)
         try:
             blob.upload_from_file(reader, checksum=None, timeout=TIMEOUT, retry=None)
-        except _SourceError:
+        except SourceError:
             raise
         except Exception as exc:
             raise _wrap(exc, path) from exc
@@ -590,15 +505,11 @@ class GCSConnector(Connector):
         if name == self.root:
             raise InvalidPath(path, "cannot write the root")
         blob = self.bucket.blob(name)
-        content_type = (
-            mimetypes.types_map.get(posixpath.splitext(name)[1].lower())
-            or "application/octet-stream"
-        )
         if entry.mtime_ns:
             blob.metadata = mtime_metadata(entry.mtime_ns)
         try:
             return blob.create_resumable_upload_session(
-                content_type=content_type, size=entry.size, timeout=TIMEOUT
+                content_type=content_type(name), size=entry.size, timeout=TIMEOUT
             )
         except Exception as exc:
             raise _wrap(exc, path) from exc

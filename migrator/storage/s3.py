@@ -39,20 +39,17 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import heapq
 import io
 import json
 import logging
-import mimetypes
 import os
-import posixpath
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 import boto3
@@ -69,6 +66,14 @@ from .errors import (
     StorageError,
     Transient,
     Unsupported,
+)
+from .objects import (
+    ChecksumMismatch,
+    SourceError,
+    check_object_path,
+    content_type,
+    folder_level,
+    read_source,
 )
 from .walk import walk
 
@@ -119,12 +124,6 @@ DENIED_CODES = frozenset(
 logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
 
 
-class ChecksumMismatch(StorageError):
-    """The bytes stored are not the bytes meant: the upload was refused or removed."""
-
-    reason = "checksum_mismatch"
-
-
 # -- names -----------------------------------------------------------------------------
 
 
@@ -132,18 +131,7 @@ def check_relative(path: str, *, literal: bool = False) -> str:
     """A relative key path, or InvalidPath: no '..', '.', empty parts, leading '/' or
     NUL. `literal`: the key of an object as listed at a source, where such parts are just
     characters of the name (nothing is written under it)."""
-    if path in ("", "."):
-        return ""
-    if literal:
-        return path
-    if "\x00" in path:
-        raise InvalidPath(path, "NUL in name")
-    if path.startswith("/"):
-        raise InvalidPath(path, "absolute path")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidPath(path, "path would escape the destination root")
-    return path
+    return check_object_path(path, literal=literal, refused="\x00", refused_why="NUL in name")
 
 
 # -- metadata --------------------------------------------------------------------------
@@ -258,30 +246,6 @@ def _wrap(exc: BaseException, path: str) -> StorageError:
 # -- streams ---------------------------------------------------------------------------
 
 
-class _SourceError(Exception):
-    """Carries an exception raised by the caller's stream past the upload machinery."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _read_source(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes from the caller's stream, fewer only at its end."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        try:
-            data = stream.read(min(wanted, PART_SIZE))
-        except Exception as exc:
-            raise _SourceError(exc) from exc
-        if not data:
-            break
-        parts.append(data)
-        wanted -= len(data)
-    return b"".join(parts)
-
-
 class _ObjectReader(io.RawIOBase):
     """An object's bytes from one GET, streamed as they arrive (S3 serves one version for
     the whole response); the first bytes are asked for at once, so a missing object
@@ -313,37 +277,6 @@ class _ObjectReader(io.RawIOBase):
                 self._body.close()
             finally:
                 super().close()
-
-
-# -- listing order (as in gcs.py: a flat listing sorted by raw name) ---------------------
-
-T = TypeVar("T")
-
-
-def _bound(raw: str) -> str:
-    """The smallest name-in-folder that can follow `raw` in a listing (sorted by raw key,
-    where folder 'x/' sorts after 'x-y' but must be yielded before it)."""
-    for index, char in enumerate(raw):
-        if char < "/":
-            return raw[:index]
-    return raw[:-1] if raw.endswith("/") else raw
-
-
-def in_path_order(listing: Iterable[tuple[str, T]]) -> Iterator[tuple[str, bool, T]]:
-    """Reorder one folder's listing, sorted by raw name ('b.txt', 'sub/'), into the scan
-    order: by name without the trailing '/', a file before a folder of the same name.
-    Holds only the few items whose place is not yet known, never the whole folder."""
-    pending: list[tuple[str, bool, int, T]] = []
-    for seq, (raw, item) in enumerate(listing):
-        is_folder = raw.endswith("/")
-        heapq.heappush(pending, (raw[:-1] if is_folder else raw, is_folder, seq, item))
-        bound = _bound(raw)
-        while pending and pending[0][0] < bound:
-            name, folder, _, value = heapq.heappop(pending)
-            yield name, folder, value
-    while pending:
-        name, folder, _, value = heapq.heappop(pending)
-        yield name, folder, value
 
 
 # -- the connector ---------------------------------------------------------------------
@@ -468,44 +401,29 @@ class S3Connector(Connector):
         """One folder's children in scan order, listed lazily page by page."""
         base = self.root + (f"{rel}/" if rel else "")
         skip = len(base)
-        failure: StorageError | None = None
 
-        def listing() -> Iterator[tuple[str, tuple[dict, Any] | None]]:
-            nonlocal failure
-            try:
-                for page in self._pages(base, rel):
-                    objects = [o for o in page.get("Contents", ()) if o["Key"] != base]
-                    raws: list[tuple[str, tuple[dict, Any] | None]] = [
-                        (obj["Key"][skip:], pair)
-                        for obj, pair in zip(
-                            objects, self._with_heads(rel, base, objects), strict=True
-                        )
-                    ]
-                    raws.extend((p["Prefix"][skip:], None) for p in page.get("CommonPrefixes", ()))
-                    raws.sort(key=lambda pair: pair[0])
-                    yield from raws
-            except StorageError as exc:
-                failure = exc
+        def pages() -> Iterator[list[tuple[str, tuple[dict, Any] | None]]]:
+            for page in self._pages(base, rel):
+                objects = [o for o in page.get("Contents", ()) if o["Key"] != base]
+                raws: list[tuple[str, tuple[dict, Any] | None]] = [
+                    (obj["Key"][skip:], pair)
+                    for obj, pair in zip(objects, self._with_heads(rel, base, objects), strict=True)
+                ]
+                raws.extend((p["Prefix"][skip:], None) for p in page.get("CommonPrefixes", ()))
+                yield raws
 
-        for name, is_folder, listed in in_path_order(listing()):
-            if name == "" and not rel:  # keys "/…": no folder path can hold them
-                yield from self._rooted(base)
-                continue
-            path = f"{rel}/{name}" if rel else name
-            if is_folder:
-                yield Entry(path, "dir")
-                continue
-            obj, head = listed  # type: ignore[misc]
-            if isinstance(head, NotFound):
-                # deleted between the listing and its head: seen as listed (upload time
-                # for mtime), so its copy finds it gone and says so (reason vanished)
-                head = _listed(obj)
-            if isinstance(head, StorageError):
-                yield ScanError(path, head, "file")
-                continue
-            yield self._entry(path, head)
-        if failure is not None:
-            yield ScanError(rel, failure)
+        yield from folder_level(rel, pages(), self._listed_entry, lambda: self._rooted(base))
+
+    def _listed_entry(self, path: str, listed: tuple[dict, Any]) -> Entry | ScanError:
+        """A listed object's Entry from its head, or its failed entry."""
+        obj, head = listed
+        if isinstance(head, NotFound):
+            # deleted between the listing and its head: seen as listed (upload time
+            # for mtime), so its copy finds it gone and says so (reason vanished)
+            head = _listed(obj)
+        if isinstance(head, StorageError):
+            return ScanError(path, head, "file")
+        return self._entry(path, head)
 
     def _rooted(self, base: str) -> Iterator[Entry | ScanError]:
         """Every object whose key has "/" right after the root: each its own failed entry
@@ -571,16 +489,15 @@ class S3Connector(Connector):
         if key == self.root:
             raise InvalidPath(path, "cannot write the root")
         headers: dict[str, Any] = {
-            "ContentType": mimetypes.types_map.get(posixpath.splitext(key)[1].lower())
-            or "application/octet-stream",
+            "ContentType": content_type(key),
             "Metadata": mtime_metadata(entry.mtime_ns) if entry.mtime_ns else {},
         }
         try:
-            head = _read_source(stream, PART_SIZE)
+            head = read_source(stream, PART_SIZE)
             if len(head) < PART_SIZE:
                 return self._put(path, key, head, entry, headers)
             return self._multipart(path, key, stream, head, entry, headers)
-        except _SourceError as exc:
+        except SourceError as exc:
             raise exc.error from None  # the source's own error, not the destination's
 
     def _refuse_unexpected(self, path: str, entry: Entry, md5: str) -> None:
@@ -623,7 +540,7 @@ class S3Connector(Connector):
         size = 0
         try:
             parts = []
-            data = head + _read_source(stream, part_size - len(head))
+            data = head + read_source(stream, part_size - len(head))
             while data:
                 if len(parts) >= MAX_PARTS:
                     raise StorageError(path, f"more than {MAX_PARTS} parts of {part_size} bytes")
@@ -642,7 +559,7 @@ class S3Connector(Connector):
                     ContentMD5=_b64(digest),
                 )
                 parts.append({"ETag": answer["ETag"], "PartNumber": number})
-                data = _read_source(stream, part_size)
+                data = read_source(stream, part_size)
             md5 = whole.hexdigest()
             self._refuse_unexpected(path, entry, md5)
             done = self._call(
