@@ -41,6 +41,7 @@ from .gcs_limits import MAX_NAME_BYTES, NAME_LIMITS, RESERVED_PREFIX
 from .objects import (
     ChecksumMismatch,
     SourceError,
+    check_name_bytes,
     check_object_path,
     content_type,
     folder_level,
@@ -303,13 +304,7 @@ class GCSConnector(Connector):
         name = self.root + check_relative(path, literal=literal)
         if name.startswith(RESERVED_PREFIX):
             raise InvalidPath(path, f"GCS reserves names under {RESERVED_PREFIX}")
-        if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-            raise InvalidPath(path, f"object name longer than {MAX_NAME_BYTES} bytes")
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidPath(path, "name is not valid Unicode") from exc
-        return name
+        return check_name_bytes(name, path, MAX_NAME_BYTES, "object name")
 
     def _entry(self, path: str, blob: storage.Blob) -> Entry:
         return Entry(path, "file", blob.size or 0, mtime_of(blob), _hashes_of(blob))

@@ -2,7 +2,8 @@
 names with '/' in them, so each lists a folder's names by prefix and delimiter and turns
 them into the scan's Entries the same way.
 
-- `check_object_path`: a relative object path, or InvalidPath.
+- `check_object_path`: a relative object path, or InvalidPath; `check_name_bytes`: a
+  whole object name within the store's length, in UTF-8.
 - `folder_level`: one folder's children in scan order from listing pages, the folders
   implied by common prefixes, names beginning with '/' each a failed entry.
 - `in_path_order`: a listing sorted by raw name reordered into the scan's path order.
@@ -53,6 +54,18 @@ def check_object_path(path: str, *, literal: bool, refused: str, refused_why: st
         if part in ("", ".", ".."):
             raise InvalidPath(path, "path would escape the destination root")
     return path
+
+
+def check_name_bytes(name: str, path: str, max_bytes: int, noun: str) -> str:
+    """`name` (the whole object name of `path`), or InvalidPath when its UTF-8 is longer
+    than `max_bytes` or it is not valid Unicode (a lone surrogate from a source)."""
+    if len(name.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise InvalidPath(path, f"{noun} longer than {max_bytes} bytes")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPath(path, "name is not valid Unicode") from exc
+    return name
 
 
 def content_type(name: str) -> str:

@@ -70,6 +70,7 @@ from .errors import (
 from .objects import (
     ChecksumMismatch,
     SourceError,
+    check_name_bytes,
     check_object_path,
     content_type,
     folder_level,
@@ -325,13 +326,7 @@ class S3Connector(Connector):
 
     def _key(self, path: str, *, literal: bool = False) -> str:
         key = self.root + check_relative(path, literal=literal)
-        if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-            raise InvalidPath(path, f"object key longer than {MAX_KEY_BYTES} bytes")
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidPath(path, "name is not valid Unicode") from exc
-        return key
+        return check_name_bytes(key, path, MAX_KEY_BYTES, "object key")
 
     def _call(self, path: str, request: Callable[..., dict], **kwargs: Any) -> dict:
         """One request, retried with backoff while S3 answers with a transient error."""
