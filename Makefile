@@ -62,7 +62,16 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: system-test venv
+# Azurite (the Azure Blob emulator the tests start), pinned in package.json/package-lock.json.
+# Node and npm from Debian only where there are none: the machine's own Node (20, whose
+# package provides npm) conflicts with Debian's npm package
+node_modules/.bin/azurite-blob: package.json package-lock.json | system-test
+	@command -v npm >/dev/null || { echo "Installing Debian packages: nodejs npm"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: system-test venv node_modules/.bin/azurite-blob
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/bandit -q -c pyproject.toml -r migrator jobs accounts reports -lll
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ KIND_WORDS = {
     "file": "Local folder",
     "smb": "Windows file share (SMB)",
     "gs": "Google Cloud Storage",
+    "azure": "Azure Blob Storage",
     "s3": "Amazon S3 or S3-compatible storage",
     "sftp": "Server over SSH (SFTP)",
     "synthetic": "Generated test data",

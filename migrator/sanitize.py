@@ -284,6 +284,7 @@ DESTINATION_PROFILES = {
     "synthetic": "posix",
     "null": "posix",
     "sftp": "posix",  # a Unix server's file system: 255-byte names (the connector's)
+    "azure": "posix",  # a blob name is any Unicode (the connector's 1,024 characters apply)
     "s3": "posix",  # a key is any UTF-8 (the connector's 1,024 bytes apply): kept as it is
 }
 

@@ -1,5 +1,6 @@
 pytest_plugins = [
     "tests.servers.gcs",
+    "tests.servers.azure",
     "tests.servers.s3",
     "tests.servers.sftp",
     "tests.servers.samba",

@@ -29,6 +29,7 @@ __all__ = [
 
 # scheme -> "module:factory"; a factory takes (url, secret) and returns a Connector
 SCHEMES = {
+    "azure": "migrator.storage.azure:from_url",
     "file": "migrator.storage.local:from_url",
     "gs": "migrator.storage.gcs:from_url",
     "null": "migrator.storage.null:from_url",

@@ -18,7 +18,7 @@ import pytest
 from migrator.storage import Connector, connector_for
 from migrator.storage.local import LocalConnector, from_url
 
-WRITABLE_KINDS = ["local", "gcs", "smb", "null", "s3", "sftp"]
+WRITABLE_KINDS = ["local", "gcs", "smb", "null", "s3", "sftp", "azure"]
 KINDS = [*WRITABLE_KINDS, "synthetic"]
 # d0/f0.dat .. d0/f2.dat, d1/f3.dat, d1/f4.dat
 SYNTHETIC_URL = "synthetic://?files=5&folders=2&min_size=0&max_size=3000"
