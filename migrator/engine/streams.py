@@ -39,24 +39,21 @@ def keep_freed_buffers() -> None:
 
 class SharedRate(Protocol):
     """A limit shared with other processes (every worker of a job): `take(nbytes)`
-    returns once those bytes may be sent."""
+    returns once at least `nbytes` may be sent, and how many it granted (more, in
+    chunks of its choosing, so that a MB costs a few operations on the shared store)."""
 
-    def take(self, nbytes: int) -> None: ...
+    def take(self, nbytes: int) -> int: ...
 
 
 class RateLimiter:
     """A token bucket shared by the threads of one batch: at most `rate` bytes/s; and,
-    with `shared`, tokens taken from a bucket shared by all the job's workers, `chunk`
-    bytes at a time, so a MB costs a few operations on the shared store."""
+    with `shared`, bytes paid for to a bucket shared by all the job's workers."""
 
-    def __init__(
-        self, rate: int | None, shared: SharedRate | None = None, chunk: int = 512 * 1024
-    ) -> None:
+    def __init__(self, rate: int | None, shared: SharedRate | None = None) -> None:
         self.rate = rate if rate and rate > 0 else None
         self._lock = threading.Lock()
         self._next = time.monotonic()
         self.shared = shared
-        self.chunk = chunk
         self._credit = 0  # bytes already paid for to the shared bucket
         self._shared_lock = threading.Lock()
 
@@ -64,9 +61,8 @@ class RateLimiter:
         if self.shared is not None and nbytes > 0:
             with self._shared_lock:  # pay for what was just read, in whole chunks
                 self._credit -= nbytes
-                while self._credit < 0:
-                    self.shared.take(self.chunk)
-                    self._credit += self.chunk
+                if self._credit < 0:
+                    self._credit += self.shared.take(-self._credit)
         if self.rate is None or nbytes <= 0:
             return
         with self._lock:
