@@ -176,6 +176,7 @@ def _md5_of(properties: Any) -> str | None:
 
 def _code_of(exc: BaseException) -> tuple[str, int]:
     code = getattr(exc, "error_code", None) or ""
+    code = getattr(code, "value", code)  # the SDK's StorageErrorCode enum, or a plain str
     response = getattr(exc, "response", None)
     status = getattr(exc, "status_code", None) or getattr(response, "status_code", 0) or 0
     return str(code), int(status)
@@ -648,7 +649,10 @@ class AzureConnector(Connector):
                     f"no Azure credentials: give the endpoint a secret (account key or SAS"
                     f" token), or set {ENV_KEY}"
                 )
-            elif code == "AuthenticationFailed":
+            elif code == "AuthenticationFailed" or (
+                # a key may do anything: refused, it is the wrong one (Azurite says so)
+                code == "AuthorizationFailure" and not self.sas
+            ):
                 message = f"wrong account key or SAS token: {self.endpoint} refused the signature"
             elif code in DENIED_CODES or status == 403:
                 message = f"permission denied listing the container ({code or status})"
