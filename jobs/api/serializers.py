@@ -11,8 +11,8 @@ from accounts.models import Customer
 from accounts.selectors import sees_all_customers
 from reports.tables import mtime_text
 
-from .. import plain, selectors
-from ..choices import OnExists
+from .. import plain, selectors, windows
+from ..choices import JOB_RUNNING, OnExists
 from ..models import AgentPool, ContinuousState, Endpoint, Event, FileItem, MigrationJob, Pass
 
 
@@ -178,6 +178,16 @@ class ProgressSerializer(serializers.Serializer):
     waiting = serializers.CharField(
         default="", help_text='What the pass waits for: "waiting for confirmation of N deletions".'
     )
+    window = serializers.SerializerMethodField(
+        help_text='"waiting for window until Mon 07 Dec 08:00 (Europe/Paris)" while the job '
+        "is outside its transfer window, else empty."
+    )
+
+    def get_window(self, progress: dict) -> str:
+        p = progress.get("pass")
+        if p is None or progress.get("state") not in JOB_RUNNING:
+            return ""
+        return windows.waiting_texts(job_ids=[p.job_id]).get(p.job_id, "")
 
 
 class PassSerializer(serializers.ModelSerializer):
