@@ -3,6 +3,7 @@
 connector_for("file:///srv/data")            -> LocalConnector
 connector_for("gs://bucket/prefix")          -> GCSConnector
 connector_for("s3://bucket/prefix?endpoint=https://minio:9000", secret="KEY:SECRET")
+connector_for("azure://account/container/prefix", secret="account key or SAS token")
 connector_for("sftp://alice@host:22/srv/data?hostkey=SHA256:…", secret="pw or key")
 connector_for("smb://EXAMPLE;alice@host:445/share/path", secret="pw")
 """
