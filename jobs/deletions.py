@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -27,6 +27,7 @@ from django.utils import timezone
 from accounts.choices import AuditAction
 from accounts.services import audit_record
 from migrator.engine import deletes as engine
+from migrator.engine import delta as engine_delta
 from migrator.engine.deletes import Gone
 from migrator.storage import StorageError
 
@@ -48,6 +49,7 @@ EXCLUDED = "excluded"
 EXCLUDED_WORDS = "excluded by the job's filters at the source: kept at the destination"
 _EXCLUDED = {"action": DeletionAction.KEPT, "reason": EXCLUDED, "message": EXCLUDED_WORDS}
 SKIPPED_REASON = "skipped"
+CONFLICT_KEPT = engine_delta.CONFLICT_KEPT
 
 
 class DeletionStateError(Exception):
@@ -107,16 +109,22 @@ def options_check(options: dict) -> None:
 # --- recording --------------------------------------------------------------------------------
 
 
-def gone_record(*, job_pass: Pass, items: Sequence[Gone]) -> None:
+def gone_record(
+    *, job_pass: Pass, items: Sequence[Gone], kept: Mapping[str, str] | None = None
+) -> None:
     """Store destination objects that have no source entry in this pass. Called in chunks,
     and again for the same items when the check is run again: one row per (pass, path).
-    In keep mode only what we wrote is recorded (as kept); the trash folder never is."""
+    In keep mode only what we wrote is recorded (as kept); the trash folder never is.
+    `kept`: {dest path: the source's keep-both path} of items that are the destination's
+    own version of a conflict the job keeps both of: recorded as kept (conflict_kept),
+    whatever the policy, never deleted."""
     job = MigrationJob.objects.select_related("destination").get(pk=job_pass.job_id)
     policy = policy_of(job.options)
+    kept = kept or {}
     wanted = [g for g in items if not engine.in_trash(g.dest_path)]
     wanted += _folders_gone(job, job_pass, wanted)
     if policy == engine.KEEP:
-        wanted = [g for g in wanted if g.ours]
+        wanted = [g for g in wanted if g.ours or g.dest_path in kept]
     if not wanted:
         return
     action = DeletionAction.KEPT if policy == engine.KEEP else DeletionAction.PENDING
@@ -137,7 +145,8 @@ def gone_record(*, job_pass: Pass, items: Sequence[Gone]) -> None:
                     job_id=job_pass.job_id, job_pass_id=job_pass.pk, dest_path=g.dest_path,
                     source_path=g.source_path, size=g.size, ours=g.ours,
                     kind=ItemKind.DIR if g.kind == "dir" else ItemKind.FILE,
-                    **(_EXCLUDED if g.dest_path in excluded else {"action": action}),
+                    **(_conflict_kept(kept[g.dest_path]) if g.dest_path in kept
+                       else _EXCLUDED if g.dest_path in excluded else {"action": action}),
                 )
                 for g in new
             )  # fmt: skip
@@ -147,6 +156,16 @@ def gone_record(*, job_pass: Pass, items: Sequence[Gone]) -> None:
             Pass.objects.filter(pk=job_pass.pk).update(
                 deleted_at_source=F("deleted_at_source") + ours
             )
+
+
+def _conflict_kept(beside: str) -> dict[str, str]:
+    where = f" as {beside}" if beside else ""
+    return {
+        "action": DeletionAction.KEPT,
+        "reason": CONFLICT_KEPT,
+        "message": "the destination's own version of a file changed there and at the "
+        f"source: kept, the source's version is beside it{where} (conflicts: keep both)",
+    }
 
 
 def _excluded_at_source(job_pass: Pass, items: Sequence[Gone]) -> set[str]:
@@ -466,7 +485,7 @@ REPORT_COLUMNS = ("path", "kind", "size", "written_by_us", "source_path", "actio
 # reasons whose message is ours, in plain words; others come from the storage and can
 # name a host or a share: customers read the reason code only
 PLAIN_REASONS = {"", engine.ALREADY_GONE, engine.IN_TRASH, engine.UNSAFE_PATH,
-                 NOT_APPLIED_AGENT, SKIPPED_REASON, EXCLUDED}  # fmt: skip
+                 NOT_APPLIED_AGENT, SKIPPED_REASON, EXCLUDED, CONFLICT_KEPT}  # fmt: skip
 PAGE_SIZE = 100
 
 
