@@ -27,7 +27,6 @@ from django.utils import timezone
 from accounts.choices import AuditAction
 from accounts.services import audit_record
 from migrator.engine import deletes as engine
-from migrator.engine import delta as engine_delta
 from migrator.engine.deletes import Gone
 from migrator.storage import StorageError
 
@@ -49,7 +48,7 @@ EXCLUDED = "excluded"
 EXCLUDED_WORDS = "excluded by the job's filters at the source: kept at the destination"
 _EXCLUDED = {"action": DeletionAction.KEPT, "reason": EXCLUDED, "message": EXCLUDED_WORDS}
 SKIPPED_REASON = "skipped"
-CONFLICT_KEPT = engine_delta.CONFLICT_KEPT
+CONFLICT_KEPT = "conflict_kept"  # migrator.engine.delta's: a keep-both conflict's own version
 
 
 class DeletionStateError(Exception):
