@@ -28,6 +28,7 @@ from .admin_permissions import (
     permissions_links,
     reapply_permissions,
 )
+from .admin_windows import WindowFormMixin, window_grid, window_save
 from .choices import JOB_ACTIVE, STATE_COLOURS, EventLevel, ItemState, JobState
 from .connectors import check_endpoint
 from .deletions import DeletionStateError, deletions_confirm, deletions_skip
@@ -147,7 +148,7 @@ class PassInline(admin.TabularInline):
         return False
 
 
-class MigrationJobForm(forms.ModelForm):
+class MigrationJobForm(WindowFormMixin, forms.ModelForm):
     """The options are checked as jobs.services.job_create checks them: a job that could
     not run is refused here, in words, not at its first scan."""
 
@@ -310,9 +311,11 @@ class MigrationJobAdmin(admin.ModelAdmin):
     readonly_fields = ["state_display", "progress", "rate", "eta", "error", "created_at",
                        "started_at", "finished_at", "last_activity", "recent_events",
                        "signoff_display", "permissions_display", "error_groups",
-                       "agents_health", "cutover_display", "pass_history"]  # fmt: skip
+                       "agents_health", "cutover_display", "pass_history",
+                       "window_grid"]  # fmt: skip
     fields = ["name", "customer", "source", "destination", "agent_pool", "on_exists",
-              "bwlimit", "options", *readonly_fields]  # fmt: skip
+              "bwlimit", "transfer_window", "window_zone", "options",
+              *readonly_fields]  # fmt: skip
     list_select_related = ["customer", "current_pass"]
     actions = [
         _job_action(services.job_start, "Start"),
@@ -340,6 +343,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         if change:
             super().save_related(request, form, formsets, change)
             services.job_mapping_ensure(job=form.instance)
+            window_save(form, form.instance)
             return
         job = form.instance
         created = services.job_create(
@@ -355,6 +359,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
             user=request.user,
         )
         job.pk = created.pk  # the admin's log entry and redirect name the created job
+        window_save(form, created)
         job.refresh_from_db()
         job._state.adding = False
         form.save_m2m()
@@ -364,6 +369,10 @@ class MigrationJobAdmin(admin.ModelAdmin):
                 formset.changed_objects, formset.deleted_objects = [], []
             else:
                 self.save_formset(request, form, formset, change=False)
+
+    @admin.display(description="transfer window")
+    def window_grid(self, obj: MigrationJob) -> str:
+        return window_grid(obj)
 
     @admin.display(description="state", ordering="state")
     def state_display(self, obj: MigrationJob) -> str:

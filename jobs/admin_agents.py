@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services
+from .admin_windows import WindowFormMixin, window_grid, window_save
 from .agent_api import agents_online_since
 from .models import Agent, AgentPool
 from .selectors import human_bytes
@@ -78,10 +80,19 @@ def pool_health(pool: AgentPool) -> str:
     return f"{pool.name}: {len(online)} of {len(agents)} agents online — " + "; ".join(parts)
 
 
+class AgentPoolForm(WindowFormMixin, forms.ModelForm):
+    class Meta:
+        model = AgentPool
+        fields = ["customer", "name"]
+
+
 @admin.register(AgentPool)
 class AgentPoolAdmin(admin.ModelAdmin):
+    form = AgentPoolForm
     list_display = ["name", "customer", "agents_online", "created_at"]
     list_filter = ["customer"]
+    fields = ["customer", "name", "transfer_window", "window_zone", "window_grid"]
+    readonly_fields = ["window_grid"]
     inlines = [AgentInline]
     actions = ["create_enrollment_code"]
 
@@ -98,6 +109,14 @@ class AgentPoolAdmin(admin.ModelAdmin):
         created = services.agent_pool_create(customer=obj.customer, name=obj.name,
                                              user=request.user)  # fmt: skip
         obj.pk = created.pk
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        window_save(form, form.instance)
+
+    @admin.display(description="transfer window")
+    def window_grid(self, obj: AgentPool) -> str:
+        return window_grid(obj)
 
     @admin.action(description="Create a one-time enrolment code")
     def create_enrollment_code(self, request, queryset) -> None:

@@ -193,15 +193,22 @@ def cell_text(cell: Cell) -> str:
 
 
 def schedule_text(grid: Grid) -> str:
-    """The grid as rules parse_schedule reads back to the same grid ('' when all open)."""
+    """The grid as rules parse_schedule reads back to the same grid ('' when all open):
+    consecutive days with the same hours share a rule."""
     rules = []
-    for d, hours in enumerate(grid):
-        h = 0
+    d = 0
+    while d < 7:
+        first = d
+        while d + 1 < 7 and grid[d + 1] == grid[first]:
+            d += 1
+        days = DAYS[first] if d == first else f"{DAYS[first]}-{DAYS[d]}"
+        hours, h = grid[first], 0
         while h < 24:
             cell, start = hours[h], h
             while h < 24 and hours[h] == cell:
                 h += 1
             if cell is not None:
                 span = "" if (start, h) == (0, 24) else f" {start:02d}-{h:02d}"
-                rules.append(f"{DAYS[d]}{span} {cell_text(cell)}")
+                rules.append(f"{days}{span} {cell_text(cell)}")
+        d += 1
     return "; ".join(rules)

@@ -6,6 +6,7 @@ shared by all the workers of the job."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,13 +18,13 @@ from django.utils import timezone
 
 from jobs import services, sink, windows
 from jobs.choices import BatchState
-from jobs.models import Batch
+from jobs.models import Batch, TransferWindow
 from migrator.engine.scan import Row
 from migrator.engine.wire import row_to_wire
 from migrator.storage.walk import is_temp
 
 from .conftest import REPO, base_env, kill_group, make_tree, start_cluster, tree_of, wait_until
-from .factories import Steps, agent_post, agent_side, new_job
+from .factories import EndpointFactory, Steps, agent_post, agent_side, new_job
 
 # Paris office hours only; Monday 2026-12-07 is in winter time (UTC+1)
 OFFICE = "* closed; mon-fri 08-18 unlimited"
@@ -189,3 +190,54 @@ def test_two_workers_share_the_windows_limit_within_15_percent(cli, tmp_path):
     rate = (b1 - b0) / (t1 - t0)
     assert leased == 2, "the two workers did not copy at the same time"
     assert abs(rate - LIMIT) <= 0.15 * LIMIT, f"{rate:,.0f} B/s against a limit of {LIMIT:,}"
+
+
+# --- the admin: typed as rules, refused in words, shown as a grid ----------------------------
+
+
+def _form_data(client, url: str, **fields) -> dict:
+    """What an admin form posts: its inlines' management forms as the page gives them."""
+    page = client.get(url).content.decode()
+    management = dict(re.findall(r'name="([\w-]+-(?:TOTAL|INITIAL|MIN_NUM|MAX_NUM)_FORMS)"'
+                                 r'[^>]*value="(\d+)"', page))  # fmt: skip
+    return {**management, **fields}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_edits_a_jobs_and_a_pools_window(admin_client, tmp_path):
+    source = EndpointFactory(url=(tmp_path / "src").as_uri())
+    destination = EndpointFactory(customer=source.customer, url=(tmp_path / "dst").as_uri())
+    url = reverse("admin:jobs_migrationjob_add")
+    fields = {"name": "Office hours", "customer": source.customer_id, "source": source.pk,
+              "destination": destination.pk, "on_exists": "skip_identical",
+              "options": "{}", "window_zone": "Europe/Paris"}  # fmt: skip
+
+    bad = admin_client.post(url, _form_data(admin_client, url, **fields,
+                                            transfer_window="mon-fri 8-18 fast"))  # fmt: skip
+    assert bad.status_code == 200
+    assert "cannot read &#x27;mon-fri 8-18 fast&#x27;" in bad.content.decode()
+    bad = admin_client.post(url, _form_data(admin_client, url, **{**fields, "window_zone": "Paris"},
+                                            transfer_window="* closed"))  # fmt: skip
+    assert "unknown time zone" in bad.content.decode()
+    assert not TransferWindow.objects.exists()
+
+    rules = "* closed; mon-fri 08-18 10MB/s; sat,sun unlimited"
+    good = admin_client.post(url, _form_data(admin_client, url, **fields, transfer_window=rules))
+    assert good.status_code == 302, good.content.decode()[:2000]
+    window = TransferWindow.objects.get(job__name="Office hours")
+    assert (window.zone, window.grid[0][8], window.grid[0][7], window.grid[6][3]) == (
+        "Europe/Paris", 10_000_000, 0, None)  # fmt: skip
+    page = admin_client.get(reverse("admin:jobs_migrationjob_change", args=[window.job_id]))
+    page = page.content.decode()
+    assert 'title="mon 08:00 10MB/s"' in page and 'title="mon 07:00 closed"' in page
+    assert "mon-fri 08-18 10MB/s" in page  # the rules, as the field shows them again
+
+    _, agent, _ = agent_side("pool-co", tmp_path)
+    pool_url = reverse("admin:jobs_agentpool_change", args=[agent.pool_id])
+    done = admin_client.post(pool_url, _form_data(
+        admin_client, pool_url, customer=agent.pool.customer_id, name=agent.pool.name,
+        transfer_window="* 1MB/s", window_zone="UTC",
+        **{"agents-0-id": agent.pk, "agents-0-pool": agent.pool_id},
+    ))  # fmt: skip
+    assert done.status_code == 302, done.content.decode()[:2000]
+    assert TransferWindow.objects.get(pool_id=agent.pool_id).grid[3][12] == 1_000_000
