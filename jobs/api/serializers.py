@@ -9,11 +9,21 @@ from rest_framework import serializers
 
 from accounts.models import Customer
 from accounts.selectors import sees_all_customers
+from migrator.engine.windows import Schedule, parse_schedule, schedule_text
 from reports.tables import mtime_text
 
 from .. import plain, selectors, windows
 from ..choices import JOB_RUNNING, OnExists
-from ..models import AgentPool, ContinuousState, Endpoint, Event, FileItem, MigrationJob, Pass
+from ..models import (
+    AgentPool,
+    ContinuousState,
+    Endpoint,
+    Event,
+    FileItem,
+    MigrationJob,
+    Pass,
+    TransferWindow,
+)
 
 
 def _staff(serializer: serializers.Serializer) -> bool:
@@ -65,6 +75,29 @@ class ContinuousSerializer(serializers.Serializer):
     last_error_at = serializers.DateTimeField(allow_null=True)
 
 
+class TransferWindowSerializer(serializers.Serializer):
+    """A job's transfer window: when it may copy and how fast, as rules in a zone."""
+
+    rules = serializers.CharField(
+        allow_blank=True,
+        help_text="'* closed; mon-fri 08-18 10MB/s; sat,sun unlimited': days (* mon … sun, "
+        "ranges), hours HH-HH (end excluded), closed | unlimited | a rate; a later rule "
+        "wins; empty: always open.",
+    )
+    zone = serializers.CharField(default="UTC", help_text="IANA time zone of the hours.")
+    grid = serializers.ListField(
+        read_only=True, help_text="7 days (Monday first) of 24 hours: null open, 0 closed, "
+        "n bytes/s.",
+    )  # fmt: skip
+
+    def validate(self, data: dict) -> dict:
+        try:
+            Schedule(parse_schedule(data["rules"]), data["zone"])
+        except ValueError as exc:
+            raise serializers.ValidationError([str(exc)]) from exc
+        return data
+
+
 class JobSerializer(serializers.ModelSerializer):
     """A job as its reader may see it: staff read the endpoints' ids and the error as the
     system wrote it; a customer reads the route and the error in words."""
@@ -72,6 +105,9 @@ class JobSerializer(serializers.ModelSerializer):
     mappings = MappingSerializer(many=True, read_only=True)
     route = serializers.SerializerMethodField(help_text="The endpoints' kinds, in words.")
     error = serializers.SerializerMethodField()
+    transfer_window = serializers.SerializerMethodField(
+        help_text="When the job may copy and how fast (null: always, at bwlimit)."
+    )
     continuous = serializers.SerializerMethodField(
         help_text="Continuous mode's state on a job's own page; null in lists and for a job "
         "never in continuous mode."
@@ -91,8 +127,18 @@ class JobSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "customer", "state", "source", "destination", "route",
                   "mappings", "on_exists", "bwlimit", "options", "agent_pool",
                   "agent_pool_name", "error", "current_pass", "created_at", "queued_at",
-                  "started_at", "finished_at", "last_activity", "continuous"]  # fmt: skip
+                  "started_at", "finished_at", "last_activity", "continuous",
+                  "transfer_window"]  # fmt: skip
         read_only_fields = fields
+
+    @extend_schema_field(TransferWindowSerializer(allow_null=True))
+    def get_transfer_window(self, job: MigrationJob) -> dict | None:
+        if self.parent is not None:  # a list of jobs: one more query each, left out
+            return None
+        window = TransferWindow.objects.filter(job=job).first()
+        if window is None:
+            return None
+        return {"rules": schedule_text(window.grid), "zone": window.zone, "grid": window.grid}
 
     def get_route(self, job: MigrationJob) -> str:
         return plain.route_words(job.source, job.destination)
@@ -134,6 +180,9 @@ class JobCreateSerializer(serializers.Serializer):
         allow_null=True,
         help_text="An agent pool of the same customer: its on-premises agents run the job "
         "(omitted or null: the cloud's workers).",
+    )
+    transfer_window = TransferWindowSerializer(
+        required=False, help_text="When the job may copy (omitted: always, at bwlimit)."
     )
 
     def validate(self, data: dict) -> dict:

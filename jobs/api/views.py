@@ -28,7 +28,7 @@ from reports import tables
 from reports.registry import REPORTS, ReportQuery
 from reports.selectors import report_pass
 
-from .. import selectors, services
+from .. import selectors, services, windows
 from ..choices import EventLevel, ItemState, JobState, Reason
 from ..deletions import DeletionStateError, deletions_confirm, deletions_skip
 from ..models import AclRecord, FileItem, MigrationJob, Pass
@@ -137,6 +137,8 @@ class JobList(generics.ListAPIView):
             )  # fmt: skip
         except ValueError as exc:
             raise ValidationError({"options": [str(exc)]})
+        if window := data.get("transfer_window"):  # checked by its serializer
+            windows.transfer_window_set(owner=job, text=window["rules"], zone=window["zone"])
         return Response(_job_out(job, request), status=status.HTTP_201_CREATED)
 
 

@@ -153,10 +153,10 @@ def parse_schedule(text: str) -> Grid:
     VALUE `closed`, `unlimited` (or `open`) or a rate such as `10MB/s`. ValueError naming
     the rule for anything else."""
     grid = open_grid()
-    for raw in re.split(r"[;\n]", text.lower()):
+    for raw in re.split(r"[;\n]", text):
         if not raw.strip():
             continue
-        m = _RULE.match(raw)
+        m = _RULE.match(raw.lower())
         if not m:
             raise ValueError(
                 f"cannot read {raw.strip()!r}: write DAYS [HH-HH] closed|unlimited|RATE, "

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.api.services import api_token_create
 from jobs import services, sink, windows
 from jobs.choices import BatchState
 from jobs.models import Batch, TransferWindow
@@ -241,3 +243,24 @@ def test_the_admin_edits_a_jobs_and_a_pools_window(admin_client, tmp_path):
     ))  # fmt: skip
     assert done.status_code == 302, done.content.decode()[:2000]
     assert TransferWindow.objects.get(pool_id=agent.pool_id).grid[3][12] == 1_000_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_creates_a_job_with_a_window_and_shows_it(admin_user, tmp_path):
+    source = EndpointFactory(url=(tmp_path / "src").as_uri())
+    destination = EndpointFactory(customer=source.customer, url=(tmp_path / "dst").as_uri())
+    token = api_token_create(user=admin_user, name="tests", created_by=admin_user)[1]
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    body = {"customer": source.customer_id, "name": "Nights", "source": source.pk,
+            "destination": destination.pk}  # fmt: skip
+    bad = {**body, "transfer_window": {"rules": "nights 10MB/s", "zone": "UTC"}}
+    answer = api.post("/api/v1/jobs/", bad, content_type="application/json")
+    assert answer.status_code == 400
+    assert "cannot read 'nights 10MB/s'" in str(answer.json()["transfer_window"])
+    rules = "* 08-20 closed; sat,sun unlimited"
+    good = {**body, "transfer_window": {"rules": rules, "zone": "Europe/Paris"}}
+    answer = api.post("/api/v1/jobs/", good, content_type="application/json")
+    assert answer.status_code == 201, answer.content
+    shown = api.get(f"/api/v1/jobs/{answer.json()['id']}/").json()["transfer_window"]
+    assert (shown["rules"], shown["zone"]) == ("mon-fri 08-20 closed", "Europe/Paris")
+    assert shown["grid"][0][8] == 0 and shown["grid"][5][8] is None
