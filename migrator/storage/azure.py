@@ -67,6 +67,8 @@ MAX_NAME_CHARS = 1024  # a blob name is 1-1,024 characters
 BLOCK = 8 << 20  # below this one Put Blob; from it, staged blocks then a commit
 MAX_BLOCKS = 50_000  # Azure's limit of blocks in one blob
 IN_FLIGHT = 4  # blocks staged at once (memory: IN_FLIGHT x the block size)
+CHUNK = 4 << 20  # bytes per GET of a read
+READ_AHEAD = 4  # GETs of a large blob in flight while it is read
 PAGE = 5000  # names per listing page (Azure's maximum)
 RETRIES = 4  # attempts for a listing page or a block before Transient is raised
 BACKOFF = 0.2  # seconds, doubled per attempt
@@ -272,6 +274,48 @@ class _BlobReader(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                close = getattr(self._chunks, "close", None)
+                if close is not None:  # a read ahead: its GETs in flight stopped
+                    close()
+            finally:
+                super().close()
+
+
+def _ahead(blob: Any, first: Iterator[bytes], size: int, etag: str) -> Iterator[bytes]:
+    """A large blob's bytes in order: the first GET's chunk, then ranges of CHUNK asked
+    for READ_AHEAD at a time (as rclone reads), each pinned to the first GET's version."""
+    from azure.core import MatchConditions
+
+    head = next(first, b"")  # the rest comes by range, not from `first`
+
+    def fetch(offset: int) -> bytes:
+        part = blob.download_blob(
+            offset=offset,
+            length=min(CHUNK, size - offset),
+            etag=etag,
+            match_condition=MatchConditions.IfNotModified,
+            max_concurrency=1,
+        )
+        return part.readall()
+
+    yield head
+    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="azure-read") as pool:
+        flight = [pool.submit(fetch, o) for o in range(len(head), size, CHUNK)[:READ_AHEAD]]
+        offsets = iter(range(len(head) + READ_AHEAD * CHUNK, size, CHUNK))
+        try:
+            while flight:
+                data = flight.pop(0).result()
+                following = next(offsets, None)
+                if following is not None:
+                    flight.append(pool.submit(fetch, following))
+                yield data
+        finally:
+            for future in flight:
+                future.cancel()
+
 
 # -- listing order (as in s3.py and gcs.py: a listing sorted by raw name) ---------------
 
@@ -343,12 +387,13 @@ class AzureConnector(Connector):
 
     def _name(self, path: str, *, literal: bool = False) -> str:
         name = self.root + check_relative(path, literal=literal)
-        if len(name) > MAX_NAME_CHARS:
-            raise InvalidPath(path, f"blob name longer than {MAX_NAME_CHARS} characters")
         try:
             name.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidPath(path, "name is not valid Unicode") from exc
+        # the service counts UTF-16 code units (it is .NET), as Capabilities' units do
+        if len(name.encode("utf-16-le")) // 2 > MAX_NAME_CHARS:
+            raise InvalidPath(path, f"blob name longer than {MAX_NAME_CHARS} characters")
         return name
 
     def _call(self, path: str, request: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -460,9 +505,11 @@ class AzureConnector(Connector):
         raise NotFound(path, "no such blob")
 
     def _has_children(self, name: str, path: str) -> bool:
-        for page in self._pages(f"{name}/", path, delimiter=False):
-            return bool(page)
-        return False
+        def first() -> bool:
+            paged = self.client.list_blobs(name_starts_with=f"{name}/", results_per_page=1)
+            return bool(list(next(paged.by_page(), [])))
+
+        return self._call(path, first)
 
     def folder_names(self, path: str, limit: int) -> set[str] | None:
         """One listing (a request per 5,000 names) instead of a request per file."""
@@ -482,11 +529,16 @@ class AzureConnector(Connector):
         name = self._name(path, literal=True)
         if name == self.root:
             raise StorageError(path, "is a folder")
+        blob = self.client.get_blob_client(name)
         try:
-            download = self.client.get_blob_client(name).download_blob(max_concurrency=1)
+            download = blob.download_blob(max_concurrency=1)
         except Exception as exc:
             raise _wrap(exc, path) from exc
-        return _BlobReader(download.chunks(), path)  # type: ignore[return-value]
+        first = download.chunks()
+        size = int(download.properties.size or 0)
+        if size <= CHUNK:  # the first GET carried it all
+            return _BlobReader(first, path)  # type: ignore[return-value]
+        return _BlobReader(_ahead(blob, first, size, download.properties.etag), path)  # type: ignore[return-value]
 
     def write(self, path: str, stream: BinaryIO, entry: Entry) -> Written:
         name = self._name(path)
@@ -731,8 +783,8 @@ def make_client(endpoint: str, container: str, credential: Any) -> ContainerClie
         retry_total=0,
         connection_timeout=5,
         read_timeout=120,
-        max_single_get_size=4 << 20,
-        max_chunk_get_size=4 << 20,
+        max_single_get_size=CHUNK,
+        max_chunk_get_size=CHUNK,
         max_single_put_size=BLOCK,
     )
 
