@@ -117,6 +117,22 @@ FIXES: dict[str, Fix] = {
         "The destination's copy is newer (the job keeps newer files).",
         "Nothing to do, or choose 'always overwrite'.",
     ),
+    # catch-up and verify passes
+    Reason.DESTINATION_CHANGED: Fix(
+        "It was changed at the destination since the last pass wrote it, and the job lets the "
+        "destination's version win.",
+        "Nothing to do, or set the conflicts policy to 'source wins' or 'keep both' and run "
+        "a catch-up pass.",
+    ),
+    Reason.VERIFY_MISMATCH: Fix(
+        "The verify pass found the destination's copy different from the source "
+        "(size, hash or modification time).",
+        "Run a catch-up pass to copy it again, then verify again.",
+    ),
+    Reason.MISSING_AT_DESTINATION: Fix(
+        "The verify pass did not find it at the destination.",
+        "Check who removed it there, then run a catch-up pass to copy it again.",
+    ),
     # permissions
     Reason.DENY_ACE: Fix(
         "Its permissions hold a deny entry, and the job refuses to copy those.",
