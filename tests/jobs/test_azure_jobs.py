@@ -8,7 +8,7 @@ import os
 
 from tests.servers.azure import AzureServer
 
-from .conftest import make_tree, tree_of
+from .conftest import accounting, make_tree, setup, tree_of
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -91,3 +91,24 @@ def test_cli_wrong_key_is_one_clear_line_before_any_work(cli, tmp_path, azure_se
     assert "wrong account key" in result.stderr
     assert wrong not in result.stderr + result.stdout
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
+
+
+def test_azure_source_through_the_agent_with_the_key_in_the_endpoint(
+    stack, tmp_path, azure_server: AzureServer
+):
+    """The agent gets the azure:// URL and the endpoint's (encrypted) account key from the
+    server and copies from Azurite at its site: every file, nothing failed."""
+    name = azure_server.make_container()
+    container = azure_server.container(name)
+    expected = make_tree(tmp_path / "made", files=15, folders=3)
+    for rel, data in expected.items():
+        container.upload_blob(f"agent/{rel}", data)
+    source = azure_server.azure_url(name, "agent")
+    job_id, (code,) = setup(stack, source, tmp_path / "copy", secret=azure_server.secret)
+    assert stack.enroll("agent1", code).returncode == 0
+    stack.start_agent("agent1")
+
+    assert stack.finished(job_id) == "completed", (tmp_path / "agent1.err").read_text()[-2000:]
+    seen, copied, unchanged, failed, pending = accounting(stack, job_id)
+    assert (seen, copied, failed, pending) == (len(expected), len(expected), 0, 0)
+    assert tree_of(tmp_path / "copy") == expected

@@ -116,7 +116,7 @@ def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServ
     try:
         yield AzureServer(endpoint)
     finally:
-        stop_group(proc)
+        stop_group(proc, term_wait=1.0)  # its data is a temp folder: nothing to lose
 
 
 @pytest.fixture
