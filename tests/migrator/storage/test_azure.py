@@ -9,9 +9,11 @@ account and path, not the host, so the proxied requests are still valid).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import http.server
+import io
 import os
 import threading
 import time
@@ -23,7 +25,7 @@ import pytest
 
 from migrator.engine.copy import CopyOptions
 from migrator.engine.memory import MemorySink, run_pass
-from migrator.storage import ConnectFailed, Entry, ScanError, connector_for
+from migrator.storage import ConnectFailed, Entry, NotFound, ScanError, connector_for
 from migrator.storage import azure as az
 from tests.servers.azure import AzureServer
 from tests.servers.util import free_port
@@ -151,10 +153,7 @@ def assert_accounted(sink: MemorySink) -> None:
 
 
 def test_wrong_key_fails_check_in_one_clear_error(azure_server: AzureServer, filled: str):
-    wrong = hashlib.sha512(b"not the key").digest()
-    import base64
-
-    wrong_key = base64.b64encode(wrong).decode()
+    wrong_key = base64.b64encode(hashlib.sha512(b"not the key").digest()).decode()
     with connector_for(filled, wrong_key) as conn, pytest.raises(ConnectFailed) as caught:
         conn.check()
     message = str(caught.value)
@@ -361,3 +360,38 @@ def test_blobs_other_tools_wrote(azure_server: AzureServer, azure_container: str
     assert entries["rclone.txt"].mtime_ns == 1_600_000_000_123_456_789
     assert abs(entries["plain.txt"].mtime_ns - before) < 120 * 10**9
     assert entries["plain.txt"].hash("md5") == hashlib.md5(b"plain").hexdigest()
+
+
+def test_a_sas_token_as_the_secret_lists_writes_and_moves(
+    azure_server: AzureServer, azure_container: str, filled: str
+):
+    """A container SAS (what a customer hands over instead of the account key): the move's
+    server-side copy is authorised by the same token; a read-only one is refused in words."""
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    def sas(**allowed: bool) -> str:
+        return generate_container_sas(
+            azure_server.account,
+            azure_container,
+            account_key=azure_server.key,
+            permission=ContainerSasPermissions(**allowed),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
+
+    token = sas(read=True, write=True, delete=True, list=True, add=True, create=True)
+    with connector_for(filled, f"?{token}") as conn:
+        conn.check()
+        assert [e.path for e in conn.scan("")] == ["a.txt", "b.txt", "sub", "sub/c.txt"]
+        conn.write("new.txt", io.BytesIO(b"by sas"), Entry("new.txt", "file", 6, 10**18))
+        conn.move("new.txt", "moved/new.txt")
+        with conn.open("moved/new.txt") as stream:
+            assert stream.read() == b"by sas"
+        with pytest.raises(NotFound):
+            conn.stat("new.txt")
+
+    with connector_for(filled, sas(read=True)) as conn, pytest.raises(ConnectFailed) as caught:
+        conn.check()  # may read a blob it knows, may not list
+    assert "permission denied listing the container" in str(caught.value)
+    assert sas(read=True).split("sig=")[1][:10] not in str(caught.value)
