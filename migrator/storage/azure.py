@@ -78,6 +78,7 @@ ENV_SAS = "AZURE_STORAGE_SAS_TOKEN"
 ACCOUNT_RE = re.compile(r"^[a-z0-9]{3,24}$")
 CONTAINER_RE = re.compile(r"^(\$root|[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9])$")
 OPTIONS = ("endpoint",)
+_SIG = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
 _DOT_PART = re.compile(r"(^|/)\.\.?(/|$)")
 
 TRANSIENT_CODES = frozenset(
@@ -184,10 +185,15 @@ def _code_of(exc: BaseException) -> tuple[str, int]:
     return str(code), int(status)
 
 
+def _redacted(text: str) -> str:
+    """`text` without a SAS signature (an error may quote the URL a request went to)."""
+    return _SIG.sub(r"\1…", text)
+
+
 def _message_of(exc: BaseException) -> str:
-    """The service's first line (no request ids, no XML)."""
+    """The service's first line (no request ids, no XML), never a SAS signature."""
     text = getattr(exc, "reason", None) or str(exc).split("\n", 1)[0]
-    return str(text).strip()
+    return _redacted(str(text).strip())
 
 
 def _wrap(exc: BaseException, path: str) -> StorageError:
@@ -213,8 +219,8 @@ def _wrap(exc: BaseException, path: str) -> StorageError:
     if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
         return Transient(path, f"cannot reach Azure: {_message_of(exc)}")
     if isinstance(exc, aexc.IncompleteReadError | ConnectionError | TimeoutError):
-        return Transient(path, f"connection to Azure failed: {exc}")
-    return StorageError(path, f"{type(exc).__name__}: {exc}")
+        return Transient(path, f"connection to Azure failed: {_redacted(str(exc))}")
+    return StorageError(path, f"{type(exc).__name__}: {_redacted(str(exc))}")
 
 
 # -- streams ---------------------------------------------------------------------------
