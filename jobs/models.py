@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import Customer
+from migrator.engine.windows import open_grid
 
 from .choices import (
     BatchState,
@@ -323,6 +324,13 @@ class Batch(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # files this batch recorded, by state, from the rows it updated, in their transaction:
+    # the pass-end accounting check sums these (and the Tally rows) instead of grouping
+    # the manifest (jobs.selectors.pass_tallies)
+    files_copied = models.IntegerField(default=0)
+    files_unchanged = models.IntegerField(default=0)
+    files_excluded = models.IntegerField(default=0)
+    files_failed = models.IntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["state", "lease_expires"], name="batch_state_lease")]
@@ -330,6 +338,26 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.pk} ({self.first_id}–{self.last_id})"
+
+
+class Tally(models.Model):
+    """What one unit of work other than a batch did to a pass's files, by state (signed),
+    written in the transaction of the rows it counts: a scan chunk (files seen, and the
+    state each starts in), a retry (failed back to pending), a catch-up pass's decisions
+    (unchanged to pending or excluded). With the batches' counts these are what the
+    pass-end accounting check sums: hundreds of rows, not the pass's millions."""
+
+    job_pass = models.ForeignKey(Pass, on_delete=models.CASCADE, related_name="tallies")
+    unit = models.CharField(max_length=12)  # scan, retry, catch-up
+    seen = models.BigIntegerField(default=0)
+    pending = models.BigIntegerField(default=0)
+    copied = models.BigIntegerField(default=0)
+    unchanged = models.BigIntegerField(default=0)
+    excluded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.unit} tally of pass {self.job_pass_id}"
 
 
 class Event(models.Model):
@@ -753,3 +781,48 @@ class NotificationPreference(models.Model):
 
     def __str__(self) -> str:
         return f"notifications of {self.user} for {self.job or self.customer or 'every job'}"
+
+
+class TransferWindow(models.Model):
+    """When a job (or every job of an agent pool) may copy, and how fast: a weekly grid of
+    hours in a time zone (migrator.engine.windows). Outside it no batch is leased."""
+
+    job = models.OneToOneField(
+        MigrationJob, on_delete=models.CASCADE, null=True, blank=True,
+        related_name="transfer_window",
+    )  # fmt: skip
+    pool = models.OneToOneField(
+        AgentPool, on_delete=models.CASCADE, null=True, blank=True,
+        related_name="transfer_window",
+    )  # fmt: skip
+    zone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone")
+    grid = models.JSONField(
+        default=open_grid,
+        help_text="7 days (Monday first) x 24 hours: null open, 0 closed, n bytes/s",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(job__isnull=False, pool__isnull=True)
+                | models.Q(job__isnull=True, pool__isnull=False),
+                name="transfer_window_job_or_pool",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"transfer window of {self.job or self.pool}"
+
+
+class BandwidthBucket(models.Model):
+    """The job's bandwidth shared by all its workers: the time (epoch seconds) until which
+    the bytes already granted occupy the limit (jobs.windows.SharedBucket)."""
+
+    job = models.OneToOneField(
+        MigrationJob, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    next_at = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"bandwidth of job {self.job_id}"
