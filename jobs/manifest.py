@@ -125,6 +125,23 @@ WHERE p.kind = c.kind AND +p.state IN ('copied', 'unchanged')
 """
 
 
+UNCHANGED_PART = 512  # rows per query (4,610 parameters, under SQLite's limit)
+
+
+def _parts(count: int) -> list[tuple[int, int]]:
+    """(start, end) of the parts of `count` rows: UNCHANGED_PART each, then the rest in
+    powers of two, so that the connection's statement cache holds a few texts only
+    (a text per length grew the memory by ~100 MB)."""
+    parts: list[tuple[int, int]] = []
+    start, size = 0, UNCHANGED_PART
+    while start < count:
+        while size > count - start:
+            size //= 2
+        parts.append((start, start + size))
+        start += size
+    return parts
+
+
 def unchanged_marked(rows: list[Row], prior_pass_id: int, precision: int) -> list[Row]:
     """SQLite, a catch-up pass: mark unchanged (state, and the last pass's destination
     key and hashes: what we wrote) the pending `rows` the database finds so against the
@@ -135,12 +152,11 @@ def unchanged_marked(rows: list[Row], prior_pass_id: int, precision: int) -> lis
     chunk (item_pass_path per row), answered as two texts: the join runs in C without
     the GIL (fetching rows one by one takes it back per row, measured slower)."""
     raw = connection.connection
-    per = max(1, (raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 2) // 9)
     done = bytearray(len(rows))
     cursor = raw.cursor()
     try:
-        for start in range(0, len(rows), per):
-            part = rows[start : start + per]
+        for start, end in _parts(len(rows)):
+            part = rows[start:end]
             params: list = []
             for i, r in enumerate(part, start):
                 params += (i, r.kind, r.source_path, r.dest_path, r.dest_key, r.size,
