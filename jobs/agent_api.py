@@ -35,7 +35,7 @@ from migrator.engine.permissions import BatchAcl, NewAclRecord
 from migrator.engine.wire import TASK_FIELDS, outcome_from_wire, row_from_wire, task_from_wire
 from migrator.storage import StorageError
 
-from . import delta, permissions, services, sink
+from . import delta, permissions, services, sink, windows
 from .choices import JOB_RUNNING, BatchState, PassKind, PassState
 from .connectors import open_endpoint
 from .dispatch import enqueue
@@ -246,7 +246,7 @@ def work(request, agent: Agent, body: dict) -> JsonResponse:
         "pass_id": batch.job_pass_id, "source": _endpoint(job.source),
         "destination": destination, "given": given, "tasks": tasks,
         "only": only, "permissions": _permissions_work(job, perms.target) if perms else None,
-        "options": {"policy": job.on_exists, "bwlimit": job.bwlimit,
+        "options": {"policy": job.on_exists, "bwlimit": windows.agent_share(job=job),
                     "threads": settings.MIGRATOR_COPY_THREADS,
                     "retry_attempts": settings.MIGRATOR_RETRY_ATTEMPTS,
                     "backoff": settings.MIGRATOR_RETRY_BACKOFF,
@@ -367,12 +367,31 @@ def scan_done(request, agent: Agent, body: dict, pass_id: int) -> JsonResponse:
         if permissions.enabled(job) and not permissions.source_has_acls(job.source):
             figures[PERMISSIONS] = {"error": "the source has no ACLs"}
     lease = str(body.get("lease", ""))
-    # a catch-up pass: the server lists a GCS destination itself; one behind the agent is
-    # not re-listed (an event says so)
+    # a catch-up pass: the server lists a GCS destination itself, in a task that holds the
+    # scan's lease from now on (a large bucket takes longer than the agent waits for an
+    # answer) and says the scan is done after it; one behind the agent is not re-listed
+    # (destination_check says so in an event)
+    if delta.check_due(p):
+        token = delta.check_lease(job_pass=p, lease=lease)
+        if token is None:
+            return JsonResponse({"ok": False})
+        if token:  # "": the check is already under way (this post was sent again)
+            enqueue("jobs.tasks.delta_check", p.pk, token)
+        return JsonResponse({"ok": True, "checking": True})
     if not delta.destination_check(job_pass=p, token=lease):
         return JsonResponse({"ok": False})
     kept = sink.ScanSink(p, lease).scan_done(figures)
     return JsonResponse({"ok": kept})
+
+
+def scan_done_checked(*, pass_id: int, token: str) -> None:
+    """The task after an agent's catch-up scan: the destination checked under the lease
+    `token` (delta.check_lease), then the scan done. When the listing fails or the lease
+    is lost, the scan is not done: its lease lapses and the agent is handed it again."""
+    p = Pass.objects.filter(pk=pass_id).first()
+    if p is None or not delta.destination_check(job_pass=p, token=token):
+        return
+    sink.ScanSink(p, token).scan_done(None)
 
 
 @agent_view

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max, Min
+from django.utils import timezone
 
 from migrator.engine import delta as engine_delta
 from migrator.engine.deletes import Gone
@@ -38,7 +41,8 @@ from .choices import (
 )
 from .connectors import open_endpoint
 from .dispatch import enqueue
-from .models import FileItem, MigrationJob, Pass
+from .manifest import unchanged_marked
+from .models import Deletion, FileItem, MigrationJob, Pass, Tally
 from .options import sanitizer_for
 
 log = logging.getLogger(__name__)
@@ -71,10 +75,15 @@ class ScanDelta:
         self.prior = pass_prior(job_pass) if job_pass.kind == PassKind.COPY else None
         self.src_caps = self.dst_caps = Capabilities()
         self.beside = False
+        # the destination is listed after the scan: no batch is made before that check
+        # (a changed file copied first would overwrite a change made at the destination
+        # unseen); destination_check makes them all
+        self.later = False
         if self.prior is not None:
             job = MigrationJob.objects.select_related("source", "destination").get(
                 pk=job_pass.job_id
             )
+            self.later = listed_by_server(job)
             self.src_caps = capabilities_of(job.source.url)
             self.dst_caps = capabilities_of(job.destination.url)
             # a file the job wrote beside a destination's own under a keep-both name
@@ -153,9 +162,14 @@ class ScanDelta:
         if self.prior is None:
             return 0, 0
         pending = [r for r in rows if r.state == ItemState.PENDING]
+        if pending:
+            # the database finds the unchanged rows (in C, without the GIL); the rest,
+            # new, changed, kept or written beside, are looked up by path below
+            precision = max(self.src_caps.mtime_precision_ns, self.dst_caps.mtime_precision_ns, 1)
+            pending = unchanged_marked(pending, self.prior.pk, precision)
         if not pending:
             return 0, 0
-        priors = self.priors([r.source_path for r in pending])
+        priors = _priors(self.prior, [r.source_path for r in pending])
         classify, src_caps, dst_caps = engine_delta.classify, self.src_caps, self.dst_caps
         new = changed = 0
         file_kind, unchanged = ItemKind.FILE, ItemState.UNCHANGED
@@ -234,8 +248,17 @@ def _in(column: str, values: Sequence) -> tuple[str, list]:
 class _DbDeltaSink:
     """engine.delta.DeltaSink over this pass's manifest, under the scan's lease."""
 
-    def __init__(self, job_pass: Pass, prior: Pass, token: str, agent: bool) -> None:
+    def __init__(
+        self,
+        job_pass: Pass,
+        prior: Pass,
+        token: str,
+        agent: bool,
+        key: Callable[[str], str] = str,
+        beside: bool = False,
+    ) -> None:
         self.job_pass, self.prior, self.token, self.agent = job_pass, prior, token, agent
+        self.key, self.beside = key, beside
         self.counts: Counter[str] = Counter()
         self._renewed = float("-inf")
 
@@ -302,12 +325,15 @@ class _DbDeltaSink:
                 return
             ids = [d.pk for d in decisions]
             where, params = _in("id", ids)
-            with connection.cursor() as cursor:  # still unchanged: decided once
-                cursor.execute(
-                    f"SELECT id, size FROM {TABLE} WHERE state = 'unchanged' AND {where}",  # noqa: S608
+            with connection.cursor() as cursor:  # still unchanged, or still as scanned:
+                cursor.execute(  # decided once
+                    f"SELECT id, size, state FROM {TABLE} WHERE (state = 'unchanged' OR "  # noqa: S608
+                    f"(state = 'pending' AND change IN ('new', 'changed'))) AND {where}",
                     params,
                 )
-                sizes = dict(cursor.fetchall())
+                found = cursor.fetchall()
+            sizes = {pk: size for pk, size, _ in found}
+            was_pending = {pk for pk, _, state in found if state == ItemState.PENDING}
             decisions = [d for d in decisions if d.pk in sizes]
             if not decisions:
                 return
@@ -331,36 +357,90 @@ class _DbDeltaSink:
                     "dest_key = COALESCE(NULLIF(%s, ''), dest_key) WHERE id = %s",
                     rows,
                 )
-            pending = sorted(
-                (d for d in decisions if d.state == ItemState.PENDING), key=lambda d: d.pk
+            # unchanged -> pending or excluded; pending (changed at the source, judged
+            # against what we wrote) -> excluded, or still pending. No batch here: the
+            # check makes every batch of the pass when it is done (batches_after_check)
+            to_pending = [d for d in decisions if d.state == ItemState.PENDING]
+            excluded = len(decisions) - len(to_pending)
+            unchanged = sum(d.pk not in was_pending for d in decisions)
+            pending = sum(d.pk not in was_pending for d in to_pending) - sum(
+                d.pk in was_pending for d in decisions if d.state == ItemState.EXCLUDED
             )
-            excluded = len(decisions) - len(pending)
             conflicts = sum(d.change == Change.CONFLICT for d in decisions)
-            moved_bytes = sum(sizes[d.pk] for d in pending)
-            batches = services.batches_create(
-                job_pass=job_pass, pending=[_Pending(d.pk, sizes[d.pk]) for d in pending]
+            # bytes_done counts what needs no copy: a row to copy again leaves it, a row
+            # no longer copied (the destination won) joins it
+            to_copy = sum(sizes[d.pk] for d in to_pending if d.pk not in was_pending)
+            not_copied = sum(
+                sizes[d.pk] for d in decisions if d.pk in was_pending and d.state != "pending"
             )
+            moved_bytes = to_copy - not_copied
             updates: dict[str, Any] = {
-                "unchanged": F("unchanged") - len(decisions),
-                "pending": F("pending") + len(pending),
+                "unchanged": F("unchanged") - unchanged,
+                "pending": F("pending") + pending,
                 "excluded": F("excluded") + excluded,
                 "conflicts": F("conflicts") + conflicts,
                 "bytes_done": F("bytes_done") - moved_bytes,
             }
-            if batches:
-                updates["batches_total"] = F("batches_total") + len(batches)
+            # a keep-both name recorded as gone earlier in this check (the last version
+            # of the source, written beside in the same second) is written again: not gone
+            beside = [d.dest_path for d in decisions if d.dest_path]
+            if beside:
+                gone = Deletion.objects.filter(job_pass_id=job_pass.pk, dest_path__in=beside)
+                ours = gone.filter(ours=True, kind=ItemKind.FILE).count()
+                gone.delete()
+                if ours:
+                    updates["deleted_at_source"] = F("deleted_at_source") - ours
             Pass.objects.filter(pk=job_pass.pk).update(**updates)
+            Tally.objects.create(  # for the pass-end accounting check (issue 16)
+                job_pass_id=job_pass.pk, unchanged=-unchanged, pending=pending,
+                excluded=excluded, unit="catch-up",
+            )  # fmt: skip
             self.counts["conflicts"] += conflicts
             self.counts["missing"] += sum(d.change == Change.MISSING for d in decisions)
             self.counts["excluded"] += excluded
-            state = MigrationJob.objects.values_list("state", flat=True).get(pk=job_pass.job_id)
-            if state != JobState.PAUSED and not self.agent:  # agents poll for batches
-                for batch in batches:
-                    enqueue("jobs.tasks.copy_batch", batch.pk)
 
-    def gone(self, items: Sequence[Gone]) -> None:
-        self.counts["gone"] += len(items)
-        deletions.gone_record(job_pass=self.job_pass, items=items)
+    def prior_written(self, keys: Sequence[str]) -> dict[str, Mine]:
+        keys = [k for k in keys if k]
+        if not keys:
+            return {}
+        where, params = _in("dest_key", keys)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT dest_key, id, state, dest_path, size, mtime_ns, md5, crc32c "  # noqa: S608
+                f"FROM {TABLE} WHERE job_pass_id = %s AND NOT (dest_key = '') AND kind = 'file' "
+                "AND (state IN ('copied', 'unchanged') OR (state = 'excluded' AND reason = %s)) "
+                f"AND {where}",
+                [self.prior.pk, Reason.DESTINATION_CHANGED.value, *params],
+            )
+            return {k: Mine(*rest) for k, *rest in cursor.fetchall()}
+
+    def kept_versions(self) -> dict[str, str]:
+        """The destination's own versions kept by keep_both: the planned paths of the
+        files this pass or the last wrote under a keep-both name, and what the last pass
+        recorded as kept so (so they stay kept after the source file is gone)."""
+        key = self.key
+        kept = {
+            key(path): ""
+            for path in Deletion.objects.filter(
+                job_pass_id=self.prior.pk, reason=engine_delta.CONFLICT_KEPT
+            ).values_list("dest_path", flat=True)
+        }
+        # only a job that keeps both writes such names; LIKE reads the two passes' rows
+        if self.beside:
+            rows = FileItem.objects.filter(
+                job_pass_id__in=(self.prior.pk, self.job_pass.pk),
+                kind=ItemKind.FILE,
+                dest_path__contains=" (source ",
+            ).values_list("dest_path", "mtime_ns")
+            for beside, mtime_ns in rows.iterator(chunk_size=2000):
+                if planned := engine_delta.planned_of(beside, mtime_ns):
+                    kept[key(planned)] = beside
+        return kept
+
+    def gone(self, items: Sequence[Gone], kept: Mapping[str, str]) -> None:
+        self.counts["gone"] += len(items) - len(kept)
+        self.counts["kept"] += len(kept)
+        deletions.gone_record(job_pass=self.job_pass, items=items, kept=kept)
 
     def lease_renew(self) -> bool:
         # asked per 1,000 listed objects: a write a few times per lease is enough
@@ -376,6 +456,72 @@ class _Pending:
 
     def __init__(self, pk: int, size: int) -> None:
         self.pk, self.size = pk, size
+
+
+def batches_after_check(job_pass: Pass, agent: bool) -> int:
+    """The batches of a pass whose destination was checked: every pending row, in keyset
+    pages (the scan made none, so that nothing was copied before the check). Called in
+    the transaction that marks the pass checked; returns how many."""
+    made, after = [], 0
+    while True:
+        page = list(
+            FileItem.objects.filter(job_pass_id=job_pass.pk, state=ItemState.PENDING, id__gt=after)
+            .order_by("id")
+            .values_list("id", "size")[:5000]
+        )
+        if not page:
+            break
+        made += services.batches_create(
+            job_pass=job_pass, pending=[_Pending(pk, size) for pk, size in page]
+        )
+        after = page[-1][0]
+    if made:
+        Pass.objects.filter(pk=job_pass.pk).update(batches_total=F("batches_total") + len(made))
+        state = MigrationJob.objects.values_list("state", flat=True).get(pk=job_pass.job_id)
+        if state != JobState.PAUSED and not agent:  # agents poll for batches
+            for batch in made:
+                enqueue("jobs.tasks.copy_batch", batch.pk)
+    return len(made)
+
+
+def listed_by_server(job: MigrationJob) -> bool:
+    """A catch-up pass of `job` lists its destination from the server (a destination
+    behind an agent, other than a bucket, is not listed)."""
+    return job.agent_pool_id is None or job.destination.kind == "gs"
+
+
+def check_due(job_pass: Pass) -> bool:
+    """True when `job_pass` is a catch-up pass whose destination is still to be listed
+    (by destination_check)."""
+    from .selectors import pass_prior
+
+    if job_pass.kind != PassKind.COPY or job_pass.delta_checked:
+        return False
+    if pass_prior(job_pass) is None:
+        return False
+    job = MigrationJob.objects.select_related("destination").get(pk=job_pass.job_id)
+    return listed_by_server(job)
+
+
+CHECK_TOKEN = "check:"  # noqa: S105 - a lease's prefix
+
+
+def check_lease(*, job_pass: Pass, lease: str) -> str | None:
+    """Hand an agent's scan lease to the server's destination check (jobs.tasks.
+    delta_check): the new lease's token, "" when the check holds it already (the agent
+    posted its scan done again), None when the agent's lease was lost."""
+    token = f"{CHECK_TOKEN}{secrets.token_hex(8)}"
+    expires = timezone.now() + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS)
+    if lease and Pass.objects.filter(
+        pk=job_pass.pk, scan_lease_owner=lease, state=PassState.RUNNING, scan_finished=False
+    ).update(scan_lease_owner=token, scan_lease_expires=expires):
+        return token
+    held = Pass.objects.filter(
+        pk=job_pass.pk,
+        scan_lease_owner__startswith=CHECK_TOKEN,
+        scan_lease_expires__gt=timezone.now(),
+    ).exists()
+    return "" if held else None
 
 
 def _prefixes(job: MigrationJob) -> list[str]:
@@ -410,7 +556,7 @@ def destination_check(*, job_pass: Pass, token: str) -> bool:
         return True  # a scan_done posted again
     job = MigrationJob.objects.select_related("source", "destination").get(pk=job_pass.job_id)
     agent = job.agent_pool_id is not None
-    if agent and job.destination.kind != "gs":
+    if not listed_by_server(job):
         _checked(
             job_pass,
             f"Pass {job_pass.number}: the destination was not re-listed (it is behind the "
@@ -420,7 +566,9 @@ def destination_check(*, job_pass: Pass, token: str) -> bool:
         return True
     policy = conflicts_policy(job.options)
     bounds = FileItem.objects.filter(job_pass_id=job_pass.pk).aggregate(lo=Min("id"), hi=Max("id"))
-    sink = _DbDeltaSink(job_pass, prior, token, agent)
+    key = sanitizer_for(job).collision_key
+    beside = job.on_exists == OnExists.KEEP_BOTH or policy == engine_delta.KEEP_BOTH
+    sink = _DbDeltaSink(job_pass, prior, token, agent, key, beside)
     try:
         with open_endpoint(job.destination) as destination:
             result = engine_delta.destination_check(
@@ -428,7 +576,7 @@ def destination_check(*, job_pass: Pass, token: str) -> bool:
                 sink,
                 ids=(bounds["lo"] or 0, bounds["hi"] or 0),
                 policy=policy,
-                key=sanitizer_for(job).collision_key,
+                key=key,
                 src_caps=capabilities_of(job.source.url),
                 dst_caps=destination.capabilities,
             )
@@ -446,12 +594,22 @@ def destination_check(*, job_pass: Pass, token: str) -> bool:
     if result.stopped:
         return False
     c = sink.counts
-    _checked(
-        job_pass,
-        f"Pass {job_pass.number}: destination checked against the last pass: "
-        f"{result.listed} object(s) listed, {c['conflicts']} changed at the destination "
-        f"(conflicts, policy {policy.replace('_', ' ')}), {c['missing']} missing and copied "
-        f"again, {c['gone']} with no source file in this pass.",
-        EventLevel.WARNING if c["conflicts"] or c["missing"] else EventLevel.INFO,
-    )
+    kept = f", {c['kept']} kept beside the source's version (keep both)" if c["kept"] else ""
+    with transaction.atomic():
+        # still ours: the batches are made once, with the pass marked checked
+        if (
+            not Pass.objects.select_for_update()
+            .filter(pk=job_pass.pk, scan_lease_owner=token, state=PassState.RUNNING)
+            .exists()
+        ):
+            return False
+        batches_after_check(job_pass, agent)
+        _checked(
+            job_pass,
+            f"Pass {job_pass.number}: destination checked against the last pass: "
+            f"{result.listed} object(s) listed, {c['conflicts']} changed at the destination "
+            f"(conflicts, policy {policy.replace('_', ' ')}), {c['missing']} missing and "
+            f"copied again, {c['gone']} with no source file in this pass{kept}.",
+            EventLevel.WARNING if c["conflicts"] or c["missing"] else EventLevel.INFO,
+        )
     return True

@@ -10,6 +10,7 @@ a killed worker loses nothing and a batch delivered twice is counted once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -45,7 +46,7 @@ from migrator.engine.plan import Assessment
 from migrator.engine.streams import parse_hashes
 from migrator.storage import Entry, StorageError
 
-from . import delta, permissions, plain, selectors, services
+from . import delta, permissions, plain, selectors, services, windows
 from .choices import (
     CONNECTION_REASONS,
     JOB_RUNNING,
@@ -61,7 +62,7 @@ from .choices import (
 from .connectors import check_endpoint, open_endpoint
 from .dispatch import enqueue
 from .manifest import insert_rows
-from .models import AclRecord, Batch, FileItem, MigrationJob, Pass, ProgressSample
+from .models import AclRecord, Batch, FileItem, MigrationJob, Pass, ProgressSample, Tally
 from .options import PERMISSIONS, filters_for, sanitizer_for
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ HOST = socket.gethostname()
 SAMPLE_EVERY = timedelta(seconds=3)
 STOP_POLL_SECONDS = 1.0
 SCAN_RESUME_SECONDS = 10  # after a source error mid-scan, the reaper hands it out again
+# a scan task hands itself on (lease back, its continuation enqueued) after the first chunk
+# committed past this share of the task timeout, before django-q kills it and the scan
+# stands still until its lease lapses
+HAND_OVER_AT = 0.8
 
 
 def _token() -> str:
@@ -84,13 +89,43 @@ def _token() -> str:
 class ScanSink:
     """Writes each chunk of the manifest with its counters, batches and cursor."""
 
-    def __init__(self, job_pass: Pass, token: str) -> None:
+    def __init__(self, job_pass: Pass, token: str, hand_over_at: float | None = None) -> None:
         self.job_pass, self.token = job_pass, token
         self.job_id = job_pass.job_id
         self._delta: delta.ScanDelta | None = None  # found at the first chunk
+        # time.monotonic() past which the chunk being written is this task's last (a
+        # worker's task timeout; an agent has none)
+        self.hand_over_at = hand_over_at
+        self.handed_over = False
+
+    def time_is_up(self) -> bool:
+        return self.hand_over_at is not None and time.monotonic() >= self.hand_over_at
 
     def scan_chunk(self, rows: list[engine_scan.Row], cursor: str) -> bool:
-        return self._flush(rows, cursor)
+        hand_over = bool(rows) and self.time_is_up()  # each task moves the cursor on
+        return self._flush(rows, cursor, hand_over=hand_over) and not hand_over
+
+    def hand_over(self) -> bool:
+        """Give the scan's lease back and enqueue its continuation, which resumes after
+        the last committed chunk at once; False when the lease was already lost."""
+        with transaction.atomic():
+            if not Pass.objects.filter(pk=self.job_pass.pk, scan_lease_owner=self.token).update(
+                scan_lease_owner="", scan_lease_expires=None
+            ):
+                return False
+            self._handed_over_event()
+            enqueue("jobs.tasks.scan_pass", self.job_pass.pk)
+        self.handed_over = True
+        return True
+
+    def _handed_over_event(self) -> None:
+        services.event_add(
+            job_id=self.job_id,
+            level=EventLevel.INFO,
+            staff_only=True,
+            message="Scan handed on to a new task before the task timeout "
+            f"({settings.MIGRATOR_TASK_TIMEOUT} s); it continues where it stopped.",
+        )
 
     def scan_done(self, assessment: dict | None) -> bool:
         return self._flush([], None, final=True, assessment=assessment)
@@ -117,8 +152,10 @@ class ScanSink:
         cursor: str | None,
         final: bool = False,
         assessment: dict | None = None,
+        hand_over: bool = False,
     ) -> bool:
-        """False when the scan must stop (lease lost, job cancelled or failed)."""
+        """False when the scan must stop (lease lost, job cancelled or failed). With
+        `hand_over`, the chunk also gives the lease back and enqueues the continuation."""
         job_pass = self.job_pass
         now = timezone.now()
         with transaction.atomic():
@@ -165,20 +202,39 @@ class ScanSink:
                 "folders_failed": F("folders_failed") + folders_failed,
                 "scan_lease_expires": now + timedelta(seconds=settings.MIGRATOR_LEASE_SECONDS),
             }
-            batches = services.batches_create(job_pass=job_pass, pending=pending)
+            # a catch-up pass whose destination is listed: batched after that check
+            later = self._delta.later
+            batches = [] if later else services.batches_create(job_pass=job_pass, pending=pending)
             if batches:
                 updates["batches_total"] = F("batches_total") + len(batches)
             if delta_new or delta_changed:
                 updates["delta_new"] = F("delta_new") + delta_new
                 updates["delta_changed"] = F("delta_changed") + delta_changed
-            if cursor is not None:
+            # an empty chunk (a mapping's end, resumed past its last entry) says "<pos>/":
+            # kept, that cursor would resume from the mapping's start
+            if cursor is not None and rows:
                 updates["scan_cursor"] = cursor
                 updates["current_folder"] = cursor.partition("/")[2].rpartition("/")[0]
             if final:
                 updates.update(scan_finished=True, scan_lease_owner="", scan_lease_expires=None)
                 if assessment is not None:
                     updates["assessment"] = assessment
+            elif hand_over:  # the continuation takes the lease as soon as this commits
+                updates.update(scan_lease_owner="", scan_lease_expires=None)
+                enqueue("jobs.tasks.scan_pass", job_pass.pk)
+                self._handed_over_event()
+                self.handed_over = True
             Pass.objects.filter(pk=job_pass.pk).update(**updates)
+            if by_state:  # the chunk's own sums, for the pass-end accounting check
+                Tally.objects.create(
+                    job_pass_id=job_pass.pk,
+                    unit="scan",
+                    seen=sum(by_state.values()),
+                    pending=by_state[ItemState.PENDING],
+                    unchanged=by_state[ItemState.UNCHANGED],
+                    excluded=by_state[ItemState.EXCLUDED],
+                    failed=by_state[ItemState.FAILED],
+                )
             for row in rows:
                 if row.state == ItemState.FAILED:
                     _event_for_scan_failure(job.pk, row)
@@ -239,6 +295,7 @@ def pass_scan(*, pass_id: int) -> None:
     """Lease the pass's scan and run the engine's scan into the manifest, creating batches
     as it goes so copying starts at once. Resumes after the last committed entry when
     handed out again."""
+    started = time.monotonic()  # the task timeout counts from here (near enough)
     if Pass.objects.filter(pk=pass_id, job__agent_pool__isnull=False).exists():
         return  # the source is behind an agent: one of its pool scans it
     token = _token()
@@ -291,10 +348,21 @@ def pass_scan(*, pass_id: int) -> None:
             engine_scan.Mapping(m.position, m.source_path, m.destination_prefix)
             for m in job.mappings.all()
         ]
-        sink = ScanSink(job_pass, token)
+        timeout = settings.MIGRATOR_TASK_TIMEOUT
+        sink = ScanSink(job_pass, token, hand_over_at=started + HAND_OVER_AT * timeout)
         if not engine_scan.scan(source, mappings, planner, sink, cursor=job_pass.scan_cursor):
             return
-        # a catch-up pass: the destination listed and compared before the scan is done
+        # a catch-up pass: the destination listed and compared before the scan is done.
+        # It is not resumable: started with less than half the task timeout left, it is
+        # the continuation's, with all of it
+        if (
+            job_pass.kind == PassKind.COPY
+            and time.monotonic() - started > timeout / 2
+            and selectors.pass_prior(job_pass) is not None
+            and not Pass.objects.filter(pk=job_pass.pk, delta_checked=True).exists()
+        ):
+            sink.hand_over()
+            return
         if not delta.destination_check(job_pass=job_pass, token=token):
             return
         figures = None
@@ -519,11 +587,20 @@ class BatchSink:
             )
             if acl is not None:  # item -> ACL record links and the permissions counters
                 _acl_record(acl, outcomes)
+            # the batch's own sums of what it recorded, for the pass-end accounting check
+            recorded = {
+                "files_copied": F("files_copied") + file_states[State.COPIED],
+                "files_unchanged": F("files_unchanged") + file_states[State.UNCHANGED],
+                "files_excluded": F("files_excluded") + file_states[State.EXCLUDED],
+                "files_failed": F("files_failed") + file_states[State.FAILED],
+            }
             if finished:
                 Batch.objects.filter(pk=batch.pk).update(
-                    state=BatchState.DONE, finished_at=now, lease_owner=""
+                    state=BatchState.DONE, finished_at=now, lease_owner="", **recorded
                 )
             else:
+                if file_states:
+                    Batch.objects.filter(pk=batch.pk).update(**recorded)
                 delay = settings.MIGRATOR_RETRY_LATER_SECONDS if later else None
                 services.batch_release(batch_id=batch.pk, token=self.token, delay=delay)
             if later:
@@ -717,12 +794,13 @@ def batch_copy(*, batch_id: int) -> None:
             job_pass_id=batch.job_pass_id, job_id=job.pk, tasks=tasks
         )
         tasks = [replace(t, hashes=t.hashes or known.get(t.item_id, ())) for t in tasks]
-    workers = max(1, settings.MIGRATOR_WORKERS)
-    with _StopWatch(job.pk) as watch:
+    # the job's bwlimit and its window's limit, the lower, shared by all its workers
+    bucket = windows.shared_bucket_for(job=job)
+    with _StopWatch(job.pk) as watch, bucket or contextlib.nullcontext():
         sink = BatchSink(batch, job, token, watch)
         options = CopyOptions(
             policy=Policy.VERIFY if verify else Policy(job.on_exists),
-            bwlimit=(job.bwlimit // workers) if job.bwlimit else None,
+            shared_rate=bucket,
             threads=settings.MIGRATOR_COPY_THREADS,
             retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
             backoff=settings.MIGRATOR_RETRY_BACKOFF,

@@ -22,6 +22,13 @@ def apply_agent_acls(batch_id: int, lease: str, body: dict) -> None:
     agent_api.agent_acls_apply(batch_id=batch_id, token=lease, body=body)
 
 
+def delta_check(pass_id: int, token: str) -> None:
+    # an agent's catch-up pass: the destination listed by the server, then the scan done
+    from . import agent_api
+
+    agent_api.scan_done_checked(pass_id=pass_id, token=token)
+
+
 def finish_pass(pass_id: int) -> None:
     services.pass_finish(pass_id=pass_id)
 

@@ -7,14 +7,18 @@ coarser precision) and says new, changed or unchanged. An unchanged file is not 
 
 Destination side (after the scan): `destination_check` walks a flat listing of the
 destination and compares each object with what we wrote (the row's size and hashes, kept
-from the last pass). An unchanged row whose object is gone is copied again ("missing"); an
-object that differs is a conflict, resolved by the job's policy; an object with no row in
-this pass is handed on as `Gone`. The database is behind `DeltaSink` callbacks.
+from the last pass; for a row changed at the source, the last pass's row at the same
+destination key). An unchanged row whose object is gone is copied again ("missing"); an
+object that differs from what we wrote is a conflict (changed at the destination, or on
+both sides), resolved by the job's policy; an object with no row in this pass is handed on
+as `Gone`, except the destination's own version of a keep-both conflict, which is kept
+(`CONFLICT_KEPT`). The database is behind `DeltaSink` callbacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -27,6 +31,9 @@ NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
 KEPT = "kept"  # the destination won a conflict before and the source has not changed since
 DESTINATION_CHANGED = "destination_changed"  # the reason of a row the destination won
 CONFLICT, MISSING = "conflict", "missing"
+PENDING = "pending"
+# a destination object kept beside the source's version by keep_both: never gone
+CONFLICT_KEPT = "conflict_kept"
 SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH = "source_wins", "destination_wins", "keep_both"
 POLICIES = (SOURCE_WINS, DESTINATION_WINS, KEEP_BOTH)
 # the migrator's own files at the destination (the trash, the permissions manifest)
@@ -81,6 +88,22 @@ def _same_source(
         return row.crc32c == prior.crc32c
     precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
     return abs(row.mtime_ns - prior.mtime_ns) < precision
+
+
+_BESIDE = re.compile(r" \(source \d{4}-\d\d-\d\d \d{6}\)(?=(\.[^./]*)?$)")
+
+
+def planned_of(beside: str, mtime_ns: int) -> str:
+    """The planned path a keep-both name was made from ("" when `beside` is not the
+    keep-both name of a file with this modified time): where the destination's own
+    version stays."""
+    folder, slash, name = beside.rpartition("/")
+    found = list(_BESIDE.finditer(name))
+    if not found:
+        return ""
+    m = found[-1]
+    planned = folder + slash + name[: m.start()] + name[m.end() :]
+    return planned if keep_both_name(planned, mtime_ns) == beside else ""
 
 
 class Mine(NamedTuple):
@@ -145,11 +168,23 @@ class DeltaSink(Protocol):
         ...
 
     def decide(self, decisions: Sequence[Decision]) -> None:
-        """Apply the decisions (rows, counters, batches) in one transaction."""
+        """Apply the decisions (rows, counters) in one transaction; the batches of the
+        rows to copy are made when the check is done."""
         ...
 
-    def gone(self, items: Sequence[Gone]) -> None:
-        """Destination objects with no row in this pass."""
+    def prior_written(self, keys: Sequence[str]) -> dict[str, Mine]:
+        """What the last pass wrote at `keys` (its copied or unchanged files); a file
+        whose destination won a conflict comes with state "excluded" (not ours there)."""
+        ...
+
+    def kept_versions(self) -> dict[str, str]:
+        """{destination key: the source's keep-both path} of the destination's own
+        versions that keep_both kept (this pass's and the last pass's)."""
+        ...
+
+    def gone(self, items: Sequence[Gone], kept: Mapping[str, str]) -> None:
+        """Destination objects with no row in this pass; `kept`: {dest path: keep-both
+        path} of those that are the destination's own version of a conflict (kept)."""
         ...
 
     def lease_renew(self) -> bool:
@@ -221,6 +256,8 @@ def destination_check(
     seen = RowBitmap(*ids)
     precision = max(src_caps.mtime_precision_ns, dst_caps.mtime_precision_ns, 1)
     still_unchanged = 0  # matched, unchanged and what we wrote
+    kept = sink.kept_versions()
+    claimed: set[str] = set()  # keys keep-both decisions write to: never gone
     for entries in _chunked(listing, chunk):
         if not sink.lease_renew():
             result.stopped = True
@@ -231,6 +268,7 @@ def destination_check(
         mine = sink.rows_by_key(keys)
         decisions: list[Decision] = []
         strays: list[tuple[str, Entry]] = []
+        changed: list[tuple[str, Entry, Mine]] = []  # pending: judged by what we wrote
         for k, entry in zip(keys, entries, strict=True):
             row = mine.get(k)
             if row is None:
@@ -238,6 +276,9 @@ def destination_check(
                 continue
             seen.add(row.pk)
             result.matched += 1
+            if row.state == PENDING:
+                changed.append((k, entry, row))
+                continue
             if row.state != UNCHANGED:  # copied in this pass, or not ours to judge now
                 continue
             what = _differs(entry, row, precision)
@@ -245,10 +286,19 @@ def destination_check(
                 decisions.append(_resolve(row, what, policy, key))
             else:
                 still_unchanged += 1
+        if changed:
+            written = sink.prior_written([k for k, _, _ in changed])
+            for k, entry, row in changed:
+                what = _changed_there(entry, written.get(k), k in kept, precision)
+                if what:
+                    decisions.append(_resolve(row, what, policy, key))
+        claimed.update(d.dest_key for d in decisions if d.dest_key)
+        strays = [(k, e) for k, e in strays if k not in claimed]
         if strays:
             sources = sink.prior_sources([k for k, _ in strays])
             sink.gone(
-                [Gone(e.path, "file", e.size, sources.get(k, ""), k in sources) for k, e in strays]
+                [Gone(e.path, "file", e.size, sources.get(k, ""), k in sources) for k, e in strays],
+                {e.path: kept[k] for k, e in strays if k in kept and k not in sources},
             )
             result.gone += len(strays)
         if decisions:
@@ -275,6 +325,18 @@ def destination_check(
 
 
 SEPARATOR = " — "  # between what differed and what was done, in a conflict's message
+KEPT_THERE = "the destination's own version, kept in an earlier conflict"
+
+
+def _changed_there(entry: Entry, written: Mine | None, kept: bool, precision: int) -> str:
+    """For a row to copy (new or changed at the source) whose object is listed: what
+    differs from what the last pass wrote there ("" when nothing does, or we never wrote
+    there and the object is not a version a conflict kept)."""
+    if written is None:
+        return KEPT_THERE if kept else ""
+    if written.state not in WRITTEN_STATES:  # the destination won there before
+        return KEPT_THERE
+    return _differs(entry, written, precision)
 
 
 def _resolve(row: Mine, differs: str, policy: str, key: Callable[[str], str]) -> Decision:

@@ -313,7 +313,32 @@ def test_an_agents_catch_up_to_gcs_is_checked_by_the_server(tmp_path, gcs_server
         work = agent_post(token, "work/")[1]
         body = {"lease": work["lease"], "after": "", "cursor": "0/f2.txt", "rows": rows}
         assert agent_post(token, f"scan/{work['pass_id']}/chunk/", body)[1]["ok"]
-        assert agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})[1]["ok"]
+        # scan-done answers before the bucket is listed: the check is a task, which holds
+        # the scan's lease (no other agent is handed the scan), and nothing is copied yet
+        listed: list[str] = []
+        original = requests.Session.request
+
+        def counted(self, method, url, *args, **kwargs):
+            listed.append(url)
+            return original(self, method, url, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(requests.Session, "request", counted)
+            done = agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})
+            assert done == (200, {"ok": True, "checking": True})
+            assert listed == []
+            waiting = Pass.objects.get(pk=work["pass_id"])
+            assert not (waiting.scan_finished or waiting.delta_checked)
+            assert waiting.scan_lease_owner.startswith("check:")
+            assert (waiting.batches_total, agent_post(token, "work/")[1]["kind"]) == (0, "none")
+            # the agent's post sent again (its answer lost): no second check
+            again = agent_post(token, f"scan/{work['pass_id']}/done/", {"lease": work["lease"]})
+            assert again == (200, {"ok": True, "checking": True})
+            assert [t for t, _ in steps.queue if t.endswith("delta_check")] == [
+                "jobs.tasks.delta_check"
+            ]
+            assert steps.run("delta_check") == 1
+            assert any(f"/b/{bucket}/o" in url for url in listed)
     second = Pass.objects.get(pk=work["pass_id"])
     assert (second.unchanged, second.pending, second.conflicts) == (2, 1, 1)
     assert second.delta_checked and second.scan_finished and second.batches_total == 1
@@ -321,4 +346,126 @@ def test_an_agents_catch_up_to_gcs_is_checked_by_the_server(tmp_path, gcs_server
     assert (row.state, row.change) == ("pending", "conflict")
     assert "md5" in row.message and "source wins" in row.message
     assert not Event.objects.filter(job=job, message__contains="not re-listed").exists()
-    assert agent_post(token, "work/")[1]["kind"] == "batch"  # f1.txt, copied again
+    with Steps() as steps:
+        batch = agent_post(token, "work/")[1]  # f1.txt, copied again
+        assert batch["kind"] == "batch"
+        blobs.blob("m/f1.txt").upload_from_string(data["f1.txt"])
+        md5 = hashlib.md5(data["f1.txt"]).hexdigest()
+        outcomes = [outcome_to_wire(Outcome(row.pk, State.COPIED, "", "", 6, md5, "", None, 1))]
+        answer = agent_post(token, f"batch/{batch['batch_id']}/record/",
+                            {"lease": batch["lease"], "outcomes": outcomes})  # fmt: skip
+        assert answer[1]["recorded"], answer
+        steps.run("finish_pass")
+    job.refresh_from_db()
+    second.refresh_from_db()
+    assert job.state == JobState.COMPLETED, job.error
+    assert (second.copied, second.unchanged, second.pending, second.state) == (1, 2, 0, "done")
+
+
+def _edit_at_destination(path, data: bytes) -> None:
+    path.write_bytes(data)
+    later = time.time() + 30
+    os.utime(path, (later, later))
+
+
+def _deletions_report(job, job_pass) -> list[tuple]:
+    q = ReportQuery(job=job, job_pass=job_pass, filters=Filters(), staff=False)
+    return list(REPORTS["deletions"].csv(q).rows())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keep_both_in_a_mirror_job_keeps_the_destinations_version_pass_after_pass(tmp_path):
+    """Keep both under mirror: the destination's version of a conflict has no row (the
+    source's is beside it), and is still never deleted as gone, in any later pass, and
+    the deletions report says why; what the source really lost is still deleted."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    made = make_tree(src, files=8)
+    dst.mkdir()
+    options = {"deletes": "mirror", "conflicts": "keep_both", "max_delete": 10}
+    job = run_job(new_job(src.as_uri(), dst.as_uri(), options=options))
+    assert job.state == JobState.COMPLETED, job.error
+    path = "d0/d1/file-005.dat"
+    theirs = b"edited at the destination"
+    _edit_at_destination(dst / path, theirs)
+
+    job = run_job(job)  # the conflict: the source written beside
+    p = _last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    row = FileItem.objects.get(job_pass=p, source_path=path)
+    beside = keep_both_name(path, row.mtime_ns)
+    assert (p.conflicts, row.change, row.dest_path) == (1, "conflict", beside)
+    assert (dst / path).read_bytes() == theirs and (dst / beside).read_bytes() == made[path]
+
+    (src / "d0" / "plain.txt").unlink()  # really gone at the source: mirrored
+    for number in (3, 4):
+        job = run_job(job)
+        p = _last_pass(job)
+        assert job.state == JobState.COMPLETED, job.error
+        assert (p.number, p.conflicts, p.copied) == (number, 0, 0)
+        assert _accounted(p)
+        assert (dst / path).read_bytes() == theirs, f"pass {number}"
+        assert (dst / beside).read_bytes() == made[path]
+        kept = Deletion.objects.get(job_pass=p, dest_path=path)
+        assert (kept.action, kept.reason, kept.ours) == ("kept", "conflict_kept", False)
+        report = {r[0]: r for r in _deletions_report(job, p)}
+        assert report[path][5:7] == ("kept", "conflict_kept")
+        assert "keep both" in report[path][7] and beside in report[path][7]
+    assert not (dst / "d0" / "plain.txt").exists()
+    assert Deletion.objects.get(dest_path="d0/plain.txt").action == "deleted"
+
+    # the source changes again: a conflict again (the object there is the destination's
+    # version, not ours), the new source version beside it, the old one mirrored away
+    (src / path).write_bytes(b"the source, changed again")
+    os.utime(src / path, (time.time() + 60, time.time() + 60))  # another keep-both name
+    job = run_job(job)
+    p = _last_pass(job)
+    assert job.state == JobState.COMPLETED, job.error
+    row = FileItem.objects.get(job_pass=p, source_path=path)
+    assert (p.conflicts, p.delta_changed, row.change) == (1, 1, "conflict")
+    assert row.dest_path == keep_both_name(path, row.mtime_ns) != beside
+    assert (dst / path).read_bytes() == theirs
+    assert (dst / row.dest_path).read_bytes() == b"the source, changed again"
+    assert not (dst / beside).exists()
+    assert _accounted(p)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_changed_on_both_sides_is_a_conflict_under_every_policy(tmp_path):
+    """A file changed at the source and at the destination since we wrote it is judged
+    by what we wrote there: a conflict (a report row), resolved by the job's policy."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, files=8)
+    dst.mkdir()
+    job = run_job(new_job(src.as_uri(), dst.as_uri()))
+    assert job.state == JobState.COMPLETED, job.error
+    paths = {"source_wins": "d0/d1/file-005.dat", "destination_wins": "d0/d1/d2/file-006.dat",
+             "keep_both": "d0/d1/d2/d3/file-007.dat"}  # fmt: skip
+    for policy, path in paths.items():
+        services.job_settings_update(job=job, options={**job.options, "conflicts": policy})
+        ours, theirs = f"source for {policy}".encode(), f"destination, {policy}".encode()
+        (src / path).write_bytes(ours)
+        _edit_at_destination(dst / path, theirs)
+        job = run_job(job)
+        p = _last_pass(job)
+        assert job.state == JobState.COMPLETED, job.error
+        assert (p.conflicts, p.delta_changed, p.seen) == (1, 1, 8)
+        assert _accounted(p)
+        row = FileItem.objects.get(job_pass=p, source_path=path)
+        assert row.change == "conflict" and "size" in row.message
+        report = _conflict_report(job, p)
+        assert [r[0] for r in report] == [path]
+        words = policy.replace("_", " ")
+        assert words in report[0][5] or words in report[0][4], report
+        if policy == "source_wins":
+            assert (row.state, p.copied) == ("copied", 1)
+            assert (dst / path).read_bytes() == ours
+        elif policy == "destination_wins":
+            assert (row.state, row.reason, p.copied, p.excluded) == (
+                "excluded", "destination_changed", 0, 1
+            )  # fmt: skip
+            assert (dst / path).read_bytes() == theirs
+        else:
+            beside = keep_both_name(path, row.mtime_ns)
+            assert (row.state, row.dest_path, p.copied) == ("copied", beside, 1)
+            assert (dst / path).read_bytes() == theirs
+            assert (dst / beside).read_bytes() == ours

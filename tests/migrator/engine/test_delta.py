@@ -3,7 +3,7 @@ row, and comparing a destination listing with this pass's rows through fake call
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,6 +21,7 @@ from migrator.engine.delta import (
     RowBitmap,
     classify,
     destination_check,
+    planned_of,
 )
 from migrator.engine.scan import Row
 from migrator.storage import Capabilities, Entry
@@ -91,8 +92,11 @@ class FakeSink:
 
     rows: dict[str, Mine]
     prior: dict[str, str] = field(default_factory=dict)
+    written: dict[str, Mine] = field(default_factory=dict)  # the last pass's, by key
+    kept: dict[str, str] = field(default_factory=dict)
     decided: list[Decision] = field(default_factory=list)
     gone_items: list[Gone] = field(default_factory=list)
+    kept_items: dict[str, str] = field(default_factory=dict)
     lookups: int = 0
     walks: int = 0
 
@@ -117,8 +121,16 @@ class FakeSink:
     def decide(self, decisions: Sequence[Decision]) -> None:
         self.decided.extend(decisions)
 
-    def gone(self, items: Sequence[Gone]) -> None:
-        self.gone_items.extend(items)
+    def prior_written(self, keys: Sequence[str]) -> dict[str, Mine]:
+        return {k: self.written[k] for k in keys if k in self.written}
+
+    def kept_versions(self) -> dict[str, str]:
+        return dict(self.kept)
+
+    def gone(self, items: Sequence[Gone], kept: Mapping[str, str]) -> None:
+        assert set(kept) <= {g.dest_path for g in items}
+        self.gone_items.extend(g for g in items if g.dest_path not in kept)
+        self.kept_items.update(kept)
 
     def lease_renew(self) -> bool:
         return True
@@ -213,3 +225,92 @@ def test_local_listing_is_flat_files_only(tmp_path):
     with LocalConnector(str(tmp_path)) as conn:
         assert list(conn.listing("a")) == [conn.stat("a/b/f.txt")]
         assert list(conn.listing("no-such-folder")) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "state", "dest"),
+    [
+        ("source_wins", "pending", ""),
+        ("destination_wins", "excluded", ""),
+        ("keep_both", "pending", keep_both_name("both.txt", 7)),
+    ],
+)
+def test_a_file_changed_at_the_source_and_at_the_destination_is_a_conflict(policy, state, dest):
+    """Rows to copy (changed at the source, or new) are judged against what the last
+    pass wrote at their key: a listed object that differs from it was changed there too."""
+    sink = FakeSink(
+        rows={
+            "both.txt": mine(20, "both.txt", size=9, state="pending", md5="new-src"),
+            "src-only.txt": mine(21, "src-only.txt", size=9, state="pending", md5="new-src"),
+            "new.txt": mine(22, "new.txt", state="pending"),
+        },
+        written={  # what the last pass wrote
+            "both.txt": mine(1, "both.txt", state="copied", md5="m"),
+            "src-only.txt": mine(2, "src-only.txt", state="unchanged", md5="m"),
+        },
+    )
+    listing = [
+        Entry("both.txt", "file", 3, 7, (("md5", "edited"),)),  # not what we wrote
+        Entry("src-only.txt", "file", 3, 7, (("md5", "m"),)),  # what we wrote: no conflict
+        Entry("new.txt", "file", 3, 7, (("md5", "x"),)),  # never ours there: on_exists
+    ]
+    result = destination_check(listing, sink, ids=(20, 22), policy=policy, key=str,
+                               src_caps=NS, dst_caps=HASHED)  # fmt: skip
+    assert [(d.pk, d.state, d.change, d.dest_path) for d in sink.decided] == [
+        (20, state, "conflict", dest)
+    ]
+    assert "md5 m → edited" in sink.decided[0].what
+    assert (result.conflicts, result.gone, sink.gone_items) == (1, 0, [])
+
+
+def test_the_destinations_version_kept_by_keep_both_is_never_gone():
+    beside = keep_both_name("doc.txt", 7)
+    sink = FakeSink(
+        rows={
+            beside: mine(30, beside, state="unchanged"),  # the source's, written beside
+            "again.txt": mine(31, "again.txt", state="pending", md5="n"),  # changed again
+        },
+        prior={beside: "doc.txt"},
+        kept={"doc.txt": beside, "again.txt": ""},
+    )
+    listing = [
+        Entry(beside, "file", 3, 7, (("md5", "m"),)),
+        Entry("doc.txt", "file", 5, 7),  # the destination's own version: no row, kept
+        Entry("again.txt", "file", 5, 7),  # kept before, now the source changed again
+        Entry("extra.txt", "file", 5, 7),
+    ]
+    result = destination_check(listing, sink, ids=(30, 31), policy="keep_both", key=str,
+                               src_caps=NS, dst_caps=HASHED)  # fmt: skip
+    assert sink.kept_items == {"doc.txt": beside}
+    assert sink.gone_items == [Gone("extra.txt", "file", 5, "", False)]
+    (again,) = sink.decided
+    assert (again.pk, again.change, again.dest_path) == (
+        31, "conflict", keep_both_name("again.txt", 7)
+    )  # fmt: skip
+    assert "kept in an earlier conflict" in again.what
+    assert result.conflicts == 1
+
+
+@pytest.mark.parametrize("path", ["a/report.docx", "report", "a/b.c/x", "x.tar.gz", ".hidden"])
+def test_planned_of_undoes_keep_both_name(path):
+    mtime = 1_700_000_000_123_456_789
+    beside = keep_both_name(path, mtime)
+    assert planned_of(beside, mtime) == path
+    assert planned_of(beside, mtime + 10**9) == ""  # another file's time: not its name
+    assert planned_of(path, mtime) == ""
+
+
+def test_a_keep_both_name_written_again_is_not_gone():
+    """The source changed again within the second: its keep-both name is the last one,
+    listed as ours with no row, and written again in this pass: not handed on as gone."""
+    beside = keep_both_name("doc.txt", 7)
+    sink = FakeSink(
+        rows={"doc.txt": mine(40, "doc.txt", size=9, state="pending", md5="n")},
+        prior={beside: "doc.txt"},
+        kept={"doc.txt": beside},
+    )
+    listing = [Entry(beside, "file", 3, 7), Entry("doc.txt", "file", 5, 7)]
+    destination_check(listing, sink, ids=(40, 40), policy="keep_both", key=str,
+                      src_caps=NS, dst_caps=HASHED)  # fmt: skip
+    assert [(d.pk, d.dest_path) for d in sink.decided] == [(40, beside)]
+    assert (sink.gone_items, sink.kept_items) == ([], {})
