@@ -32,20 +32,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import io
 import logging
-import mimetypes
 import os
-import posixpath
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
 
 from azure.core import exceptions as aexc
@@ -60,6 +57,14 @@ from .errors import (
     StorageError,
     Transient,
     Unsupported,
+)
+from .objects import (
+    ChecksumMismatch,
+    SourceError,
+    check_object_path,
+    content_type,
+    folder_level,
+    read_source,
 )
 from .walk import walk
 
@@ -102,12 +107,6 @@ DENIED_CODES = frozenset(
 )
 
 
-class ChecksumMismatch(StorageError):
-    """The bytes stored are not the bytes meant: the upload was refused."""
-
-    reason = "checksum_mismatch"
-
-
 # The SDK logs every request and answer at INFO: noise on a terminal, never a help
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
@@ -118,18 +117,7 @@ logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(l
 def check_relative(path: str, *, literal: bool = False) -> str:
     """A relative blob path, or InvalidPath: no '..', '.', empty parts, leading '/' or
     NUL. `literal`: the name of a blob as listed at a source, taken as it is."""
-    if path in ("", "."):
-        return ""
-    if literal:
-        return path
-    if "\x00" in path:
-        raise InvalidPath(path, "NUL in name")
-    if path.startswith("/"):
-        raise InvalidPath(path, "absolute path")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise InvalidPath(path, "path would escape the destination root")
-    return path
+    return check_object_path(path, literal=literal, refused="\x00", refused_why="NUL in name")
 
 
 # -- metadata --------------------------------------------------------------------------
@@ -226,30 +214,6 @@ def _wrap(exc: BaseException, path: str) -> StorageError:
 # -- streams ---------------------------------------------------------------------------
 
 
-class _SourceError(Exception):
-    """Carries an exception raised by the caller's stream past the upload machinery."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _read_source(stream: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes from the caller's stream, fewer only at its end."""
-    parts: list[bytes] = []
-    wanted = size
-    while wanted > 0:
-        try:
-            data = stream.read(min(wanted, BLOCK))
-        except Exception as exc:
-            raise _SourceError(exc) from exc
-        if not data:
-            break
-        parts.append(data)
-        wanted -= len(data)
-    return b"".join(parts)
-
-
 class _BlobReader(io.RawIOBase):
     """A blob's bytes by ranged GETs pinned to the version first read (If-Match), so a
     blob replaced mid-read fails instead of mixing two versions."""
@@ -321,37 +285,6 @@ def _ahead(blob: Any, first: Iterator[bytes], size: int, etag: str) -> Iterator[
         finally:
             for future in flight:
                 future.cancel()
-
-
-# -- listing order (as in s3.py and gcs.py: a listing sorted by raw name) ---------------
-
-T = TypeVar("T")
-
-
-def _bound(raw: str) -> str:
-    """The smallest name-in-folder that can follow `raw` in a listing sorted by raw name
-    (where folder 'x/' sorts after 'x-y' but must be yielded before it)."""
-    for index, char in enumerate(raw):
-        if char < "/":
-            return raw[:index]
-    return raw[:-1] if raw.endswith("/") else raw
-
-
-def in_path_order(listing: Iterable[tuple[str, T]]) -> Iterator[tuple[str, bool, T]]:
-    """Reorder one folder's listing, sorted by raw name ('b.txt', 'sub/'), into the scan
-    order: by name without the trailing '/', a file before a folder of the same name.
-    Holds only the few items whose place is not yet known, never the whole folder."""
-    pending: list[tuple[str, bool, int, T]] = []
-    for seq, (raw, item) in enumerate(listing):
-        is_folder = raw.endswith("/")
-        heapq.heappush(pending, (raw[:-1] if is_folder else raw, is_folder, seq, item))
-        bound = _bound(raw)
-        while pending and pending[0][0] < bound:
-            name, folder, _, value = heapq.heappop(pending)
-            yield name, folder, value
-    while pending:
-        name, folder, _, value = heapq.heappop(pending)
-        yield name, folder, value
 
 
 # -- the connector ---------------------------------------------------------------------
@@ -457,29 +390,12 @@ class AzureConnector(Connector):
         """One folder's children in scan order, listed lazily page by page."""
         base = self.root + (f"{rel}/" if rel else "")
         skip = len(base)
-        failure: StorageError | None = None
 
-        def listing() -> Iterator[tuple[str, Any]]:
-            nonlocal failure
-            try:
-                for page in self._pages(base, rel):
-                    raws = [(item.name[skip:], item) for item in page if item.name != base]
-                    raws.sort(key=lambda pair: pair[0])
-                    yield from raws
-            except StorageError as exc:
-                failure = exc
+        def pages() -> Iterator[list[tuple[str, Any]]]:
+            for page in self._pages(base, rel):
+                yield [(item.name[skip:], item) for item in page]
 
-        for name, is_folder, item in in_path_order(listing()):
-            if name == "" and not rel:  # names "/…": no folder path can hold them
-                yield from self._rooted(base)
-                continue
-            path = f"{rel}/{name}" if rel else name
-            if is_folder:
-                yield Entry(path, "dir")
-            else:
-                yield self._entry(path, item)
-        if failure is not None:
-            yield ScanError(rel, failure)
+        yield from folder_level(rel, pages(), self._entry, lambda: self._rooted(base))
 
     def _rooted(self, base: str) -> Iterator[Entry | ScanError]:
         """Every blob whose name has "/" right after the root: each its own failed entry."""
@@ -550,17 +466,14 @@ class AzureConnector(Connector):
         name = self._name(path)
         if name == self.root:
             raise InvalidPath(path, "cannot write the root")
-        content_type = (
-            mimetypes.types_map.get(posixpath.splitext(name)[1].lower())
-            or "application/octet-stream"
-        )
+        kind = content_type(name)
         metadata = mtime_metadata(entry.mtime_ns) if entry.mtime_ns else {}
         try:
-            head = _read_source(stream, BLOCK)
+            head = read_source(stream, BLOCK)
             if len(head) < BLOCK:
-                return self._put(path, name, head, entry, content_type, metadata)
-            return self._blocks(path, name, stream, head, entry, content_type, metadata)
-        except _SourceError as exc:
+                return self._put(path, name, head, entry, kind, metadata)
+            return self._blocks(path, name, stream, head, entry, kind, metadata)
+        except SourceError as exc:
             raise exc.error from None  # the source's own error, not the destination's
 
     def _refuse_unexpected(self, path: str, entry: Entry, md5: str) -> None:
@@ -569,13 +482,13 @@ class AzureConnector(Connector):
             raise ChecksumMismatch(path, "md5 of the bytes read is not the source's")
 
     def _put(
-        self, path: str, name: str, data: bytes, entry: Entry, content_type: str, metadata: dict
+        self, path: str, name: str, data: bytes, entry: Entry, kind: str, metadata: dict
     ) -> Written:
         """One Put Blob, atomic; the service refuses it if the Content-MD5 is wrong."""
         digest = hashlib.md5(data, usedforsecurity=False).digest()
         md5 = digest.hex()
         self._refuse_unexpected(path, entry, md5)
-        settings = ContentSettings(content_type=content_type, content_md5=bytearray(digest))
+        settings = ContentSettings(content_type=kind, content_md5=bytearray(digest))
         try:
             self.client.get_blob_client(name).upload_blob(
                 data, overwrite=True, metadata=metadata, content_settings=settings,
@@ -592,7 +505,7 @@ class AzureConnector(Connector):
         stream: BinaryIO,
         head: bytes,
         entry: Entry,
-        content_type: str,
+        kind: str,
         metadata: dict,
     ) -> Written:
         """Blocks of BLOCK bytes or more, IN_FLIGHT staged at once, each checked by the
@@ -608,7 +521,7 @@ class AzureConnector(Connector):
         size = 0
         with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="azure-block") as pool:
             try:
-                data = head + _read_source(stream, block_size - len(head))
+                data = head + read_source(stream, block_size - len(head))
                 while data:
                     if len(blocks) >= MAX_BLOCKS:
                         raise StorageError(path, f"more than {MAX_BLOCKS} blocks")
@@ -620,7 +533,7 @@ class AzureConnector(Connector):
                                               data, validate_content=True))  # fmt: skip
                     while len(flight) >= IN_FLIGHT:
                         flight.pop(0).result()
-                    data = _read_source(stream, block_size)
+                    data = read_source(stream, block_size)
                 for future in flight:
                     future.result()
             except BaseException:
@@ -629,9 +542,7 @@ class AzureConnector(Connector):
                 raise
         md5 = whole.hexdigest()
         self._refuse_unexpected(path, entry, md5)
-        settings = ContentSettings(
-            content_type=content_type, content_md5=bytearray(bytes.fromhex(md5))
-        )
+        settings = ContentSettings(content_type=kind, content_md5=bytearray(bytes.fromhex(md5)))
         self._call(path, blob.commit_block_list, blocks, content_settings=settings,
                    metadata=metadata)  # fmt: skip
         return Written(size=size, hashes=(("md5", md5),))
