@@ -142,8 +142,37 @@ def _parts(count: int) -> list[tuple[int, int]]:
     return parts
 
 
+# PostgreSQL: the same query over the chunk's columns as arrays, one query per chunk
+_UNCHANGED_PG = """
+SELECT string_agg(c.i::text, ',') FILTER (WHERE c.kind <> 'file' OR (p.dest_key = c.dkey
+           AND p.md5 = c.md5 AND p.crc32c = c.crc)),
+       json_agg(json_build_array(c.i, p.dest_key, p.md5, p.crc32c)) FILTER (
+           WHERE c.kind = 'file' AND NOT (p.dest_key = c.dkey AND p.md5 = c.md5
+           AND p.crc32c = c.crc))::text
+FROM unnest(%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+            %s::bigint[], %s::text[], %s::text[])
+     AS c(i, kind, path, dpath, dkey, size, mtime, md5, crc)
+JOIN {table} AS p ON p.job_pass_id = %s AND p.source_path = c.path
+WHERE p.kind = c.kind AND p.state IN ('copied', 'unchanged')
+  AND (c.kind <> 'file' OR (p.size = c.size AND p.dest_path = c.dpath AND CASE
+       WHEN c.md5 <> '' AND p.md5 <> '' THEN c.md5 = p.md5
+       WHEN c.crc <> '' AND p.crc32c <> '' THEN c.crc = p.crc32c
+       ELSE abs(c.mtime - p.mtime_ns) < %s::bigint END))
+"""
+
+
+def _mark(rows: list[Row], done: bytearray, same: str | None, other: str | None) -> None:
+    for i in map(int, same.split(",")) if same else ():
+        rows[i].state = "unchanged"
+        done[i] = 1
+    for i, dest_key, md5, crc32c in json.loads(other or "[]"):
+        r = rows[i]
+        r.state, r.dest_key, r.md5, r.crc32c = "unchanged", dest_key, md5, crc32c
+        done[i] = 1
+
+
 def unchanged_marked(rows: list[Row], prior_pass_id: int, precision: int) -> list[Row]:
-    """SQLite, a catch-up pass: mark unchanged (state, and the last pass's destination
+    """A catch-up pass: mark unchanged (state, and the last pass's destination
     key and hashes: what we wrote) the pending `rows` the database finds so against the
     last pass's rows, before they are inserted; returns the others, for the Python
     classification (new, changed, kept, written beside). Only what engine.delta.classify
@@ -151,8 +180,18 @@ def unchanged_marked(rows: list[Row], prior_pass_id: int, precision: int) -> lis
     hash both sides know, else the mtime within `precision`. One query per part of the
     chunk (item_pass_path per row), answered as two texts: the join runs in C without
     the GIL (fetching rows one by one takes it back per row, measured slower)."""
-    raw = connection.connection
     done = bytearray(len(rows))
+    if connection.vendor == "postgresql":
+        columns = [list(range(len(rows)))] + [
+            [getattr(r, name) for r in rows]
+            for name in ("kind", "source_path", "dest_path", "dest_key", "size", "mtime_ns",
+                         "md5", "crc32c")
+        ]  # fmt: skip
+        with connection.cursor() as cursor:
+            cursor.execute(_UNCHANGED_PG.format(table=TABLE), [*columns, prior_pass_id, precision])
+            _mark(rows, done, *cursor.fetchone())
+        return [r for r, d in zip(rows, done, strict=True) if not d]
+    raw = connection.connection
     cursor = raw.cursor()
     try:
         for start, end in _parts(len(rows)):
@@ -166,14 +205,7 @@ def unchanged_marked(rows: list[Row], prior_pass_id: int, precision: int) -> lis
                 _UNCHANGED_SQL.format(table=TABLE, values=values),
                 [*params, prior_pass_id, precision],
             )
-            same, other = cursor.fetchone()
-            for i in map(int, same.split(",")) if same else ():
-                rows[i].state = "unchanged"
-                done[i] = 1
-            for i, dest_key, md5, crc32c in json.loads(other or "[]"):
-                r = rows[i]
-                r.state, r.dest_key, r.md5, r.crc32c = "unchanged", dest_key, md5, crc32c
-                done[i] = 1
+            _mark(rows, done, *cursor.fetchone())
     finally:
         cursor.close()
     return [r for r, d in zip(rows, done, strict=True) if not d]
