@@ -192,14 +192,15 @@ def test_results_kept_on_disk_while_the_server_is_away_are_sent_after_a_restart(
     job_id, (code,) = setup(stack, src, dst, bw=12_000)  # a batch of 10 takes ~3.5 s
     assert stack.enroll("a1", code).returncode == 0
     agent = stack.start_agent("a1", "--workers", "1")
-    wait_until(
+    wait_until(  # a batch copied, and the next one leased (the agent is copying it)
         lambda: (
             accounting(stack, job_id)[1] >= 10
+            and stack.cli.query("SELECT 1 FROM jobs_batch WHERE state = 'leased'")
             if stack.cli.query("SELECT 1 FROM jobs_pass WHERE job_id = ?", job_id)
             else False
         ),
         90,
-        "a first batch",
+        "a first batch, and the next one leased",
     )
     stack.stop_server()
     spool = tmp_path / "a1" / "spool"
