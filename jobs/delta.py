@@ -5,7 +5,6 @@ are the engine's (migrator.engine.delta); this module reads and writes rows for 
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import sqlite3
@@ -14,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -25,7 +23,7 @@ from django.utils import timezone
 from migrator.engine import delta as engine_delta
 from migrator.engine.deletes import Gone
 from migrator.engine.delta import Decision, Mine, Prior
-from migrator.storage import Capabilities, StorageError, capabilities_of, path_key
+from migrator.storage import Capabilities, StorageError, capabilities_of
 
 from . import deletions, services
 from .choices import (
@@ -52,7 +50,6 @@ DEFAULT_POLICY = engine_delta.SOURCE_WINS
 _PRIOR_COLUMNS = (
     "source_path, kind, dest_path, dest_key, size, mtime_ns, md5, crc32c, state, reason"
 )
-PRIOR_PAGE = 5000
 KEPT_MESSAGE = "Changed at the destination in an earlier pass and kept there (destination wins)"
 
 
@@ -90,70 +87,6 @@ class ScanDelta:
             self.beside = job.on_exists == OnExists.KEEP_BOTH or (
                 conflicts_policy(job.options) == engine_delta.KEEP_BOTH
             )
-        # the last pass's rows are read in id order (its walk order, as this scan's), a
-        # page at a time, merged with the chunks; a row not met so is looked up by path
-        self._after: int | None = None  # the last id read; None: where to start unknown
-        self._ahead: list[tuple] = []  # read, not yet reached by the scan
-
-    def _page(self) -> list:
-        page = (
-            f"SELECT id, {_PRIOR_COLUMNS} FROM {TABLE} WHERE job_pass_id = %s AND id > %s "  # noqa: S608
-            "ORDER BY id LIMIT %s"
-        )
-        params = [self.prior.pk, self._after, PRIOR_PAGE]
-        with connection.cursor() as cursor:
-            if connection.vendor != "sqlite":
-                cursor.execute(page, params)
-                return cursor.fetchall()
-            # one JSON text for the page: fetching row by row takes the GIL back for each
-            # row and waits for it while the scan's planning thread holds it (measured 6x)
-            columns = ", ".join(("id", *_PRIOR_COLUMNS.split(", ")))
-            cursor.execute(
-                f"SELECT json_group_array(json_array({columns})) FROM ({page})",  # noqa: S608
-                params,
-            )
-            rows = json.loads(cursor.fetchone()[0] or "[]")
-        rows.sort(key=itemgetter(0))  # an aggregate's order is not promised
-        return rows
-
-    def _start(self, first_path: str) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {TABLE} WHERE job_id = %s AND job_pass_id = %s "  # noqa: S608
-                "AND source_path = %s LIMIT 1",
-                [self.prior.job_id, self.prior.pk, first_path],
-            )
-            found = cursor.fetchone()
-        if found is not None:
-            self._after = found[0] - 1
-
-    def priors(self, paths: list[str]) -> dict[str, tuple[str, Prior]]:
-        """{source path: (kind, Prior)} for `paths` (a chunk's, in walk order)."""
-        found: dict[str, tuple[str, Prior]] = {}
-        if self._after is None:
-            self._start(paths[0])
-        if self._after is not None:
-            last = path_key(paths[-1])
-            while True:
-                if not self._ahead:
-                    self._ahead = self._page()
-                    if not self._ahead:
-                        break
-                    self._after = self._ahead[-1][0]
-                stop = len(self._ahead)
-                if path_key(self._ahead[-1][1]) > last:  # else the whole page is reached
-                    stop = next(i for i, r in enumerate(self._ahead) if path_key(r[1]) > last)
-                make = tuple.__new__  # a Prior from its fields, without Prior()'s call
-                for r in self._ahead[:stop]:
-                    found[r[1]] = (r[2], make(Prior, r[3:]))
-                if stop < len(self._ahead):
-                    self._ahead = self._ahead[stop:]
-                    break
-                self._ahead = []
-        missing = [p for p in paths if p not in found]
-        if missing:  # new files, and rows the last pass wrote elsewhere in its order
-            found.update(_priors(self.prior, missing))
-        return found
 
     def classify(self, rows: Sequence) -> tuple[int, int]:
         """Mark the chunk's pending rows new, changed or unchanged (an unchanged row

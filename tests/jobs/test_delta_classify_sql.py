@@ -60,7 +60,6 @@ def _delta(prior_pass, precision: int) -> ScanDelta:
     delta.prior, delta.beside = prior_pass, False
     delta.src_caps = Capabilities(mtime_precision_ns=precision)
     delta.dst_caps = Capabilities()
-    delta._after, delta._ahead = None, []
     return delta
 
 
