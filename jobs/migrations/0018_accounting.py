@@ -5,6 +5,31 @@
 
 import django.db.models.deletion
 from django.db import migrations, models
+from django.db.models import Count, Q
+
+
+def tally_earlier_passes(apps, schema_editor):
+    """Passes that may still be finished (running, or a job's current pass, which a retry
+    reopens) were counted before these sums existed: one Tally each of their files by
+    state now, from the manifest, so the batches recorded from here on add to it."""
+    Pass = apps.get_model("jobs", "Pass")
+    FileItem = apps.get_model("jobs", "FileItem")
+    Tally = apps.get_model("jobs", "Tally")
+    MigrationJob = apps.get_model("jobs", "MigrationJob")
+    current = MigrationJob.objects.exclude(current_pass=None).values("current_pass_id")
+    open_passes = Pass.objects.filter(Q(state="running") | Q(pk__in=current))
+    for pass_id in open_passes.values_list("pk", flat=True):
+        states = dict(
+            FileItem.objects.filter(job_pass_id=pass_id, kind="file")
+            .values_list("state")
+            .annotate(n=Count("id"))
+            .values_list("state", "n")
+        )
+        names = ("pending", "copied", "unchanged", "excluded", "failed")
+        Tally.objects.create(
+            job_pass_id=pass_id, unit="before-0018", seen=sum(states.values()),
+            **{name: states.get(name, 0) for name in names},
+        )  # fmt: skip
 
 
 class Migration(migrations.Migration):
@@ -59,4 +84,5 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
+        migrations.RunPython(tally_earlier_passes, migrations.RunPython.noop),
     ]
