@@ -78,3 +78,27 @@ def contract_null_missing() -> Connector:
 @pytest.fixture
 def contract_synthetic() -> Connector:
     return connector_for(SYNTHETIC_URL)
+
+
+# what a kind declares it cannot do: its tests are not collected for it (a declared
+# capability, never a missing server); the contract holds it to what it declares instead
+# (test_contract's discarding and no-rename tests)
+DISCARDING_KINDS = {"null"}  # nothing written can be read back: Capabilities.discards
+NO_RENAME_KINDS = {"null"}  # Capabilities.rename is False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        kind = params.get("kind") or params.get("any_connector")
+        names = getattr(item, "fixturenames", ())
+        reads_back = "populated" in names or "missing_connector" in names
+        moves = item.name.startswith("test_move_")
+        if (kind in DISCARDING_KINDS and reads_back) or (kind in NO_RENAME_KINDS and moves):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
