@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.contenttypes.models import ContentType
+from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.resolvers import RegexPattern, RoutePattern
 from django.utils.encoding import force_bytes
@@ -52,8 +53,34 @@ def route_text(parts: tuple) -> str:
     return text
 
 
+_last: list = [None, None]  # [(connection, rows it changed, data version), digests]
+
+
+def _change_mark() -> tuple | None:
+    """On SQLite, what moves whenever a row changes: the rows this connection changed
+    (rolled-back changes count too) and the data version other connections' commits move;
+    None elsewhere (every fingerprint is then taken in full)."""
+    if connection.vendor != "sqlite":
+        return None
+    connection.ensure_connection()
+    raw = connection.connection
+    with connection.cursor() as cursor:
+        version = cursor.execute("PRAGMA data_version").fetchone()[0]
+    return (id(raw), raw.total_changes, version)
+
+
 def fingerprint() -> dict[str, str]:
-    """A digest of every row of every model (but sessions and sign-in throttling)."""
+    """A digest of every row of every model (but sessions and sign-in throttling). Taken
+    again only when a row may have changed since the last one (a walk asks thousands)."""
+    mark = _change_mark()
+    if mark is not None and _last[0] == mark:
+        return dict(_last[1])
+    digests = _fingerprint()
+    _last[:] = [mark, digests]
+    return dict(digests)
+
+
+def _fingerprint() -> dict[str, str]:
     digests = {}
     for model in apps.get_models():
         label = model._meta.label_lower
