@@ -11,7 +11,8 @@ TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind 
 
 # the job-execution tests, run a second time on PostgreSQL + Redis
 PG_TESTS := tests/jobs/test_services.py tests/jobs/test_worker_kill.py tests/jobs/test_cli.py \
-	tests/jobs/test_gcs_jobs.py tests/jobs/test_admin.py tests/jobs/test_multi_cluster.py
+	tests/jobs/test_gcs_jobs.py tests/jobs/test_admin.py tests/jobs/test_multi_cluster.py \
+	tests/jobs/test_delta_passes.py tests/jobs/test_delta_classify_sql.py tests/jobs/test_deletions.py
 
 .PHONY: run test lint format system-run system-test venv demo worker web clean bench
 

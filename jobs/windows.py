@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -214,11 +214,23 @@ class SharedBucket:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bucket-{job_id}")
         self._lock = threading.Lock()
 
+    def _on_db(self, fn, *args):
+        """fn(*args) on the bucket's thread; _AWAY when the database is away (restarted,
+        failed over): the copy must not fail for its pacing, so the caller paces alone
+        until the database answers again (each worker then keeps to the whole limit)."""
+        try:
+            return self._db.submit(fn, *args).result()
+        except DatabaseError:
+            self._db.submit(_forget_connection).result()
+            return _AWAY
+
     def _current_rate(self) -> int | None:
         if time.monotonic() - self._rate_at >= RATE_RECHECK_SECONDS:
-            self._rate = self._db.submit(
-                lambda: job_rate(job_id=self.job_id, bwlimit=self.bwlimit)
-            ).result()
+            rate = self._on_db(lambda: job_rate(job_id=self.job_id, bwlimit=self.bwlimit))
+            if rate is not _AWAY:
+                self._rate = rate
+            elif self._rate is None:
+                self._rate = self.bwlimit  # never asked yet: the job's own limit
             self._rate_at = time.monotonic()
         return self._rate
 
@@ -240,7 +252,10 @@ class SharedBucket:
             self._debt += nbytes
             if self._debt < min(CHUNK_MAX, max(CHUNK_MIN, rate // 8)):
                 return nbytes
-            until = self._db.submit(self._reserve, self._debt / rate).result()
+            seconds = self._debt / rate
+            until = self._on_db(self._reserve, seconds)
+            if until is _AWAY:
+                until = time.time() + seconds
             self._debt = 0
             wait = until - time.time()
             if wait > 0:
@@ -258,10 +273,21 @@ class SharedBucket:
         database thread."""
         with self._lock:
             if self._debt and self._rate:
-                self._db.submit(self._reserve, self._debt / self._rate).result()
+                self._on_db(self._reserve, self._debt / self._rate)
             self._debt = 0
-        self._db.submit(lambda: connection.close()).result()  # the thread's own connection
+        self._db.submit(_forget_connection).result()  # the thread's own connection
         self._db.shutdown()
+
+
+_AWAY = object()  # the database did not answer
+
+
+def _forget_connection() -> None:
+    """Close this thread's connection, broken or not: the next query opens a new one."""
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
 
 
 def shared_bucket_for(*, job: MigrationJob) -> SharedBucket | None:

@@ -156,7 +156,7 @@ def test_postgresql_restarted_mid_job_the_workers_reconnect_and_nothing_is_lost(
             pg.stop()
             time.sleep(3)  # down for a while: tasks running now fail on the database
             pg.start()
-            before = query(copied)[0]
+            before = wait_until(lambda: query(copied), 30, "the database back")[0]
             assert before[0] < before[1], "the restart came after the job had finished"
             state = wait_until(
                 lambda: (
