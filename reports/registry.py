@@ -140,6 +140,26 @@ def _permissions_page(q: ReportQuery) -> dict:
             "acl": permissions.summary(q.job_pass), "lists": permissions.LISTS}  # fmt: skip
 
 
+def _cutover_page(q: ReportQuery) -> dict:
+    from jobs import cutover
+
+    flow = cutover.cutover_of(q.job)
+    report = cutover.ready_report(flow) if flow and flow.step == "ready" else None
+    rows = []
+    if report is not None:
+        rows = [{"label": label, "p": p, "h": job_selectors.pass_history_row(p)}
+                for label, p in report.passes]  # fmt: skip
+    return {"cutover": flow, "report": report, "report_passes": rows}
+
+
+def _cutover_csv(q: ReportQuery) -> Csv:
+    from jobs import cutover
+
+    flow = cutover.cutover_of(q.job)
+    rows = (lambda: cutover.report_rows(flow)) if flow is not None else (lambda: iter(()))
+    return Csv(("section", "item", "value"), rows)
+
+
 def _deletions_page(q: ReportQuery) -> dict:
     from jobs import deletions
     from jobs.choices import DeletionAction
@@ -163,26 +183,6 @@ def _deletions_csv(q: ReportQuery) -> Csv:
 
     return Csv(deletions.REPORT_COLUMNS,
                lambda: deletions.deletion_rows(job_pass=q.job_pass, staff=q.staff))  # fmt: skip
-
-
-def _cutover_page(q: ReportQuery) -> dict:
-    from jobs import cutover
-
-    flow = cutover.cutover_of(q.job)
-    report = cutover.ready_report(flow) if flow and flow.step == "ready" else None
-    rows = []
-    if report is not None:
-        rows = [{"label": label, "p": p, "h": job_selectors.pass_history_row(p)}
-                for label, p in report.passes]  # fmt: skip
-    return {"cutover": flow, "report": report, "report_passes": rows}
-
-
-def _cutover_csv(q: ReportQuery) -> Csv:
-    from jobs import cutover
-
-    flow = cutover.cutover_of(q.job)
-    rows = (lambda: cutover.report_rows(flow)) if flow is not None else (lambda: iter(()))
-    return Csv(("section", "item", "value"), rows)
 
 
 # --- conflicts: objects changed at the destination since a pass wrote them ------------------

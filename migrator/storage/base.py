@@ -209,15 +209,6 @@ class Connector(abc.ABC):
         self.close()
 
 
-def path_key(path: str) -> tuple[str, ...]:
-    """The order scans yield in: by path components, so 'a/b' sorts before 'a-c'."""
-    return tuple(path.split("/")) if path else ()
-
-
-def join(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
-
-
 ChangeKind = Literal["created", "modified", "deleted", "moved"]
 
 
@@ -249,6 +240,15 @@ class Watch(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def path_key(path: str) -> tuple[str, ...]:
+    """The order scans yield in: by path components, so 'a/b' sorts before 'a-c'."""
+    return tuple(path.split("/")) if path else ()
+
+
+def join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
 @dataclass(slots=True)

@@ -112,13 +112,13 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=None)
         parser.add_argument("--profile", default=None, help="sanitization profile")
         parser.add_argument("--assess", action="store_true", help="scan only: the assessment")
-        parser.add_argument("--hashes", default=None, metavar="md5,crc32c",
-                            help="content hashes to compute besides what the destination "
-                                 "verifies (GCS: md5 and crc32c; others: crc32c)")  # fmt: skip
         parser.add_argument("--conflicts", default=None, choices=Conflicts.values,
                             help="a catch-up pass, when an object changed at the destination "
                                  "since it was written: source_wins (default), "
                                  "destination_wins, keep_both")  # fmt: skip
+        parser.add_argument("--hashes", default=None, metavar="md5,crc32c",
+                            help="content hashes to compute besides what the destination "
+                                 "verifies (GCS: md5 and crc32c; others: crc32c)")  # fmt: skip
         parser.add_argument("--deletes", default=None, choices=DELETE_POLICIES,
                             help="a catch-up pass, for what is gone at the source: keep (default: "
                                  "recorded, kept at the destination), mirror (deleted there too), "
@@ -196,10 +196,10 @@ class Command(BaseCommand):
             options: dict = {"assess_only": True} if opts["assess"] else {}
             if opts["profile"]:
                 options["profile"] = opts["profile"]
-            if opts["conflicts"]:
-                options["conflicts"] = opts["conflicts"]
             if opts["hashes"]:
                 options["hashes"] = opts["hashes"]
+            if opts["conflicts"]:
+                options["conflicts"] = opts["conflicts"]
             options.update(_deletion_options(opts))
             suffix = " (assessment)" if opts["assess"] else ""
             job = services.job_create(
