@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 import pytest
 
 from migrator.engine.copy import CopyOptions
-from migrator.engine.memory import MemorySink, run_pass
+from migrator.engine.memory import run_pass
 from migrator.storage import ConnectFailed, Entry, NotFound, ScanError, connector_for
 from migrator.storage import azure as az
 from tests.servers.azure import AzureServer
 from tests.servers.util import free_port
+
+from .sinks import AttemptsSink, assert_accounted, by_path
 
 MIB = 1 << 20
 FILES = {"a.txt": b"alpha" * 100, "b.txt": b"bravo" * 200, "sub/c.txt": b"charlie"}
@@ -122,31 +124,6 @@ def filled(azure_server: AzureServer, azure_container: str) -> str:
     for path, data in FILES.items():
         container.upload_blob(f"data/{path}", data)
     return azure_server.azure_url(azure_container, "data")
-
-
-class AttemptsSink(MemorySink):
-    """A memory sink that also keeps how many attempts each file took."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts: dict[str, int] = {}
-
-    def batch_record(self, tasks, outcomes, acl) -> bool:
-        for outcome in outcomes:
-            row = self.rows[outcome.item_id]
-            if row.kind == "file":
-                self.attempts[row.source_path] = outcome.attempts
-        return super().batch_record(tasks, outcomes, acl)
-
-
-def by_path(sink: MemorySink) -> dict[str, tuple[str, str]]:
-    return {r.source_path: (r.state, r.reason) for r in sink.rows.values() if r.kind == "file"}
-
-
-def assert_accounted(sink: MemorySink) -> None:
-    counts = sink.counts()
-    parts = ("copied", "unchanged", "excluded", "failed", "pending")
-    assert counts["seen"] == sum(counts[p] for p in parts), counts
 
 
 # --- check(): one clear error before any work ------------------------------------------

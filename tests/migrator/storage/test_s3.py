@@ -20,10 +20,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from migrator.engine.copy import CopyOptions
-from migrator.engine.memory import MemorySink, run_pass
+from migrator.engine.memory import run_pass
 from migrator.storage import ConnectFailed, Entry, ScanError, connector_for, s3
 from tests.servers.s3 import S3Server
 from tests.servers.util import free_port
+
+from .sinks import AttemptsSink, assert_accounted, by_path
 
 MIB = 1 << 20
 SLOW_DOWN = (
@@ -91,31 +93,6 @@ def filled(s3_server: S3Server, s3_bucket: str) -> str:
     for path, data in FILES.items():
         client.put_object(Bucket=s3_bucket, Key=f"data/{path}", Body=data)
     return s3_server.s3_url(s3_bucket, "data")
-
-
-class AttemptsSink(MemorySink):
-    """A memory sink that also keeps how many attempts each file took."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts: dict[str, int] = {}
-
-    def batch_record(self, tasks, outcomes, acl) -> bool:
-        for outcome in outcomes:
-            row = self.rows[outcome.item_id]
-            if row.kind == "file":
-                self.attempts[row.source_path] = outcome.attempts
-        return super().batch_record(tasks, outcomes, acl)
-
-
-def by_path(sink: MemorySink) -> dict[str, tuple[str, str]]:
-    return {r.source_path: (r.state, r.reason) for r in sink.rows.values() if r.kind == "file"}
-
-
-def assert_accounted(sink: MemorySink) -> None:
-    counts = sink.counts()
-    parts = ("copied", "unchanged", "excluded", "failed", "pending")
-    assert counts["seen"] == sum(counts[p] for p in parts), counts
 
 
 # --- check(): one clear error before any work ------------------------------------------
