@@ -114,14 +114,14 @@ class EndpointAdmin(admin.ModelAdmin):
     def test_connection(self, request, queryset) -> HttpResponseRedirect | None:
         for endpoint in queryset:
             try:
-                host_key = check_endpoint(endpoint)
+                was_pinned = "hostkey=" in endpoint.url
+                host_key = check_endpoint(endpoint, pin=True)  # an unpinned key: pinned now
             except (StorageError, ValueError) as exc:
                 self.message_user(request, f"{endpoint.name}: {exc}", messages.ERROR)
             else:
                 shown = f"{endpoint.name}: connection OK"
-                if host_key:  # an SFTP server: its key, to pin in the URL (hostkey=)
-                    pinned = "hostkey=" in endpoint.url  # check() refused any other key
-                    how = "pinned" if pinned else f"not pinned: add ?hostkey={host_key} to the URL"
+                if host_key:  # an SFTP server: its key (check() refused any other pinned)
+                    how = "pinned" if was_pinned else "pinned now, on first use"
                     shown += f" (SSH host key {host_key}, {how})"
                 self.message_user(request, shown, messages.SUCCESS)
         if request.POST.get("_from_change") and len(queryset) == 1:  # its change page's button

@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 
 from jobs import services
+from jobs.models import Endpoint
 from tests.servers.sftp import SftpServer
 
 from .conftest import accounting, make_tree, setup, tree_of
@@ -130,9 +131,14 @@ def test_admin_test_connection_shows_the_host_key_to_pin(client, django_user_mod
 
     shown = {html.unescape(text): level for level, text in
              re.findall(r'<li class="(\w+)">(.*?)</li>', page)}  # fmt: skip
-    assert shown[f"Unpinned: connection OK (SSH host key {key}, not pinned: add "
-                 f"?hostkey={key} to the URL)"] == "success"  # fmt: skip
+    assert shown[f"Unpinned: connection OK (SSH host key {key}, pinned now, on first use)"] == (
+        "success"
+    )
     assert shown[f"Pinned: connection OK (SSH host key {key}, pinned)"] == "success"
+    # trust on first use: the key is in the endpoint's URL from now on
+    unpinned = Endpoint.objects.get(pk=ids[0])
+    assert unpinned.url == cases["Unpinned"] + f"?hostkey={key}"
+    assert Endpoint.objects.get(pk=ids[2]).url == cases["Impostor"]  # a refused key: unchanged
     (impostor,) = [m for m in shown if m.startswith("Impostor: ")]
     assert shown[impostor] == "error"
     assert "host key mismatch" in impostor and key in impostor and "C" * 43 in impostor
