@@ -17,6 +17,7 @@ or deleted is what notifications missed, shown with the state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -38,7 +39,7 @@ from migrator.engine.copy import CopyOptions, CopyTask, Policy
 from migrator.engine.watch import Change, Coalescer, WatchError
 from migrator.storage import Connector, NotFound, ScanError, StorageError, capabilities_of
 
-from . import services
+from . import services, windows
 from .choices import (
     JOB_ACTIVE,
     JOB_FINISHED,
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 LEASE_BATCH = 600  # a batch of changes, copied in this process while it runs
 HEARTBEAT_SECONDS = 1.0  # lease, enabled flag and shown state, this often
+WINDOW_RECHECK_SECONDS = 2.0  # while changes wait: is the transfer window open again?
 RECONCILE_MINUTES = 60
 PEERS_SECONDS = 10.0  # how often a runner looks for other jobs' runners whose lease lapsed
 AGENT_REFUSAL = (
@@ -365,6 +367,8 @@ class Runner:
                     return False
             if self._pass_running():
                 continue  # a reconciliation is copying: changes wait for it to finish
+            if self._window_closed():
+                continue  # outside the job's transfer window: changes wait (the lag shows)
             due = self.coalescer.due()
             if due:
                 self._apply(due)
@@ -446,6 +450,17 @@ class Runner:
         connection.close()
 
     # the state shown, the lease, reconciliation
+
+    def _window_closed(self) -> bool:
+        """Whether the job (or its pool) is outside its transfer window now: asked again
+        every few seconds, and only while changes wait."""
+        if not self.coalescer.pending:
+            return False
+        at = time.monotonic()
+        if at - getattr(self, "_window_at", float("-inf")) >= WINDOW_RECHECK_SECONDS:
+            self._window_at = at
+            self._closed = not windows.job_window(job_id=self.job.pk).open
+        return self._closed
 
     def _pass_running(self) -> bool:
         return (
@@ -781,6 +796,12 @@ class Runner:
         )
         stop = SimpleNamespace(stop=threading.Event())
         sink = BatchSink(batch, self.job, self.token, stop)
+        # the job's bwlimit and its window's limit, the lower, shared with its workers
+        bucket = windows.shared_bucket_for(job=self.job)
+        with bucket or contextlib.nullcontext():
+            self._run_batch(tasks, policy, stop, sink, bucket)
+
+    def _run_batch(self, tasks, policy, stop, sink, bucket) -> None:
         run_batch(
             tasks,
             source=lambda: open_endpoint(self.job.source),
@@ -791,6 +812,7 @@ class Runner:
                 retry_attempts=settings.MIGRATOR_RETRY_ATTEMPTS,
                 backoff=settings.MIGRATOR_RETRY_BACKOFF,
                 should_stop=stop.stop.is_set,
+                shared_rate=bucket,
             ),
             sink=sink,
         )

@@ -644,3 +644,40 @@ def test_a_killed_runner_comes_back_and_copies_the_next_change(cli, tmp_path: Pa
     assert (dst / "while down.txt").read_text() == "written while no runner watched"
     events = cli.query("SELECT message FROM jobs_event WHERE job_id=?", job_id)
     assert any("stopped without handing over" in m for (m,) in events)
+
+
+def test_outside_its_transfer_window_a_change_waits_then_is_copied_when_it_opens(
+    tmp_path: Path, settings
+):
+    """A job in continuous mode keeps to its transfer window: a change made while the
+    window is closed waits (the panel's lag grows, nothing is written), and is copied once
+    the window opens."""
+    from jobs import windows
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "first.txt").write_text("first")
+    job = new_job(f"file://{src}", f"file://{dst}")
+    assert run_job(job).state == "completed"
+    settings.MIGRATOR_WINDOW_NOW = "2026-12-07T17:30:00+00:00"  # Monday 18:30 in Paris
+    windows.transfer_window_set(owner=job, text="* closed; mon-fri 08-18 unlimited",
+                                zone="Europe/Paris")  # fmt: skip
+    set_inline(_run_now)
+    continuous.continuous_start(job=job)
+    runner = Runner(job.pk)
+    try:
+        (src / "evening.txt").write_text("written after office hours")
+        wait_until(
+            lambda: ContinuousState.objects.get(job=job).changes_seen >= 1, 10, "the change seen"
+        )
+        time.sleep(1.5)  # well past the coalescing delay: it would have been copied by now
+        assert not (dst / "evening.txt").exists()
+        assert ContinuousState.objects.get(job=job).changes_applied == 0
+
+        settings.MIGRATOR_WINDOW_NOW = "2026-12-08T08:00:00+00:00"  # Tuesday 09:00: open
+        wait_until(lambda: (dst / "evening.txt").exists(), 10, "the change copied at opening")
+        assert (dst / "evening.txt").read_text() == "written after office hours"
+    finally:
+        runner.close()
+        set_inline(None)
+    continuous.continuous_stop(job=job)
