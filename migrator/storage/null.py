@@ -66,6 +66,8 @@ class NullConnector(Connector):
         directories=False,  # folders are not kept either; a copy does not create them
         discards=DISCARDS,
     )
+    # it hashes in this process and waits on nothing: threads add only GIL hand-offs
+    copy_threads = 1
 
     def __init__(self, hashes: tuple[str, ...] = ("crc32c",)) -> None:
         unknown = set(hashes) - set(KNOWN_HASHES)
