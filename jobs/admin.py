@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from migrator.storage import StorageError, kind_of
 from migrator.web.csv import csv_filename, csv_response
+from migrator.web.query import query_int
 
 from . import (
     admin_agents,  # noqa: F401 - registers the agent pools and agents
@@ -494,7 +495,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
     def _pass(self, request, job: MigrationJob) -> Pass:
         number = request.GET.get("pass")
         if number and number.isdigit():
-            return get_object_or_404(Pass, job=job, number=int(number))
+            return get_object_or_404(Pass, job=job, number=query_int(number) or 0)
         if job.current_pass is None:
             raise Http404("This job has not run yet.")
         return job.current_pass
@@ -527,7 +528,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         filters = selectors.ManifestFilter.from_query(request.GET)
         after = request.GET.get("after", "")
         rows, next_after = selectors.manifest_page(
-            job_pass=job_pass, filters=filters, after=int(after) if after.isdigit() else 0
+            job_pass=job_pass, filters=filters, after=query_int(after) or 0
         )
         query = request.GET.copy()
         query.pop("after", None)
@@ -560,7 +561,7 @@ class MigrationJobAdmin(admin.ModelAdmin):
         level = request.GET.get("level", "")
         before = request.GET.get("before", "")
         rows, next_before = selectors.events_page(
-            job_id=job.pk, level=level, before=int(before) if before.isdigit() else None
+            job_id=job.pk, level=level, before=query_int(before)
         )
         context = {
             **self.admin_site.each_context(request),

@@ -16,6 +16,7 @@ from accounts.models import Customer
 from migrator.acl.directory import DirectoryError
 from migrator.acl.mapping import MappingCSVError
 from migrator.web.csv import csv_filename, csv_response
+from migrator.web.query import query_int
 
 from . import permissions, services
 from .models import DirectoryIdentity, IdentityOverride, MigrationJob
@@ -151,9 +152,10 @@ class DirectoryIdentityAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise Http404
         pk = request.POST.get("customer") or request.GET.get("customer", "")
-        if not pk.isdigit():
+        number = query_int(pk)
+        if number is None:
             raise Http404("Choose a customer.")
-        return get_object_or_404(Customer, pk=int(pk))
+        return get_object_or_404(Customer, pk=number)
 
     def refresh_view(self, request):
         if request.method != "POST":

@@ -29,6 +29,7 @@ from accounts.services import audit_record
 from migrator.engine import deletes as engine
 from migrator.engine.deletes import Gone
 from migrator.storage import StorageError
+from migrator.web.query import query_int
 
 from .choices import DeletionAction, EventLevel, ItemKind, ItemState, PassState
 from .dispatch import enqueue
@@ -499,8 +500,8 @@ def deletions_page(
 ) -> tuple[list[Deletion], str]:
     """One page of the pass's deletions in id order, and the next page's cursor."""
     qs = Deletion.objects.filter(job_pass=job_pass).order_by("id")
-    if cursor.isdigit():
-        qs = qs.filter(id__gt=int(cursor))
+    if (after := query_int(cursor)) is not None:
+        qs = qs.filter(id__gt=after)
     rows = [_shown(row, staff) for row in qs[: PAGE_SIZE + 1]]
     if len(rows) <= PAGE_SIZE:
         return rows, ""

@@ -13,6 +13,7 @@ from django.db.models import Q
 from jobs.choices import ItemState, Reason
 from jobs.models import AclRecord, FileItem, Pass
 from jobs.permissions import RecordCache, record_plan
+from migrator.web.query import query_int
 
 PAGE_SIZE = 100
 COLUMNS = ("path", "destination_path", "kind", "state", "source_entries", "grants",
@@ -89,8 +90,8 @@ _FIELDS = ("id", "source_path", "dest_path", "kind", "state", "reason", "acl_id"
 def page(job_pass: Pass, cursor: str = "", issues_only: bool = False):
     """(rows, next cursor) by manifest id; two queries plus one per new ACL record."""
     qs = _items(job_pass, issues_only)
-    if cursor.isdigit():
-        qs = qs.filter(id__gt=int(cursor))
+    if (after := query_int(cursor)) is not None:
+        qs = qs.filter(id__gt=after)
     items = list(qs.order_by("id").values(*_FIELDS)[: PAGE_SIZE + 1])
     more = len(items) > PAGE_SIZE
     items = items[:PAGE_SIZE]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from jobs import selectors as job_selectors
 from jobs.choices import STATE_COLOURS, EventLevel, ItemState, Reason
 from jobs.models import MigrationJob, Pass
+from migrator.web.query import query_int
 
 from . import charts, selectors, tables
 from .tables import Csv, Filters
@@ -209,8 +210,8 @@ def _conflict_words(message: str) -> tuple[str, str]:
 
 def _conflicts_page(q: ReportQuery) -> dict:
     qs = _conflicts(q.job_pass).order_by("id")
-    if q.cursor.isdigit():
-        qs = qs.filter(id__gt=int(q.cursor))
+    if (after := query_int(q.cursor)) is not None:
+        qs = qs.filter(id__gt=after)
     rows = list(qs[: tables.PAGE_SIZE + 1])
     more = len(rows) > tables.PAGE_SIZE
     rows = rows[: tables.PAGE_SIZE]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from jobs.models import MigrationJob, Pass, ProgressSample
+from migrator.web.query import query_int
 
 from .models import SignOff
 
@@ -15,8 +16,8 @@ CHART_SAMPLES = 2000  # a chart's worth of points; a long pass is drawn from its
 
 def report_pass(*, job: MigrationJob, number: str = "") -> Pass | None:
     """The pass numbered `number` (digits from the query), else the job's current pass."""
-    if number.isdigit():
-        return Pass.objects.filter(job=job, number=int(number)).first()
+    if number.isdigit():  # a number past any pass's names none
+        return Pass.objects.filter(job=job, number=query_int(number) or 0).first()
     if job.current_pass_id:
         return Pass.objects.filter(pk=job.current_pass_id).first()
     return None

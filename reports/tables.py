@@ -17,6 +17,7 @@ from jobs import plain
 from jobs import selectors as job_selectors
 from jobs.choices import ItemState
 from jobs.models import Event, FileItem, MigrationJob, Pass
+from migrator.web.query import query_int
 
 PAGE_SIZE = 100
 SORTS = ("id", "-id", "path")
@@ -84,12 +85,12 @@ def manifest_page(
     if f.sort == "path":
         qs = by_path(qs, cursor)
     elif f.sort == "-id":
-        if cursor.isdigit():
-            qs = qs.filter(id__lt=int(cursor))
+        if (before := query_int(cursor)) is not None:
+            qs = qs.filter(id__lt=before)
         qs = qs.order_by("-id")
     else:
-        if cursor.isdigit():
-            qs = qs.filter(id__gt=int(cursor))
+        if (after := query_int(cursor)) is not None:
+            qs = qs.filter(id__gt=after)
         qs = qs.order_by("id")
     rows = list(qs[: PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
@@ -116,9 +117,9 @@ def by_path(qs: QuerySet[FileItem], cursor: str = "") -> QuerySet[FileItem]:
     (pass, path, id) index from where the page starts, never a sort of the pass."""
     qs = qs.alias(path_key=path_key())
     path, _, pk = cursor.rpartition("\x1f")
-    if pk.isdigit():
+    if (after := query_int(pk)) is not None:
         # the range starts the index walk; the OR only breaks ties between equal paths
-        qs = qs.filter(path_key__gte=path).filter(Q(path_key__gt=path) | Q(id__gt=int(pk)))
+        qs = qs.filter(path_key__gte=path).filter(Q(path_key__gt=path) | Q(id__gt=after))
     return qs.order_by("path_key", "id")
 
 
@@ -210,8 +211,8 @@ def events(job: MigrationJob, f: Filters, *, staff: bool) -> QuerySet[Event]:
 
 def event_page(job: MigrationJob, f: Filters, cursor: str, *, staff: bool):
     qs = events(job, f, staff=staff)
-    if cursor.isdigit():
-        qs = qs.filter(id__lt=int(cursor))
+    if (before := query_int(cursor)) is not None:
+        qs = qs.filter(id__lt=before)
     rows = list(qs.order_by("-id")[: PAGE_SIZE + 1])
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]

@@ -23,6 +23,7 @@ from accounts.choices import AuditAction
 from accounts.selectors import sees_all_customers
 from accounts.services import audit_record
 from migrator.web.csv import csv_filename, csv_response
+from migrator.web.query import query_int
 from reports import permissions as acl_report
 from reports import tables
 from reports.registry import REPORTS, ReportQuery
@@ -115,8 +116,9 @@ class JobList(generics.ListAPIView):
             "source", "destination", "current_pass", "agent_pool"
         )
         customer = self.request.query_params.get("customer", "")
-        if customer.isdigit():
-            qs = qs.filter(customer_id=int(customer))
+        if customer.isdigit():  # a number beyond any id names no customer: none
+            number = query_int(customer)
+            qs = qs.filter(customer_id=number) if number is not None else qs.none()
         if state := self.request.query_params.get("state"):
             qs = qs.filter(state=state)
         return qs.prefetch_related("mappings")

@@ -233,3 +233,26 @@ def test_the_assessment_twin_of_an_agent_job_is_run_by_the_same_pool(tmp_path):
     # and the migration made from the assessment keeps the pool too
     migration = services.job_create_from_assessment(job=twin)
     assert migration.agent_pool == pool and "assess_only" not in migration.options
+
+
+BEYOND_ANY_ID = "99999999999999999999"  # past a 64-bit id: SQLite could not even compare it
+
+
+def test_a_number_past_any_id_in_a_query_names_nothing_and_is_no_server_error(
+    world, staff_api, client
+):
+    a = world.a
+    mine = staff_api.get(f"{API}/jobs/?customer={a.customer.pk}").json()
+    assert [j["name"] for j in mine["results"]] == ["Alpha Payroll Migration"]
+    none = staff_api.get(f"{API}/jobs/?customer={BEYOND_ANY_ID}")
+    assert none.status_code == 200 and none.json()["results"] == []
+    client.force_login(world.staff)
+    for url in (f"/reports/jobs/{a.job.pk}/files/?cursor={BEYOND_ANY_ID}",
+                f"/reports/jobs/{a.job.pk}/files/?sort=-id&cursor={BEYOND_ANY_ID}",
+                f"/reports/jobs/{a.job.pk}/events/?cursor={BEYOND_ANY_ID}",
+                f"/reports/jobs/{a.job.pk}/?pass={BEYOND_ANY_ID}",
+                f"/admin/jobs/migrationjob/{a.job.pk}/events/?before={BEYOND_ANY_ID}"):  # fmt: skip
+        assert client.get(url).status_code in (200, 404), url
+    # the first page again: a cursor past every id is no cursor
+    first = client.get(f"/reports/jobs/{a.job.pk}/files/?sort=-id&cursor={BEYOND_ANY_ID}")
+    assert "alpha-salaries-2024.xlsx" in first.content.decode()
