@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 
 from migrator.storage import Entry, connector_for
 from tests.jobs.factories import CASES, FILES, OWNERS, descriptor, new_folder
-from tests.servers.util import free_port, stop_group, wait_for_port
+from tests.servers.util import free_port, kill_group, stop_group, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 # "postgres" when run under `python -m tests.servers.stack` (PostgreSQL + Redis)
@@ -194,14 +193,6 @@ def start_cluster(env: dict[str, str], log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: kill -9 takes every worker
     )
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.3):
@@ -393,9 +384,11 @@ class Stack:
         )
 
     def close(self) -> None:
-        for proc in self.procs:
-            stop_group(proc)
-        self.stop_server()
+        for proc in self.procs:  # the test is over: nothing of theirs is needed
+            kill_group(proc)
+        if self.server is not None:
+            kill_group(self.server)
+            self.server = None
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from jobs import services
 from jobs.models import MigrationJob
 from tests.jobs.conftest import REPO, base_env, current_db_url, make_tree
 from tests.servers.browser import screenshot
-from tests.servers.util import stop_group
+from tests.servers.util import kill_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "Browser-Test-pw-42"
@@ -33,7 +33,7 @@ def cluster():
         start_new_session=True,
     )
     yield proc
-    stop_group(proc)
+    kill_group(proc)
 
 
 def sign_in(page, base: str, username: str) -> None:
