@@ -12,7 +12,8 @@ TEST_DEBS := $(RUN_DEBS) samba samba-ad-dc samba-ad-provision smbclient winbind 
 # pytest-xdist processes for the SQLite run, each test file in one of them: the suite
 # mostly waits (on servers, workers, subprocesses), so 3 on 2 cores measured 11.5 min
 # where one took 17-23. The PostgreSQL run stays in one process: one of its tests
-# restarts the database server the others use.
+# restarts the database server the others use. Tests marked shared_outage (they restart
+# or cut the Samba DC all processes share) run after the others, alone.
 TEST_PROCESSES ?= 3
 
 # the job-execution tests, run a second time on PostgreSQL + Redis
@@ -81,7 +82,9 @@ node_modules/.bin/azurite-blob: package.json package-lock.json | system-test
 test: system-test venv node_modules/.bin/azurite-blob
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/bandit -q -c pyproject.toml -r migrator jobs accounts reports -lll
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile -m "not shared_outage" $(PYTEST_ARGS)
+	@echo "--- the tests that take a shared server down, alone ---"
+	$(PY) -m pytest -m shared_outage $(PYTEST_ARGS)
 	@echo "--- the job-execution tests again on PostgreSQL + Redis ---"
 	$(PY) -m tests.servers.stack -- $(PY) -m pytest $(PG_TESTS) $(PYTEST_ARGS)
 

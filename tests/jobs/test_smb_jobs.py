@@ -385,6 +385,7 @@ def test_wrong_password_or_unreachable_host_is_one_line_before_any_work(cli, sam
 # --- the server restarts mid-job ---------------------------------------------------------------
 
 
+@pytest.mark.shared_outage  # the DC is down for every test process meanwhile
 def test_dc_restarted_mid_job_the_job_finishes_with_nothing_lost(cli, samba_dc):
     """smb→smb, slowed by its bandwidth limit; the DC is stopped by its PID and started
     again while files are in flight. Every connection drops; reads, writes and connects

@@ -17,7 +17,7 @@ import pytest
 from migrator.engine.copy import CopyOptions, CopyTask, State, copy_one
 from migrator.storage import ConnectFailed, Entry, NotFound, ScanError, Transient, connector_for
 from migrator.storage.local import LocalConnector
-from migrator.storage.sftp import SftpConnector, from_url, parse_url
+from migrator.storage.sftp import WINDOW, SftpConnector, from_url, parse_url
 from tests.servers.sftp import SftpServer
 from tests.servers.util import free_port
 
@@ -170,7 +170,9 @@ def drop(connector: SftpConnector) -> None:
 
 @thread_dies
 def test_connection_dropped_mid_copy_is_retried_and_the_copy_completes(sftp_server, tmp_path):
-    data = os.urandom(3 << 20)
+    # past one read-ahead window: on a busy machine the whole first window could arrive
+    # before the line is cut, and then only a later window's requests meet the drop
+    data = os.urandom(WINDOW + (1 << 20))
     folder = served_tree(sftp_server, {"big.bin": data})
     src = from_url(sftp_server.url(folder), sftp_server.private_key)
     opened = src.open

@@ -266,6 +266,7 @@ def test_missing_share_and_missing_folder(samba_dc):
     assert "no folder 'no/such'" in str(caught.value)
 
 
+@pytest.mark.shared_outage  # every test process's connections to [target] drop meanwhile
 def test_reconnects_after_the_server_drops_the_share(samba_dc):
     # [target] only, so no other connection of the session is disturbed
     name = samba_dc.make_folder("target")

@@ -128,6 +128,7 @@ def test_pool_is_per_account(samba_dc, url):
     _POOL.flush(alice._pool_key)
 
 
+@pytest.mark.shared_outage  # the DC is down for every test process meanwhile
 def test_a_scan_waits_for_a_restarting_server_and_goes_on(samba_dc):
     """A listing is safe to repeat: the walk picks up where it was once the DC is back."""
     from tests.servers.samba import restart_dc
