@@ -474,6 +474,31 @@ _RECORD_SQL = (
     "message = COALESCE(NULLIF(%s, ''), message), "
     "attempts = attempts + %s, md5 = %s, crc32c = %s, dest_path = %s WHERE id = %s"
 )
+# PostgreSQL: the same for the whole batch in one statement, one array per column. A
+# statement per row made the server's CPU the pipeline's ceiling (an executor start and
+# a plan lookup for each of 2,000 rows)
+_RECORD_SQL_PG = (
+    f"UPDATE {FileItem._meta.db_table} AS f SET state = v.state, reason = v.reason, "
+    "message = COALESCE(NULLIF(v.message, ''), f.message), "
+    "attempts = f.attempts + v.attempts, md5 = v.md5, crc32c = v.crc32c, "
+    "dest_path = v.dest_path FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
+    "%s::text[], %s::text[], %s::text[], %s::bigint[]) "
+    "AS v(state, reason, message, attempts, md5, crc32c, dest_path, id) WHERE f.id = v.id"
+)
+
+
+def _record_rows(rows: list[tuple]) -> None:
+    """Write the outcomes, (state, reason, message, attempts, md5, crc32c, dest_path, id)
+    each, in the caller's transaction: one statement on PostgreSQL, executemany by primary
+    key elsewhere (the ORM's bulk_update builds one CASE per column and row, which cost
+    more CPU than copying the files: measured with py-spy)."""
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(_RECORD_SQL_PG, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            cursor.executemany(_RECORD_SQL, rows)
 
 
 class BatchSink:
@@ -569,10 +594,7 @@ class BatchSink:
                     file_states[o.state] += 1
                     bytes_copied += o.bytes
                     bytes_done += task.size
-            # executemany by primary key: the ORM's bulk_update builds one CASE per column
-            # and row, which cost more CPU than copying the files (measured with py-spy)
-            with connection.cursor() as cursor:
-                cursor.executemany(_RECORD_SQL, rows)
+            _record_rows(rows)
             Pass.objects.filter(pk=batch.job_pass_id).update(
                 pending=F("pending") - sum(file_states.values()),
                 copied=F("copied") + file_states[State.COPIED],
