@@ -189,7 +189,8 @@ def test_results_kept_on_disk_while_the_server_is_away_are_sent_after_a_restart(
     batch is copied twice (every batch leased once) and nothing is lost."""
     src, dst = tmp_path / "share", tmp_path / "copy"
     expected = make_tree(src, files=40, folders=1, size=4000)
-    job_id, (code,) = setup(stack, src, dst, bw=12_000)  # a batch of 10 takes ~3.5 s
+    # a batch of 10 takes ~7 s: the server is stopped well inside one, even on a busy machine
+    job_id, (code,) = setup(stack, src, dst, bw=6_000)
     assert stack.enroll("a1", code).returncode == 0
     agent = stack.start_agent("a1", "--workers", "1")
     wait_until(  # a batch copied, and the next one leased (the agent is copying it)
