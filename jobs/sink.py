@@ -11,6 +11,7 @@ a killed worker loses nothing and a batch delivered twice is counted once.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -474,16 +475,15 @@ _RECORD_SQL = (
     "message = COALESCE(NULLIF(%s, ''), message), "
     "attempts = attempts + %s, md5 = %s, crc32c = %s, dest_path = %s WHERE id = %s"
 )
-# PostgreSQL: the same for the whole batch in one statement, one array per column. A
-# statement per row made the server's CPU the pipeline's ceiling (an executor start and
-# a plan lookup for each of 2,000 rows)
+# PostgreSQL: the same for the whole batch in one statement. A statement per row made the
+# server's CPU the pipeline's ceiling (an executor start for each of 2,000 rows); the rows
+# go as one JSON text (json.dumps is C; arrays were quoted value by value in Python by
+# the client-side binding Django uses: 12 % of a cluster's samples)
 _RECORD_SQL_PG = (
-    f"UPDATE {FileItem._meta.db_table} AS f SET state = v.state, reason = v.reason, "
-    "message = COALESCE(NULLIF(v.message, ''), f.message), "
-    "attempts = f.attempts + v.attempts, md5 = v.md5, crc32c = v.crc32c, "
-    "dest_path = v.dest_path FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
-    "%s::text[], %s::text[], %s::text[], %s::bigint[]) "
-    "AS v(state, reason, message, attempts, md5, crc32c, dest_path, id) WHERE f.id = v.id"
+    f"UPDATE {FileItem._meta.db_table} AS f SET state = v->>0, reason = v->>1, "
+    "message = COALESCE(NULLIF(v->>2, ''), f.message), "
+    "attempts = f.attempts + (v->>3)::int, md5 = v->>4, crc32c = v->>5, "
+    "dest_path = v->>6 FROM json_array_elements(%s::json) AS v WHERE f.id = (v->>7)::bigint"
 )
 
 
@@ -496,7 +496,7 @@ def _record_rows(rows: list[tuple]) -> None:
         return
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_RECORD_SQL_PG, [list(column) for column in zip(*rows, strict=True)])
+            cursor.execute(_RECORD_SQL_PG, [json.dumps(rows)])
         else:
             cursor.executemany(_RECORD_SQL, rows)
 

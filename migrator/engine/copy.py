@@ -60,7 +60,10 @@ class CopyTask:
     hashes: tuple[tuple[str, str], ...] = ()
 
     def hash_of(self, algo: str) -> str:
-        return dict(self.hashes).get(algo, "")
+        for name, value in self.hashes:  # at most two: no dict built for each question
+            if name == algo:
+                return value
+        return ""
 
     def entry(self) -> Entry:
         return Entry(self.source_path, self.kind, self.size, self.mtime_ns, self.hashes)  # type: ignore[arg-type]
