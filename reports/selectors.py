@@ -16,7 +16,7 @@ CHART_SAMPLES = 2000  # a chart's worth of points; a long pass is drawn from its
 
 def report_pass(*, job: MigrationJob, number: str = "") -> Pass | None:
     """The pass numbered `number` (digits from the query), else the job's current pass."""
-    if number.isdigit():  # a number past any pass's names none
+    if number.isdigit():  # a number past every pass names none (query_int gives None: 0)
         return Pass.objects.filter(job=job, number=query_int(number) or 0).first()
     if job.current_pass_id:
         return Pass.objects.filter(pk=job.current_pass_id).first()
